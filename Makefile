@@ -1,0 +1,58 @@
+# Berry's two commands: `make run` and `make test`. Every target installs missing Debian
+# packages first (scripts/install-deps), configures out of source under build/, then builds.
+JOBS ?= 2
+CONFIG ?= $(if $(wildcard examples/config.toml),examples/config.toml,examples/demo.toml)
+CMAKE_COMMON := -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+
+.PHONY: all deps run test test-asan bench build-release build-test build-asan format tidy clean
+
+all: build-release
+
+deps:
+	@scripts/install-deps
+
+build/release/CMakeCache.txt: | deps
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DBERRY_BUILD_TESTS=OFF $(CMAKE_COMMON) >/dev/null
+
+build/test/CMakeCache.txt: | deps
+	@cmake -S . -B build/test -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_COMMON) >/dev/null
+
+build/asan/CMakeCache.txt: | deps
+	@cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DBERRY_SANITIZE=ON -DBERRY_BUILD_BENCH=OFF $(CMAKE_COMMON) >/dev/null
+
+build-release: deps build/release/CMakeCache.txt
+	@cmake --build build/release -j$(JOBS)
+
+build-test: deps build/test/CMakeCache.txt
+	@cmake --build build/test -j$(JOBS)
+
+build-asan: deps build/asan/CMakeCache.txt
+	@cmake --build build/asan -j$(JOBS)
+
+# Until the data-plane proxy lands, `make run` validates the config and prints the route table
+# it compiles to (the same table the proxy will serve from).
+run: build-release
+	@build/release/common/route_table/berry-routes --config $(CONFIG)
+
+test: build-test
+	@cd build/test && ctest --output-on-failure -j$(JOBS) --timeout 300
+
+test-asan: build-asan
+	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -j$(JOBS) --timeout 600
+
+bench: deps
+	@scripts/install-deps --bench
+	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DBERRY_BUILD_TESTS=OFF $(CMAKE_COMMON) >/dev/null
+	@cmake --build build/release -j$(JOBS)
+	@bench/run-selection
+
+format:
+	@git ls-files '*.cc' '*.h' | xargs clang-format -i
+
+tidy: build-test
+	@git ls-files 'common/*.cc' | xargs clang-tidy -p build/test --quiet
+
+clean:
+	@rm -rf build

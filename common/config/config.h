@@ -1,0 +1,173 @@
+// Berry's typed configuration: the operator's TOML (`[settings]`, `[providers.*]`,
+// `[models.*]`, `[users.*]`) loaded, `${VAR}`-interpolated and validated once at the edge.
+// A `Config` is immutable after loading; any thread may read it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace berry::config {
+
+// `[settings]`. Defaults are DESIGN.md's.
+struct Settings {
+  int64_t health_check_interval_seconds = 30;
+  int64_t health_check_timeout_seconds = 10;
+  int64_t request_timeout_seconds = 30;
+  int64_t stream_idle_timeout_seconds = 60;
+  int64_t max_retries = 3;
+  int64_t circuit_breaker_failure_threshold = 5;
+  int64_t circuit_breaker_timeout_seconds = 60;
+  int64_t recovery_check_interval_seconds = 120;
+  int64_t max_internal_retries = 2;
+  int64_t panic_threshold_percent = 50;
+  int64_t max_request_body_bytes = 33554432;
+};
+
+// `[providers.<id>]`.
+struct Provider {
+  std::string id;    // table key
+  std::string name;  // defaults to id
+  std::string base_url;
+  std::string api_key;  // secret
+  std::vector<std::string> models;
+  std::map<std::string, std::string> headers;  // sorted by name
+  bool enabled = true;
+  int64_t timeout_seconds = 30;
+  int64_t max_retries = 3;
+  std::string backend_type = "openai";
+  bool tls_verify = true;
+  std::string billing_mode = "per_token";  // Berry API compatibility
+};
+
+enum class Strategy {
+  kWeightedRandom,
+  kRoundRobin,
+  kRandom,
+  kLeastLatency,
+  kLeastRequests,
+  kFailover,
+  kWeightedFailover,
+  kSmartWeightedFailover,
+  kSmartAi,
+};
+
+// Parses a TOML strategy name ("weighted_random", ...); nullopt for an unknown one.
+std::optional<Strategy> ParseStrategy(std::string_view name);
+// The TOML name of a strategy.
+std::string_view StrategyName(Strategy strategy);
+
+// `[[models.<id>.backends]]`.
+struct Backend {
+  std::string provider;  // provider id
+  std::string model;     // upstream model name, listed in the provider's `models`
+  double weight = 1.0;
+  int64_t priority = 1;
+  bool enabled = true;
+  std::vector<std::string> tags;
+};
+
+// `[models.<id>]`.
+struct CustomModel {
+  std::string id;    // table key
+  std::string name;  // what clients send; defaults to id
+  Strategy strategy = Strategy::kWeightedRandom;
+  bool enabled = true;
+  std::vector<Backend> backends;
+};
+
+// `[users.<id>.rate_limit]`; unset = unlimited.
+struct RateLimit {
+  std::optional<int64_t> requests_per_minute;
+  std::optional<int64_t> requests_per_hour;
+  std::optional<int64_t> requests_per_day;
+};
+
+// `[users.<id>]`.
+struct User {
+  std::string id;    // table key
+  std::string name;  // defaults to id
+  std::string token;  // secret
+  std::vector<std::string> allowed_models;  // custom model names or ids; empty = all
+  bool enabled = true;
+  std::vector<std::string> tags;
+  RateLimit rate_limit;
+};
+
+// Valid ranges enforced by validation.
+inline constexpr int64_t kMinPriority = 0;
+inline constexpr int64_t kMaxPriority = 1000;
+
+// The whole validated config. Immutable: built only by the loader.
+class Config {
+ public:
+  const Settings& settings() const { return settings_; }
+  // Sorted by id.
+  const std::vector<Provider>& providers() const { return providers_; }
+  // Sorted by id.
+  const std::vector<CustomModel>& models() const { return models_; }
+  // Sorted by id.
+  const std::vector<User>& users() const { return users_; }
+  // File the config came from; empty when loaded from a string.
+  const std::string& source() const { return source_; }
+
+  const Provider* FindProvider(std::string_view id) const;
+  // By custom model `name` (what clients send) first, then by table id.
+  const CustomModel* FindModel(std::string_view name_or_id) const;
+
+ private:
+  friend class ConfigBuilder;
+  Config() = default;
+
+  std::string source_;
+  Settings settings_;
+  std::vector<Provider> providers_;
+  std::vector<CustomModel> models_;
+  std::vector<User> users_;
+};
+
+// One problem found while loading. `line`/`column` are 1-based, 0 when unknown.
+struct ConfigError {
+  std::string file;
+  std::string key_path;  // e.g. "models.gpt_4o.backends[1].weight"
+  int line = 0;
+  int column = 0;
+  std::string reason;
+
+  // "file:line:column: key_path: reason", omitting the parts that are unknown.
+  std::string ToString() const;
+};
+
+// Reads environment variables for `${VAR}` interpolation; injectable for tests.
+// Returns nullopt when the variable is unset.
+using EnvLookup = std::optional<std::string> (*)(const std::string& name, void* ctx);
+
+struct LoadOptions {
+  // Defaults to the process environment (getenv).
+  EnvLookup env = nullptr;
+  void* env_ctx = nullptr;
+};
+
+// Result of a load that keeps every error, for callers that list them (berryctl, admin API).
+struct LoadResult {
+  std::optional<Config> config;     // set iff errors is empty
+  std::vector<ConfigError> errors;  // every problem, in file order where known
+};
+
+// Parses and validates TOML text. `source_name` is used in error messages (a path or "<api>").
+LoadResult Parse(std::string_view toml_text, std::string_view source_name,
+                 const LoadOptions& options = {});
+// Reads and parses a file.
+LoadResult LoadFile(const std::string& path, const LoadOptions& options = {});
+
+// Loads a config file. On failure the status is InvalidArgument (NotFound for an unreadable
+// file) and its message lists every error, one per line.
+absl::StatusOr<Config> Load(const std::string& path, const LoadOptions& options = {});
+
+}  // namespace berry::config
