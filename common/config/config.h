@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -146,12 +147,11 @@ struct ConfigError {
 
 // Reads environment variables for `${VAR}` interpolation; injectable for tests.
 // Returns nullopt when the variable is unset.
-using EnvLookup = std::optional<std::string> (*)(const std::string& name, void* ctx);
+using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
 
 struct LoadOptions {
-  // Defaults to the process environment (getenv).
-  EnvLookup env = nullptr;
-  void* env_ctx = nullptr;
+  // Empty = the process environment (getenv).
+  EnvLookup env;
 };
 
 // Result of a load that keeps every error, for callers that list them (berryctl, admin API).
