@@ -32,7 +32,7 @@ build-asan: deps build/asan/CMakeCache.txt
 # Until the data-plane proxy lands, `make run` validates the config and prints the route table
 # it compiles to (the same table the proxy will serve from).
 run: build-release
-	@build/release/common/route_table/berry-routes --config $(CONFIG)
+	@build/release/control-plane/berry-routes --config $(CONFIG)
 
 test: build-test
 	@cd build/test && ctest --output-on-failure -j$(JOBS) --timeout 300
