@@ -16,7 +16,8 @@
 
 namespace berry::config {
 
-// `[settings]`. Defaults are DESIGN.md's.
+// `[settings]`. Defaults are DESIGN.md's. Berry API's `[settings.smart_ai]` tuning table is
+// accepted and checked for shape, but not kept: it does not affect Berry's routing.
 struct Settings {
   int64_t health_check_interval_seconds = 30;
   int64_t health_check_timeout_seconds = 10;
@@ -29,22 +30,26 @@ struct Settings {
   int64_t max_internal_retries = 2;
   int64_t panic_threshold_percent = 50;
   int64_t max_request_body_bytes = 33554432;
+
+  friend bool operator==(const Settings&, const Settings&) = default;
 };
 
 // `[providers.<id>]`.
 struct Provider {
-  std::string id;    // table key
-  std::string name;  // defaults to id
-  std::string base_url;
-  std::string api_key;  // secret
+  std::string id;        // table key
+  std::string name;      // defaults to id
+  std::string base_url;  // http or https; a trailing "/" is stripped
+  std::string api_key;   // secret
   std::vector<std::string> models;
-  std::map<std::string, std::string> headers;  // sorted by name
+  std::map<std::string, std::string> headers;  // sorted by name; values are secret
   bool enabled = true;
   int64_t timeout_seconds = 30;
   int64_t max_retries = 3;
-  std::string backend_type = "openai";
+  std::string backend_type = "openai";  // "openai" | "claude" | "gemini" (Berry API names)
   bool tls_verify = true;
-  std::string billing_mode = "per_token";  // Berry API compatibility
+  std::string billing_mode = "per_token";  // Berry API compatibility: "per_token" | "per_request"
+
+  friend bool operator==(const Provider&, const Provider&) = default;
 };
 
 enum class Strategy {
@@ -57,6 +62,15 @@ enum class Strategy {
   kWeightedFailover,
   kSmartWeightedFailover,
   kSmartAi,
+};
+
+// Every strategy, in declaration order.
+inline constexpr Strategy kAllStrategies[] = {
+    Strategy::kWeightedRandom,   Strategy::kRoundRobin,
+    Strategy::kRandom,           Strategy::kLeastLatency,
+    Strategy::kLeastRequests,    Strategy::kFailover,
+    Strategy::kWeightedFailover, Strategy::kSmartWeightedFailover,
+    Strategy::kSmartAi,
 };
 
 // Parses a TOML strategy name ("weighted_random", ...); nullopt for an unknown one.
@@ -72,6 +86,11 @@ struct Backend {
   int64_t priority = 1;
   bool enabled = true;
   std::vector<std::string> tags;
+  // Berry API documents `billing_mode` on backends as well as on providers; accepted in both
+  // places so its configs load unchanged. "per_token" or "per_request".
+  std::string billing_mode = "per_token";
+
+  friend bool operator==(const Backend&, const Backend&) = default;
 };
 
 // `[models.<id>]`.
@@ -81,6 +100,8 @@ struct CustomModel {
   Strategy strategy = Strategy::kWeightedRandom;
   bool enabled = true;
   std::vector<Backend> backends;
+
+  friend bool operator==(const CustomModel&, const CustomModel&) = default;
 };
 
 // `[users.<id>.rate_limit]`; unset = unlimited.
@@ -88,17 +109,21 @@ struct RateLimit {
   std::optional<int64_t> requests_per_minute;
   std::optional<int64_t> requests_per_hour;
   std::optional<int64_t> requests_per_day;
+
+  friend bool operator==(const RateLimit&, const RateLimit&) = default;
 };
 
 // `[users.<id>]`.
 struct User {
-  std::string id;    // table key
-  std::string name;  // defaults to id
-  std::string token;  // secret
+  std::string id;                           // table key
+  std::string name;                         // defaults to id
+  std::string token;                        // secret
   std::vector<std::string> allowed_models;  // custom model names or ids; empty = all
   bool enabled = true;
   std::vector<std::string> tags;
   RateLimit rate_limit;
+
+  friend bool operator==(const User&, const User&) = default;
 };
 
 // Valid ranges enforced by validation.
