@@ -216,7 +216,8 @@ TEST(Compile, BackendsKeepConfigOrderWithStableUniqueIds) {
 }
 
 TEST(Compile, StandaloneHealthIsUnknownAndEffectiveWeightIsTheWeight) {
-  for (const v1::Backend& b : MustCompile(kBase).models(0).backends()) {
+  const v1::RouteTable table = MustCompile(kBase);
+  for (const v1::Backend& b : table.models(0).backends()) {
     EXPECT_EQ(b.health(), v1::HEALTH_STATUS_UNKNOWN) << b.id();
     EXPECT_DOUBLE_EQ(b.effective_weight(), b.weight()) << b.id();
   }
@@ -253,21 +254,21 @@ TEST(Compile, ClientTokensTravelOnlyAsSha256Digests) {
 }
 
 TEST(Compile, AllowedModelsAreNormalisedToClientFacingNames) {
-  const v1::ClientKey& bob = MustCompile(kBase).client_keys(0);
+  const v1::ClientKey bob = MustCompile(kBase).client_keys(0);
   ASSERT_EQ(bob.allowed_models_size(), 2);
   EXPECT_EQ(bob.allowed_models(0), "chat-public");  // "chat" is the table id
   EXPECT_EQ(bob.allowed_models(1), "embed");
 }
 
 TEST(Compile, RateLimitsCarryOverWithZeroForUnset) {
-  const v1::RateLimit& limit = MustCompile(kBase).client_keys(0).rate_limit();
+  const v1::RateLimit limit = MustCompile(kBase).client_keys(0).rate_limit();
   EXPECT_EQ(limit.requests_per_minute(), 10u);
   EXPECT_EQ(limit.requests_per_hour(), 0u);
   EXPECT_EQ(limit.requests_per_day(), 100u);
 }
 
 TEST(Compile, UserTagsAreSorted) {
-  const v1::ClientKey& bob = MustCompile(kBase).client_keys(0);
+  const v1::ClientKey bob = MustCompile(kBase).client_keys(0);
   ASSERT_EQ(bob.tags_size(), 2);
   EXPECT_EQ(bob.tags(0), "a");
   EXPECT_EQ(bob.tags(1), "z");
