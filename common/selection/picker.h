@@ -1,0 +1,102 @@
+// Picks the backend that serves one attempt of one request, by the custom model's strategy
+// (DESIGN.md, "Strategies"):
+//
+//   weighted_random (default)   probability ∝ effective_weight (weight x health factor)
+//   round_robin                 smooth weighted round robin (nginx), by weight, per Picker
+//   random                      uniform
+//   least_latency               lowest TTFB EWMA; backends without a sample first; with
+//                               probability kLeastLatencyExploreProbability another usable one
+//   least_requests              two distinct random usable backends, the lower
+//                               in_flight / weight wins; ties go to the higher weight
+//   failover                    lowest priority tier with a usable backend, its highest weight
+//                               (ties: config order)
+//   weighted_failover           weighted random by weight inside that tier
+//   smart_weighted_failover,    weighted random by effective_weight inside that tier
+//   smart_ai
+//
+// Candidates are the model's backends that are enabled, on an enabled provider, not draining,
+// tag-compatible with the user and not yet tried by this request; the usable ones are also
+// neither ejected nor unhealthy. When usable * 100 < panic_threshold_percent * candidates the
+// pick is a panic: it draws from every candidate and says so (the caller counts
+// berry_panic_total).
+//
+// Cost: no allocation, nothing proportional to the table. With no retries, no tag restriction
+// and no ejected backend in the model, a pick reads a view precomputed by the Snapshot: O(1)
+// for random, failover and least_requests, O(log n) for the weighted draws, O(n) for round robin
+// and least_latency (n = the model's backends). Otherwise one O(n) filtering pass comes first.
+//
+// One Picker per worker thread; it is not thread-safe. The Snapshot and RuntimeState it reads
+// may be shared by every worker.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/random/bit_gen_ref.h"
+#include "absl/status/statusor.h"
+#include "common/selection/runtime_state.h"
+#include "common/selection/snapshot.h"
+
+namespace berry::selection {
+
+// least_latency's exploration share: with this probability a pick goes to a uniformly drawn
+// usable backend other than the fastest, so the EWMAs of the others stay current.
+inline constexpr double kLeastLatencyExploreProbability = 0.05;
+
+struct PickRequest {
+  // The user's tags, interned against the picker's snapshot; nullptr = untagged.
+  const UserTags* user_tags = nullptr;
+  // Backends (CompiledBackend::index()) this request already tried: a retry goes elsewhere.
+  std::span<const uint32_t> tried = {};
+  // Now on the monotonic clock the ejection deadlines use, in nanoseconds.
+  int64_t now_ns = 0;
+};
+
+struct PickResult {
+  const CompiledBackend* backend = nullptr;
+  // The usable share was below the panic threshold, so ejection and health were ignored.
+  bool panic = false;
+};
+
+class Picker {
+ public:
+  explicit Picker(std::shared_ptr<const RuntimeState> state);
+
+  // Binds the picker to a new snapshot's state (the worker saw a new generation). Allocates
+  // the scratch the picks reuse; round robin starts over.
+  void Reset(std::shared_ptr<const RuntimeState> state);
+
+  const RuntimeState& state() const { return *state_; }
+  const Snapshot& snapshot() const { return state_->snapshot(); }
+
+  // Chooses a backend of `model`, which must come from snapshot(). Errors: NotFound for a
+  // disabled model; Unavailable when no backend can take the request, with a message saying
+  // why (disabled, draining, tags, already tried, ejected); InvalidArgument for a model or user
+  // tags from another snapshot.
+  absl::StatusOr<PickResult> Pick(const CompiledModel& model, const PickRequest& request,
+                                  absl::BitGenRef rng);
+
+ private:
+  using View = CompiledModel::View;
+
+  bool CanUseFastView(const CompiledModel& model, const PickRequest& request) const;
+  absl::StatusOr<View> Filter(const CompiledModel& model, const PickRequest& request);
+  uint32_t Choose(const CompiledModel& model, const View& view, absl::BitGenRef rng);
+  uint32_t SmoothRoundRobin(const CompiledModel& model, std::span<const uint32_t> members);
+  uint32_t LeastLatency(const CompiledModel& model, std::span<const uint32_t> members,
+                        absl::BitGenRef rng) const;
+  uint32_t LeastRequests(const CompiledModel& model, std::span<const uint32_t> members,
+                         absl::BitGenRef rng) const;
+
+  std::shared_ptr<const RuntimeState> state_;
+  // Scratch for the filtering pass, max_backends_per_model() long.
+  std::vector<uint32_t> candidates_;
+  std::vector<uint32_t> usable_;
+  std::vector<double> cumulative_;
+  // Smooth round robin's current weights, at model.round_robin_base_ + local index.
+  std::vector<double> round_robin_current_;
+};
+
+}  // namespace berry::selection
