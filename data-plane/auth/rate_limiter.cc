@@ -1,0 +1,194 @@
+#include "data-plane/auth/rate_limiter.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace berry::auth {
+namespace {
+
+constexpr std::array<int64_t, 3> kPeriodSeconds = {60, 3600, 86400};
+constexpr std::array<Window, 3> kWindowKinds = {Window::kMinute, Window::kHour, Window::kDay};
+
+constexpr uint64_t kCountMask = 0xffffffffULL;
+// The count lives in 32 bits; a larger configured limit is in effect unlimited anyway.
+constexpr uint64_t kMaxLimit = kCountMask;
+
+uint64_t Pack(uint64_t window_id, uint64_t count) { return (window_id << 32) | count; }
+uint64_t WindowIdOf(uint64_t word) { return word >> 32; }
+uint64_t CountOf(uint64_t word) { return word & kCountMask; }
+
+// Window ids fit 32 bits until the year 10000 for minutes; clamp anyway so a wild clock cannot
+// corrupt the count bits.
+uint64_t WindowIdAt(int64_t now, size_t window) {
+  const auto id = static_cast<uint64_t>(now / kPeriodSeconds[window]);
+  return std::min<uint64_t>(id, kCountMask);
+}
+
+int64_t SecondsUntilEnd(uint64_t window_id, int64_t now, size_t window) {
+  const int64_t end = (static_cast<int64_t>(window_id) + 1) * kPeriodSeconds[window];
+  return std::max<int64_t>(end - now, 1);
+}
+
+// Takes back one request counted in window `window_id`, unless that window has already been
+// replaced by a later one (whose count this request never touched).
+void GiveBack(std::atomic<uint64_t>& word, uint64_t window_id) {
+  uint64_t current = word.load(std::memory_order_relaxed);
+  while (WindowIdOf(current) == window_id && CountOf(current) > 0 &&
+         !word.compare_exchange_weak(current, current - 1, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+std::string_view WindowName(Window window) {
+  switch (window) {
+    case Window::kMinute:
+      return "minute";
+    case Window::kHour:
+      return "hour";
+    case Window::kDay:
+      return "day";
+    case Window::kNone:
+      break;
+  }
+  return "none";
+}
+
+int64_t WindowSeconds(Window window) {
+  switch (window) {
+    case Window::kMinute:
+      return 60;
+    case Window::kHour:
+      return 3600;
+    case Window::kDay:
+      return 86400;
+    case Window::kNone:
+      break;
+  }
+  return 0;
+}
+
+std::shared_ptr<RateLimiter> RateLimiter::Create(const ClientDirectory& directory,
+                                                 const RateLimiter* previous) {
+  // Keys point into previous->slots_, which outlives this function.
+  absl::flat_hash_map<std::string_view, std::shared_ptr<Counters>> old_counters;
+  if (previous != nullptr) {
+    for (const Slot& slot : previous->slots_) {
+      old_counters.emplace(slot.id, slot.counters);
+    }
+  }
+
+  std::shared_ptr<RateLimiter> limiter(new RateLimiter());
+  const std::span<const Client> clients = directory.clients();
+  limiter->slots_.resize(clients.size());
+  for (const Client& client : clients) {
+    Slot& slot = limiter->slots_[client.index()];
+    slot.client = &client;
+    slot.id = client.id();
+    const berry::v1::RateLimit& limit = client.rate_limit();
+    const std::array<uint64_t, kWindows> configured = {
+        limit.requests_per_minute(), limit.requests_per_hour(), limit.requests_per_day()};
+    for (size_t w = 0; w < kWindows; ++w) {
+      slot.limits[w] = static_cast<uint32_t>(std::min(configured[w], kMaxLimit));
+      slot.limited = slot.limited || slot.limits[w] != 0;
+    }
+    if (const auto it = old_counters.find(client.id()); it != old_counters.end()) {
+      slot.counters = it->second;
+    } else {
+      slot.counters = std::make_shared<Counters>();
+    }
+  }
+  return limiter;
+}
+
+const RateLimiter::Slot& RateLimiter::SlotFor(const Client& client) const {
+  const uint32_t index = client.index();
+  if (index >= slots_.size() || slots_[index].client != &client) {
+    // Impossible when the caller pairs each limiter with its own directory, as it must.
+    std::fprintf(stderr, "berry: RateLimiter::Check with a client of another ClientDirectory\n");
+    std::abort();
+  }
+  return slots_[index];
+}
+
+Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds) const {
+  Decision decision;
+  if (client.anonymous()) {
+    return decision;
+  }
+  const Slot& slot = SlotFor(client);
+  if (!slot.limited) {
+    return decision;
+  }
+  const int64_t now = std::max<int64_t>(now_unix_seconds, 0);
+
+  std::array<uint64_t, kWindows> counted_in{};  // window id this request was counted in
+  std::array<bool, kWindows> counted{};
+  uint64_t fewest_left = std::numeric_limits<uint64_t>::max();
+  for (size_t w = 0; w < kWindows; ++w) {
+    const uint64_t limit = slot.limits[w];
+    if (limit == 0) {
+      continue;
+    }
+    std::atomic<uint64_t>& word = slot.counters->words[w];
+    const uint64_t window_now = WindowIdAt(now, w);
+    uint64_t current = word.load(std::memory_order_relaxed);
+    uint64_t window_id;
+    uint64_t count;
+    while (true) {
+      // A word from an earlier window starts over; a word from a later one (another worker's
+      // clock is a little ahead) is the current window.
+      window_id = std::max(WindowIdOf(current), window_now);
+      count = WindowIdOf(current) == window_id ? CountOf(current) : 0;
+      if (count >= limit) {
+        for (size_t taken = 0; taken < w; ++taken) {
+          if (counted[taken]) {
+            GiveBack(slot.counters->words[taken], counted_in[taken]);
+          }
+        }
+        decision.allowed = false;
+        decision.window = kWindowKinds[w];
+        decision.limit = limit;
+        decision.remaining = 0;
+        decision.reset_after_seconds = SecondsUntilEnd(window_id, now, w);
+        return decision;
+      }
+      if (word.compare_exchange_weak(current, Pack(window_id, count + 1),
+                                     std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    counted[w] = true;
+    counted_in[w] = window_id;
+    const uint64_t left = limit - count - 1;
+    if (left < fewest_left) {
+      fewest_left = left;
+      decision.window = kWindowKinds[w];
+      decision.limit = limit;
+      decision.remaining = left;
+      decision.reset_after_seconds = SecondsUntilEnd(window_id, now, w);
+    }
+  }
+  return decision;
+}
+
+uint64_t RateLimiter::Count(const Client& client, Window window, int64_t now_unix_seconds) const {
+  if (client.anonymous() || window == Window::kNone) {
+    return 0;
+  }
+  const Slot& slot = SlotFor(client);
+  const size_t w = static_cast<size_t>(window) - 1;
+  if (slot.limits[w] == 0) {
+    return 0;
+  }
+  const uint64_t word = slot.counters->words[w].load(std::memory_order_relaxed);
+  const uint64_t window_now = WindowIdAt(std::max<int64_t>(now_unix_seconds, 0), w);
+  return WindowIdOf(word) == window_now ? CountOf(word) : 0;
+}
+
+}  // namespace berry::auth
