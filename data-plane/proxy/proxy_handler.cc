@@ -1,0 +1,784 @@
+#include "data-plane/proxy/proxy_handler.h"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/field.hpp>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/log/log.h"
+#include "data-plane/openai/errors.h"
+#include "data-plane/openai/json_escape.h"
+#include "data-plane/openai/request_body.h"
+#include "data-plane/openai/sse.h"
+#include "data-plane/openai/usage.h"
+
+namespace berry::proxy {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using openai::ErrorKind;
+
+int64_t MonotonicNs(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+Clock::duration Seconds(const google::protobuf::Duration& d, int64_t fallback) {
+  return std::chrono::seconds(d.seconds() > 0 ? d.seconds() : fallback);
+}
+
+// Headers that describe one connection (RFC 9110, 7.6.1) and headers the proxy sets itself;
+// neither direction forwards them.
+bool IsHopByHopOrOwn(http::field field, std::string_view name, std::string_view connection_tokens) {
+  switch (field) {
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_authenticate:
+    case http::field::proxy_authorization:
+    case http::field::proxy_connection:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::transfer_encoding:
+    case http::field::upgrade:
+    case http::field::content_length:
+    case http::field::host:
+      return true;
+    default:
+      break;
+  }
+  if (beast::iequals(name, "x-request-id")) {
+    return true;
+  }
+  // A header the Connection header names is hop-by-hop too.
+  if (!connection_tokens.empty()) {
+    for (auto token : http::token_list(connection_tokens)) {
+      if (beast::iequals(token, name)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+bool IsEventStream(std::string_view content_type) {
+  constexpr std::string_view kEventStream = "text/event-stream";
+  return content_type.size() >= kEventStream.size() &&
+         beast::iequals(content_type.substr(0, kEventStream.size()), kEventStream);
+}
+
+// Abseil's Debian build has its own string_view type.
+std::string_view View(absl::string_view text) { return {text.data(), text.size()}; }
+
+bool IsRetryableStatus(int status) {
+  return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+// The OpenAI endpoints berry relays, by path: the upstream path after the base URL.
+std::string_view RelayedPath(std::string_view path) {
+  static constexpr std::array<std::string_view, 3> kPaths = {
+      "/v1/chat/completions", "/v1/completions", "/v1/embeddings"};
+  for (std::string_view p : kPaths) {
+    if (path == p) {
+      return p.substr(3);  // drop "/v1": base_url carries the version
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+// One request's state across attempts.
+struct ProxyHandler::Exchange {
+  Exchange(Request& request, Downstream& downstream)
+      : request(request), downstream(downstream), start(Clock::now()) {
+    std::string_view target = request.target();
+    const size_t q = target.find('?');
+    path = target.substr(0, q);
+    if (q != std::string_view::npos) {
+      query = target.substr(q);
+    }
+  }
+
+  Request& request;
+  Downstream& downstream;
+  Clock::time_point start;
+  std::string_view path;
+  std::string_view query;  // "?..." or empty
+
+  const RouteGeneration* generation = nullptr;
+  const auth::Client* client = nullptr;
+  const selection::CompiledModel* model = nullptr;
+  const selection::CompiledBackend* backend = nullptr;  // of the attempt that answered
+  openai::RequestFields fields;
+  absl::InlinedVector<uint32_t, 8> tried;
+  int status = 0;
+  int retries = 0;
+  bool panic = false;
+  bool answered = false;     // a response (or its header) went to the client
+  bool client_gone = false;  // the client disconnected while we waited
+  double ttfb = -1;
+  uint64_t prompt_tokens = 0;
+  uint64_t completion_tokens = 0;
+  std::string error;  // for the access log
+
+  // The last failed attempt, answered to the client when every attempt failed.
+  bool last_timed_out = false;
+  std::optional<Response> last_upstream_response;  // a 429/5xx from upstream, passed through
+};
+
+ProxyHandler::ProxyHandler(net::io_context& io_context, RouteStore& routes,
+                           ProxyMetrics& metrics, std::shared_ptr<const upstream::TlsContexts> tls,
+                           AccessLog& access_log, ProxyOptions options)
+    : io_context_(io_context),
+      routes_(routes),
+      metrics_(metrics),
+      pool_(io_context, std::move(tls)),
+      access_log_(access_log),
+      options_(options) {}
+
+ProxyHandler::~ProxyHandler() { pool_.Clear(); }
+
+void ProxyHandler::Refresh() {
+  const uint64_t generation = routes_.generation();
+  if (generation == seen_generation_) {
+    return;
+  }
+  generation_ = routes_.Current();
+  seen_generation_ = generation_ ? generation_->generation : 0;
+  if (generation_) {
+    if (picker_) {
+      picker_->Reset(generation_->runtime);
+    } else {
+      picker_.emplace(generation_->runtime);
+    }
+  }
+  metrics_.Reset();
+}
+
+uint64_t ProxyHandler::body_limit() const {
+  const auto generation = routes_.Current();  // at most once per request read; rare contention
+  if (generation == nullptr || generation->settings().max_request_body_bytes() == 0) {
+    return 32ull << 20;
+  }
+  return generation->settings().max_request_body_bytes();
+}
+
+net::awaitable<void> ProxyHandler::Handle(Request& request, Downstream& downstream) {
+  Refresh();
+  Exchange exchange(request, downstream);
+  exchange.generation = generation_.get();
+  metrics_.shared().inflight->Increment();
+  co_await Route(exchange);
+  metrics_.shared().inflight->Decrement();
+  Finish(exchange);
+}
+
+net::awaitable<void> ProxyHandler::HandleBadRequest(http::status status, std::string_view reason,
+                                                    Downstream& downstream) {
+  Response response{status, 11};
+  const ErrorKind kind = status == http::status::payload_too_large ? ErrorKind::kRequestTooLarge
+                                                                    : ErrorKind::kInvalidRequest;
+  response.set(http::field::content_type, "application/json");
+  response.body() = openai::ErrorJson(kind, reason);
+  co_await downstream.Write(response);
+  metrics_.CountRequest(nullptr, nullptr, static_cast<int>(status));
+  AccessLogEntry entry;
+  entry.request_id = downstream.request_id();
+  entry.status = static_cast<int>(status);
+  entry.error = reason;
+  access_log_.Write(entry);
+}
+
+void ProxyHandler::Finish(Exchange& exchange) {
+  if (exchange.status != 0) {
+    metrics_.CountRequest(exchange.model, exchange.backend, exchange.status);
+  }
+  if (exchange.model != nullptr && exchange.backend != nullptr) {
+    metrics_.ObserveDuration(*exchange.model, *exchange.backend, SecondsSince(exchange.start));
+  }
+  if (!access_log_.enabled()) {
+    return;
+  }
+  AccessLogEntry entry;
+  entry.request_id = exchange.downstream.request_id();
+  entry.user = exchange.client != nullptr ? std::string_view(exchange.client->id()) : "";
+  entry.method = exchange.request.method_string();
+  entry.path = exchange.path;
+  entry.model = exchange.model != nullptr ? std::string_view(exchange.model->name()) : "";
+  entry.backend = exchange.backend != nullptr ? std::string_view(exchange.backend->id()) : "";
+  entry.status = exchange.client_gone && !exchange.answered ? 499 : exchange.status;
+  entry.duration_seconds = SecondsSince(exchange.start);
+  entry.ttfb_seconds = exchange.ttfb;
+  entry.retries = exchange.retries;
+  entry.stream = exchange.fields.stream;
+  entry.panic = exchange.panic;
+  entry.prompt_tokens = exchange.prompt_tokens;
+  entry.completion_tokens = exchange.completion_tokens;
+  entry.error = exchange.error;
+  access_log_.Write(entry);
+}
+
+net::awaitable<void> ProxyHandler::Send(Exchange& exchange, Response& response) {
+  if (exchange.path.starts_with("/v1/")) {
+    // Browsers calling the API directly need CORS on the actual response too.
+    response.set(http::field::access_control_allow_origin, "*");
+    response.set(http::field::access_control_expose_headers, "x-request-id");
+  }
+  exchange.status = response.result_int();
+  exchange.answered = true;
+  co_await exchange.downstream.Write(response);
+}
+
+net::awaitable<void> ProxyHandler::SendError(Exchange& exchange, int status, std::string body,
+                                             int retry_after_seconds) {
+  Response response{static_cast<http::status>(status), 11};
+  response.set(http::field::content_type, "application/json");
+  if (retry_after_seconds > 0) {
+    response.set(http::field::retry_after, std::to_string(retry_after_seconds));
+  }
+  response.body() = std::move(body);
+  co_await Send(exchange, response);
+}
+
+net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
+  const std::string_view path = exchange.path;
+  const http::verb method = exchange.request.method();
+  const auto json_reply = [&](http::status status, std::string body) -> net::awaitable<void> {
+    Response response{status, 11};
+    response.set(http::field::content_type, "application/json");
+    response.body() = std::move(body);
+    co_await Send(exchange, response);
+  };
+  const auto method_not_allowed = [&](std::string_view allow) -> net::awaitable<void> {
+    Response response{http::status::method_not_allowed, 11};
+    response.set(http::field::content_type, "application/json");
+    response.set(http::field::allow, allow);
+    response.body() = openai::ErrorJson(
+        ErrorKind::kMethodNotAllowed,
+        absl::StrCat("method ", std::string(exchange.request.method_string()), " is not allowed on ",
+                     std::string(path), "; use ", std::string(allow)));
+    co_await Send(exchange, response);
+  };
+
+  if (path == "/healthz" || path == "/health") {
+    co_await json_reply(http::status::ok, R"({"status":"ok"})");
+    co_return;
+  }
+  if (path == "/readyz") {
+    if (exchange.generation == nullptr) {
+      exchange.error = "no route table loaded";
+      co_await json_reply(http::status::service_unavailable,
+                          R"({"status":"not ready","reason":"no route table loaded"})");
+    } else {
+      std::string body = R"({"status":"ready","version":)";
+      openai::AppendJsonString(body, exchange.generation->version());
+      body += "}";
+      co_await json_reply(http::status::ok, std::move(body));
+    }
+    co_return;
+  }
+  if (path == "/metrics") {
+    Response response{http::status::ok, 11};
+    response.set(http::field::content_type, metrics::kContentType);
+    response.body() = metrics_.shared().registry().Render();
+    co_await Send(exchange, response);
+    co_return;
+  }
+  if (method == http::verb::options && path.starts_with("/v1/")) {
+    // CORS preflight: any origin may call with these methods and headers.
+    Response response{http::status::no_content, 11};
+    response.set(http::field::access_control_allow_origin, "*");
+    response.set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
+    const auto requested = exchange.request[http::field::access_control_request_headers];
+    response.set(http::field::access_control_allow_headers,
+                 requested.empty() ? beast::string_view("authorization, content-type") : requested);
+    response.set(http::field::access_control_max_age, "86400");
+    exchange.status = 204;
+    exchange.answered = true;
+    co_await exchange.downstream.Write(response);
+    co_return;
+  }
+  if (!RelayedPath(path).empty()) {
+    if (method != http::verb::post) {
+      co_await method_not_allowed("POST");
+    } else {
+      co_await Proxy(exchange);
+    }
+    co_return;
+  }
+  if (path == "/v1/models" || path.starts_with("/v1/models/")) {
+    if (method != http::verb::get) {
+      co_await method_not_allowed("GET");
+    } else {
+      co_await ListModels(exchange, path.size() > 11 ? path.substr(11) : std::string_view());
+    }
+    co_return;
+  }
+  exchange.error = "unknown path";
+  co_await json_reply(
+      http::status::not_found,
+      openai::ErrorJson(ErrorKind::kUnknownUrl,
+                        absl::StrCat("unknown request URL: ", std::string(exchange.request.method_string()), " ",
+                                     std::string(path))));
+}
+
+const auth::Client* ProxyHandler::Authenticate(Exchange& exchange, std::string* error) {
+  auto client = exchange.generation->clients->Authenticate(
+      exchange.request[http::field::authorization]);
+  if (!client.ok()) {
+    *error = std::string(client.status().message());
+    return nullptr;
+  }
+  return *client;
+}
+
+net::awaitable<void> ProxyHandler::ListModels(Exchange& exchange, std::string_view model_id) {
+  if (exchange.generation == nullptr) {
+    exchange.error = "no route table loaded";
+    co_await SendError(exchange, 503,
+                       openai::ErrorJson(ErrorKind::kNoBackendAvailable, "no route table loaded"));
+    co_return;
+  }
+  std::string error;
+  exchange.client = Authenticate(exchange, &error);
+  if (exchange.client == nullptr) {
+    exchange.error = error;
+    co_await SendError(exchange, 401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error));
+    co_return;
+  }
+  const auto model_json = [](std::string& out, const selection::CompiledModel& model) {
+    out += R"({"id":)";
+    openai::AppendJsonString(out, model.name());
+    out += R"(,"object":"model","created":0,"owned_by":"berry"})";
+  };
+  Response response{http::status::ok, 11};
+  response.set(http::field::content_type, "application/json");
+  if (!model_id.empty()) {
+    auto model = exchange.generation->snapshot().FindModel(model_id);
+    if (!model.ok() || !exchange.client->MayUse((*model)->name())) {
+      exchange.error = "model not found";
+      co_await SendError(
+          exchange, 404,
+          openai::ErrorJson(ErrorKind::kModelNotFound,
+                            absl::StrCat("The model '", std::string(model_id), "' does not exist"), "model"));
+      co_return;
+    }
+    model_json(response.body(), **model);
+  } else {
+    std::string& body = response.body();
+    body = R"({"object":"list","data":[)";
+    bool first = true;
+    for (const selection::CompiledModel& model : exchange.generation->snapshot().models()) {
+      if (!model.enabled() || !exchange.client->MayUse(model.name())) {
+        continue;
+      }
+      if (!first) {
+        body += ',';
+      }
+      first = false;
+      model_json(body, model);
+    }
+    body += "]}";
+  }
+  co_await Send(exchange, response);
+}
+
+net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
+  if (exchange.generation == nullptr) {
+    exchange.error = "no route table loaded";
+    co_await SendError(exchange, 503,
+                       openai::ErrorJson(ErrorKind::kNoBackendAvailable, "no route table loaded"));
+    co_return;
+  }
+  const RouteGeneration& generation = *exchange.generation;
+
+  std::string error;
+  exchange.client = Authenticate(exchange, &error);
+  if (exchange.client == nullptr) {
+    exchange.error = error;
+    co_await SendError(exchange, 401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error));
+    co_return;
+  }
+  const auth::Client& client = *exchange.client;
+
+  const int64_t now_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  const auth::Decision decision = generation.limiter->Check(client, now_unix);
+  if (!decision.allowed) {
+    metrics_.CountRateLimited(client.id());
+    exchange.error = absl::StrCat("rate limit: ", decision.limit, " requests per ",
+                                  std::string(auth::WindowName(decision.window)));
+    co_await SendError(
+        exchange, 429,
+        openai::ErrorJson(ErrorKind::kRateLimited,
+                          absl::StrCat("Rate limit reached: ", decision.limit, " requests per ",
+                                       std::string(auth::WindowName(decision.window)),
+                                       ". Retry after ", decision.reset_after_seconds, "s.")),
+        static_cast<int>(decision.reset_after_seconds));
+    co_return;
+  }
+
+  auto fields = openai::ScanRequestBody(exchange.request.body());
+  if (!fields.ok()) {
+    exchange.error = std::string(fields.status().message());
+    co_await SendError(exchange, 400,
+                       openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message())));
+    co_return;
+  }
+  exchange.fields = *std::move(fields);
+
+  auto model = generation.snapshot().FindModel(exchange.fields.model);
+  if (!model.ok()) {
+    exchange.error = "model not found";
+    co_await SendError(exchange, 404,
+                       openai::ErrorJson(ErrorKind::kModelNotFound,
+                                         absl::StrCat("The model '", exchange.fields.model,
+                                                      "' does not exist"),
+                                         "model"));
+    co_return;
+  }
+  if (!client.MayUse((*model)->name())) {
+    exchange.error = "model not allowed";
+    co_await SendError(exchange, 403,
+                       openai::ErrorJson(ErrorKind::kModelNotAllowed,
+                                         absl::StrCat("This API key may not use the model '",
+                                                      exchange.fields.model, "'"),
+                                         "model"));
+    co_return;
+  }
+  exchange.model = *model;
+
+  const selection::UserTags& tags =
+      client.anonymous() ? generation.untagged : generation.user_tags[client.index()];
+  const uint32_t max_attempts = generation.settings().max_retries() + 1;
+  std::string last_pick_error;
+  for (uint32_t attempt = 0; attempt < max_attempts; ++attempt) {
+    selection::PickRequest pick_request;
+    pick_request.user_tags = &tags;
+    pick_request.tried = exchange.tried;
+    pick_request.now_ns = MonotonicNs(Clock::now());
+    auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
+    if (!pick.ok()) {
+      last_pick_error = std::string(pick.status().message());
+      break;
+    }
+    if (pick->panic) {
+      exchange.panic = true;
+      metrics_.CountPanic(*exchange.model);
+    }
+    if (attempt > 0) {
+      ++exchange.retries;
+      metrics_.CountRetry(*exchange.model);
+    }
+    exchange.tried.push_back(pick->backend->index());
+    co_await Attempt(exchange, *pick->backend);
+    if (exchange.answered || exchange.client_gone) {
+      co_return;
+    }
+  }
+
+  // Every attempt failed, or nothing could be picked.
+  if (exchange.tried.empty()) {
+    exchange.error = last_pick_error;
+    co_await SendError(exchange, 503,
+                       openai::ErrorJson(ErrorKind::kNoBackendAvailable, last_pick_error));
+  } else if (exchange.last_upstream_response) {
+    co_await Send(exchange, *exchange.last_upstream_response);
+  } else if (exchange.last_timed_out) {
+    co_await SendError(exchange, 504,
+                       openai::ErrorJson(ErrorKind::kUpstreamTimeout,
+                                         absl::StrCat("no backend answered in time after ",
+                                                      exchange.tried.size(), " attempt(s)")));
+  } else {
+    co_await SendError(exchange, 502,
+                       openai::ErrorJson(ErrorKind::kBadGateway,
+                                         absl::StrCat("no backend could be reached after ",
+                                                      exchange.tried.size(),
+                                                      " attempt(s): ", exchange.error)));
+  }
+}
+
+namespace {
+
+void RecordOutcome(const RouteGeneration& generation, const selection::CompiledBackend& backend,
+                   outlier::Outcome outcome) {
+  const auto result =
+      generation.outliers->Record(backend.index(), outcome, MonotonicNs(Clock::now()));
+  if (result.ejected) {
+    log::Warn("backend ejected", {{"backend", backend.id()},
+                                  {"reason", outlier::OutcomeName(outcome)},
+                                  {"multiplier", std::to_string(result.multiplier)}});
+  }
+}
+
+}  // namespace
+
+net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
+                                           const selection::CompiledBackend& backend) {
+  const RouteGeneration& generation = *exchange.generation;
+  const ProviderRoute& route = generation.provider_for(backend);
+  const berry::v1::Settings& settings = generation.settings();
+  selection::BackendRuntime& runtime = generation.runtime->backend(backend);
+  runtime.BeginRequest();
+  absl::Cleanup end_request = [&runtime] { runtime.EndRequest(); };
+
+  // The upstream request: the client's end-to-end headers, the provider's key and headers, the
+  // body with `model` rewritten.
+  http::request<http::string_body> upstream_request{exchange.request.method(), "", 11};
+  upstream_request.target(
+      absl::StrCat(route.endpoint.path_prefix, std::string(RelayedPath(exchange.path)),
+                   std::string(exchange.query)));
+  const std::string_view connection_tokens = exchange.request[http::field::connection];
+  for (const auto& field : exchange.request) {
+    const http::field name = field.name();
+    if (IsHopByHopOrOwn(name, field.name_string(), connection_tokens) ||
+        name == http::field::authorization || name == http::field::expect ||
+        name == http::field::accept_encoding) {
+      continue;  // the body must arrive uncompressed: we read `usage` and split SSE events
+    }
+    upstream_request.insert(field.name_string(), field.value());
+  }
+  upstream_request.set(http::field::host, route.endpoint.host_header);
+  upstream_request.set(http::field::authorization, route.authorization);
+  upstream_request.set("x-request-id", exchange.downstream.request_id());
+  for (const auto& [name, value] : route.headers) {
+    upstream_request.set(name, value);
+  }
+  openai::RewriteModel(exchange.request.body(), exchange.fields,
+                       backend.config().upstream_model(), body_scratch_);
+  upstream_request.body() = body_scratch_;
+  upstream_request.keep_alive(true);
+  upstream_request.prepare_payload();
+
+  const Clock::time_point attempt_start = Clock::now();
+  const auto request_timeout = Seconds(settings.request_timeout(), 30);
+  const auto first_byte_timeout =
+      std::min(request_timeout, Seconds(backend.provider().timeout(), 30));
+
+  const auto fail = [&](outlier::Outcome outcome, std::string message) {
+    exchange.last_timed_out = outcome == outlier::Outcome::kTimeout;
+    exchange.error = std::move(message);
+    exchange.backend = &backend;
+    RecordOutcome(generation, backend, outcome);
+  };
+
+  std::unique_ptr<upstream::Connection> connection;
+  std::optional<http::response_parser<http::buffer_body>> parser;
+  // A kept-alive connection the provider already closed fails before any response byte: that is
+  // retried once on a fresh connection and is not the backend's fault.
+  for (bool fresh = false;; fresh = true) {
+    upstream::ConnectError connect_error = upstream::ConnectError::kNone;
+    // (Not a conditional expression: GCC 12 miscompiles co_await inside `?:`.)
+    absl::StatusOr<std::unique_ptr<upstream::Connection>> acquired;
+    if (fresh) {
+      acquired = co_await pool_.Connect(route.endpoint, first_byte_timeout, &connect_error);
+    } else {
+      acquired = co_await pool_.Acquire(route.endpoint, first_byte_timeout, &connect_error);
+    }
+    if (!acquired.ok()) {
+      fail(connect_error == upstream::ConnectError::kTimeout ? outlier::Outcome::kTimeout
+                                                             : outlier::Outcome::kConnectError,
+           std::string(acquired.status().message()));
+      co_return;
+    }
+    connection = *std::move(acquired);
+    upstream::Connection* raw = connection.get();
+    exchange.downstream.WatchForDisconnect([&exchange, raw] {
+      exchange.client_gone = true;
+      raw->Cancel();
+    });
+    connection->ExpiresAfter(first_byte_timeout - (Clock::now() - attempt_start));
+    beast::error_code ec = co_await connection->Write(upstream_request);
+    if (!ec) {
+      parser.emplace();
+      parser->body_limit(boost::none);
+      ec = co_await connection->ReadHeader(*parser);
+    }
+    exchange.downstream.StopWatching();
+    if (exchange.client_gone) {
+      co_return;
+    }
+    if (!ec) {
+      break;
+    }
+    if (ec == beast::error::timeout) {
+      fail(outlier::Outcome::kTimeout, "upstream timed out before the first byte");
+      co_return;
+    }
+    if (connection->reused() && !fresh && connection->buffer().size() == 0) {
+      continue;
+    }
+    fail(outlier::Outcome::kConnectError, absl::StrCat("upstream connection failed: ", ec.message()));
+    co_return;
+  }
+
+  exchange.ttfb = SecondsSince(attempt_start);
+  runtime.RecordTtfb(exchange.ttfb);
+  metrics_.ObserveTtfb(*exchange.model, backend, exchange.ttfb);
+  const int status = parser->get().result_int();
+  const bool retryable = IsRetryableStatus(status);
+  const bool event_stream = IsEventStream(parser->get()[http::field::content_type]);
+
+  if (event_stream && !retryable && status < 300) {
+    exchange.backend = &backend;
+    if (co_await RelayStream(exchange, backend, *connection, *parser)) {
+      pool_.Release(std::move(connection));
+    }
+    co_return;
+  }
+
+  // A whole response: read it completely before the client sees anything, so a failure here can
+  // still go to another backend.
+  std::string body;
+  std::array<char, 16 * 1024> piece;
+  connection->ExpiresAfter(request_timeout - (Clock::now() - attempt_start));
+  upstream::Connection* raw = connection.get();
+  exchange.downstream.WatchForDisconnect([&exchange, raw] {
+    exchange.client_gone = true;
+    raw->Cancel();
+  });
+  beast::error_code ec;
+  while (!parser->is_done()) {
+    auto [read_ec, n] = co_await connection->ReadSome(*parser, piece.data(), piece.size());
+    body.append(piece.data(), n);
+    if (read_ec) {
+      ec = read_ec;
+      break;
+    }
+    if (body.size() > options_.max_response_body_bytes) {
+      ec = http::error::body_limit;
+      break;
+    }
+  }
+  exchange.downstream.StopWatching();
+  if (exchange.client_gone) {
+    co_return;
+  }
+  if (ec) {
+    fail(ec == beast::error::timeout ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken,
+         absl::StrCat("upstream response broke off: ", ec.message()));
+    co_return;
+  }
+  const bool reusable = parser->get().keep_alive();
+
+  Response response{static_cast<http::status>(status), 11};
+  const std::string_view upstream_connection = parser->get()[http::field::connection];
+  for (const auto& field : parser->get()) {
+    if (!IsHopByHopOrOwn(field.name(), field.name_string(), upstream_connection)) {
+      response.insert(field.name_string(), field.value());
+    }
+  }
+  response.body() = std::move(body);
+  if (reusable) {
+    pool_.Release(std::move(connection));
+  }
+
+  const outlier::Outcome outcome = outlier::OutcomeForStatus(status);
+  RecordOutcome(generation, backend, outcome);
+  exchange.backend = &backend;
+  if (retryable) {
+    exchange.last_timed_out = false;
+    exchange.error = absl::StrCat("upstream answered ", status);
+    exchange.last_upstream_response = std::move(response);
+    co_return;
+  }
+  if (const auto usage = openai::ExtractUsage(response.body())) {
+    exchange.prompt_tokens = usage->prompt_tokens;
+    exchange.completion_tokens = usage->completion_tokens;
+    metrics_.CountTokens(*exchange.model, backend, usage->prompt_tokens, usage->completion_tokens);
+  }
+  co_await Send(exchange, response);
+}
+
+net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
+                                               const selection::CompiledBackend& backend,
+                                               upstream::Connection& connection,
+                                               http::response_parser<http::buffer_body>& parser) {
+  const RouteGeneration& generation = *exchange.generation;
+  ResponseHeader header{static_cast<http::status>(parser.get().result_int()), 11};
+  const std::string_view upstream_connection = parser.get()[http::field::connection];
+  for (const auto& field : parser.get()) {
+    if (!IsHopByHopOrOwn(field.name(), field.name_string(), upstream_connection)) {
+      header.insert(field.name_string(), field.value());
+    }
+  }
+  header.set(http::field::access_control_allow_origin, "*");
+  header.set(http::field::access_control_expose_headers, "x-request-id");
+  exchange.status = header.result_int();
+  exchange.answered = true;
+  if (!co_await exchange.downstream.WriteHeader(header)) {
+    exchange.client_gone = true;
+    co_return false;
+  }
+
+  openai::SseEventSplitter splitter;
+  std::optional<openai::Usage> usage;
+  const auto idle_timeout = Seconds(generation.settings().stream_idle_timeout(), 60);
+  std::array<char, 8 * 1024> piece;
+  exchange.downstream.WatchForDisconnect([&exchange, &connection] {
+    exchange.client_gone = true;
+    connection.Cancel();
+  });
+  beast::error_code broken;
+  while (!parser.is_done()) {
+    connection.ExpiresAfter(idle_timeout);
+    auto [ec, n] = co_await connection.ReadSome(parser, piece.data(), piece.size());
+    if (n > 0) {
+      const std::string_view data(piece.data(), n);
+      splitter.Feed(data, [&usage](std::string_view event) {
+        if (auto found = openai::ExtractUsage(event)) {
+          usage = found;
+        }
+      });
+      if (!co_await exchange.downstream.WriteChunk(data)) {
+        exchange.client_gone = true;
+        break;
+      }
+    }
+    if (ec) {
+      broken = ec;
+      break;
+    }
+  }
+  exchange.downstream.StopWatching();
+  if (usage) {
+    exchange.prompt_tokens = usage->prompt_tokens;
+    exchange.completion_tokens = usage->completion_tokens;
+    metrics_.CountTokens(*exchange.model, backend, usage->prompt_tokens, usage->completion_tokens);
+  }
+  if (exchange.client_gone) {
+    exchange.downstream.set_keep_alive(false);
+    connection.Cancel();  // the upstream call is abandoned with the client
+    co_return false;
+  }
+  if (broken) {
+    const bool timed_out = broken == beast::error::timeout;
+    exchange.error = timed_out ? "upstream stream went idle" : "upstream stream broke off";
+    metrics_.CountStreamBroken(*exchange.model, backend);
+    RecordOutcome(generation, backend,
+                  timed_out ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken);
+    // One error event, then the connection closes without the chunked terminator, so no client
+    // can mistake the stream for a complete one.
+    std::string tail = splitter.AtEventBoundary() ? "" : "\n\n";
+    tail += openai::SseErrorEvent(timed_out ? "upstream stream timed out: no data within the idle timeout"
+                                            : "upstream stream broke off before it finished");
+    co_await exchange.downstream.WriteChunk(tail);
+    exchange.downstream.set_keep_alive(false);
+    co_return false;
+  }
+  co_await exchange.downstream.WriteEnd();
+  RecordOutcome(generation, backend, outlier::Outcome::kSuccess);
+  co_return parser.get().keep_alive();
+}
+
+}  // namespace berry::proxy

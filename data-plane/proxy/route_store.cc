@@ -1,0 +1,76 @@
+#include "data-plane/proxy/route_store.h"
+
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+
+namespace berry::proxy {
+
+absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
+  absl::MutexLock lock(&mu_);  // one apply at a time; readers only copy a pointer under it
+  const RouteGeneration* previous = current_.get();
+
+  auto next = std::make_shared<RouteGeneration>();
+  next->generation = generation_.load(std::memory_order_relaxed) + 1;
+
+  auto clients = auth::ClientDirectory::Create(table);
+  if (!clients.ok()) {
+    return clients.status();
+  }
+  next->clients = *std::move(clients);
+
+  // Endpoints are parsed before the snapshot takes the table.
+  absl::flat_hash_map<std::string, uint32_t> provider_index;
+  for (const berry::v1::Provider& provider : table.providers()) {
+    auto endpoint = upstream::Endpoint::Parse(provider.base_url(), provider.tls_verify());
+    if (!endpoint.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("provider ", provider.id(), ": ", endpoint.status().message()));
+    }
+    ProviderRoute route;
+    route.endpoint = *std::move(endpoint);
+    route.authorization = absl::StrCat("Bearer ", provider.api_key());
+    for (const berry::v1::Header& header : provider.headers()) {
+      route.headers.emplace_back(header.name(), header.value());
+    }
+    provider_index[provider.id()] = static_cast<uint32_t>(next->providers.size());
+    next->providers.push_back(std::move(route));
+  }
+
+  auto snapshot = selection::Snapshot::Create(std::move(table));
+  if (!snapshot.ok()) {
+    return snapshot.status();
+  }
+  next->runtime = selection::RuntimeState::Create(
+      *snapshot, previous != nullptr ? previous->runtime.get() : nullptr);
+  auto outliers = outlier::OutlierDetector::Create(
+      next->runtime, previous != nullptr ? previous->outliers.get() : nullptr);
+  if (!outliers.ok()) {
+    return outliers.status();
+  }
+  next->outliers = *std::move(outliers);
+  next->limiter = auth::RateLimiter::Create(
+      *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
+
+  const selection::Snapshot& compiled = next->snapshot();
+  next->backend_provider.reserve(compiled.backends().size());
+  for (const selection::CompiledBackend& backend : compiled.backends()) {
+    next->backend_provider.push_back(provider_index.at(backend.provider().id()));
+  }
+  for (const auth::Client& client : next->clients->clients()) {
+    next->user_tags.push_back(compiled.InternUserTags(client.tags()));
+  }
+  next->untagged = compiled.InternUserTags(std::vector<std::string>{});
+
+  current_ = std::move(next);
+  generation_.store(current_->generation, std::memory_order_release);
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const RouteGeneration> RouteStore::Current() const {
+  absl::MutexLock lock(&mu_);
+  return current_;
+}
+
+}  // namespace berry::proxy

@@ -1,0 +1,200 @@
+// berry-proxy: Berry's data plane. Standalone mode (--config FILE) compiles the TOML into a
+// RouteTable in-process and serves from it through the same code path managed mode uses.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli/flags.h"
+#include "common/config/config.h"
+#include "common/log/log.h"
+#include "common/route_table/compile.h"
+#include "data-plane/proxy/proxy_handler.h"
+
+namespace {
+
+using berry::proxy::RouteStore;
+
+struct Flags {
+  std::string config;
+  std::string listen = "127.0.0.1:8080";
+  int64_t threads = std::max(1u, std::thread::hardware_concurrency());
+  std::string log_level = "info";
+  int64_t drain_seconds = 20;
+  std::string access_log = "stdout";
+  std::string upstream_ca;
+};
+
+absl::StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--listen '", address, "' must be HOST:PORT, e.g. 127.0.0.1:8080"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = -1;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--listen '", address, "': bad port"));
+  }
+  return std::pair{host, static_cast<uint16_t>(port)};
+}
+
+// Loads, validates and compiles the config; every error is printed.
+bool LoadInto(RouteStore& store, const std::string& path, bool at_start) {
+  const berry::config::LoadResult result = berry::config::LoadFile(path);
+  if (!result.config) {
+    std::string all;
+    for (const auto& error : result.errors) {
+      absl::StrAppend(&all, "\n  ", error.ToString());
+    }
+    if (at_start) {
+      std::cerr << "berry-proxy: " << path << " is invalid (" << result.errors.size()
+                << " error" << (result.errors.size() == 1 ? "" : "s") << "):" << all << "\n";
+    } else {
+      berry::log::Error("config rejected; the running route table stays in force",
+                        {{"file", path}, {"errors", all}});
+    }
+    return false;
+  }
+  berry::v1::RouteTable table = berry::route_table::Compile(*result.config);
+  const std::string version = table.version_info();
+  const bool open = table.client_keys_size() == 0;
+  if (absl::Status status = store.Apply(std::move(table)); !status.ok()) {
+    if (at_start) {
+      std::cerr << "berry-proxy: " << path << ": " << status.message() << "\n";
+    } else {
+      berry::log::Error("config rejected; the running route table stays in force",
+                        {{"file", path},
+                         {"error", std::string_view(status.message().data(), status.message().size())}});
+    }
+    return false;
+  }
+  berry::log::Info("route table loaded", {{"file", path}, {"version", version}});
+  if (open) {
+    berry::log::Warn(
+        "no [users] configured: the gateway is open to anyone who can reach it");
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  berry::cli::FlagSet set("berry-proxy",
+                          "Berry's data plane: an OpenAI-compatible load balancer for AI "
+                          "providers.\nStandalone mode serves from --config.");
+  set.String("config", &flags.config, "Berry TOML config (standalone mode)", "CONFIG_PATH");
+  set.String("listen", &flags.listen, "HOST:PORT to serve clients on (port 0 = any free port)",
+             "BIND_ADDRESS");
+  set.Int("threads", &flags.threads, "worker threads, one event loop each", "", 1, 1024);
+  set.String("log-level", &flags.log_level, "debug, info, warn or error");
+  set.Int("drain-seconds", &flags.drain_seconds,
+          "on SIGTERM/SIGINT, how long in-flight requests may finish", "", 0, 3600);
+  set.String("access-log", &flags.access_log, "where the JSON access log goes: stdout or off");
+  set.String("upstream-ca", &flags.upstream_ca,
+             "PEM file of extra CAs trusted for HTTPS upstreams (besides the system store)");
+  if (absl::Status status = set.Parse(argc, argv); !status.ok()) {
+    std::cerr << "berry-proxy: " << status.message() << "\n";
+    return 2;
+  }
+  if (set.help_requested()) {
+    std::cout << set.Help();
+    return 0;
+  }
+  if (!set.positional().empty()) {
+    std::cerr << "berry-proxy: unexpected argument '" << set.positional()[0] << "'\n";
+    return 2;
+  }
+  auto level = berry::log::ParseLevel(flags.log_level);
+  if (!level.ok()) {
+    std::cerr << "berry-proxy: --log-level: " << level.status().message() << "\n";
+    return 2;
+  }
+  berry::log::SetLevel(*level);
+  if (flags.access_log != "stdout" && flags.access_log != "off") {
+    std::cerr << "berry-proxy: --access-log must be stdout or off\n";
+    return 2;
+  }
+  if (flags.config.empty()) {
+    std::cerr << "berry-proxy: --config FILE is required (managed mode comes with the control "
+                 "plane)\n";
+    return 2;
+  }
+  auto address = SplitHostPort(flags.listen);
+  if (!address.ok()) {
+    std::cerr << "berry-proxy: " << address.status().message() << "\n";
+    return 2;
+  }
+
+  // Signals are taken synchronously by the main thread; workers never see them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  RouteStore routes;
+  if (!LoadInto(routes, flags.config, /*at_start=*/true)) {
+    return 1;
+  }
+  auto tls = berry::upstream::TlsContexts::Create(flags.upstream_ca);
+  if (!tls.ok()) {
+    std::cerr << "berry-proxy: " << tls.status().message() << "\n";
+    return 1;
+  }
+  berry::proxy::ProxyMetrics metrics(routes);
+  berry::proxy::AccessLog access_log(flags.access_log == "stdout" ? 1 : -1);
+
+  berry::proxy::ServerOptions options;
+  options.host = address->first;
+  options.port = address->second;
+  options.threads = static_cast<int>(flags.threads);
+  auto server = berry::proxy::HttpServer::Create(
+      options, [&](int, berry::proxy::net::io_context& io_context) {
+        return std::make_unique<berry::proxy::ProxyHandler>(io_context, routes, metrics, *tls,
+                                                            access_log);
+      });
+  if (!server.ok()) {
+    std::cerr << "berry-proxy: " << server.status().message() << "\n";
+    return 1;
+  }
+  (*server)->Start();
+  const std::string listening = absl::StrCat(options.host, ":", (*server)->port());
+  berry::log::Info("listening", {{"address", listening},
+                                 {"threads", std::to_string(flags.threads)}});
+  // A line scripts and tests wait for, on stdout next to the access log.
+  std::printf("berry-proxy listening on http://%s\n", listening.c_str());
+  std::fflush(stdout);
+
+  for (;;) {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    if (signal_number == SIGHUP) {
+      berry::log::Info("SIGHUP: reloading config", {{"file", flags.config}});
+      LoadInto(routes, flags.config, /*at_start=*/false);
+      continue;
+    }
+    break;
+  }
+  berry::log::Info("draining", {{"deadline_seconds", std::to_string(flags.drain_seconds)}});
+  (*server)->BeginDrain();
+  const bool idle = (*server)->WaitIdle(std::chrono::seconds(flags.drain_seconds));
+  if (!idle) {
+    berry::log::Warn("drain deadline passed; cancelling the requests still in flight",
+                     {{"in_flight", std::to_string((*server)->active_requests())}});
+  }
+  (*server)->Stop();
+  berry::log::Info("stopped");
+  return 0;
+}

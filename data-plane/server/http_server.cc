@@ -1,0 +1,383 @@
+#include "data-plane/server/http_server.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <mutex>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+
+namespace berry::proxy {
+namespace {
+
+constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
+using ReusePort = net::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+// A client's x-request-id is echoed only if it is short printable ASCII without spaces, so it
+// cannot break log lines or response headers.
+bool AcceptableRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 128) {
+    return false;
+  }
+  for (const char c : id) {
+    if (c <= 0x20 || c >= 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+// One event loop with its listener and handler.
+struct HttpServer::Worker {
+  explicit Worker(int index) : index(index), io_context(1) {}
+
+  int index;
+  std::unique_ptr<Handler> handler;  // destroyed after io_context (declared first)
+  net::io_context io_context;
+  net::ip::tcp::acceptor acceptor{io_context};
+  absl::BitGen rng;  // request ids
+  // Connections waiting for their next request; closed on drain. Worker thread only.
+  absl::flat_hash_set<beast::tcp_stream*> idle;
+};
+
+struct Downstream::WatchState {
+  std::function<void()> on_gone;
+  net::cancellation_signal cancel;
+  bool active = true;
+};
+
+namespace {
+
+std::string NewRequestId(absl::BitGen& rng) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t bits = absl::Uniform<uint64_t>(rng);
+  std::string id(16, '0');
+  for (char& c : id) {
+    c = kHex[bits & 0xf];
+    bits >>= 4;
+  }
+  return id;
+}
+
+}  // namespace
+
+Downstream::Downstream(beast::tcp_stream& stream, std::string request_id, bool keep_alive,
+                       std::chrono::milliseconds write_timeout)
+    : stream_(stream),
+      request_id_(std::move(request_id)),
+      keep_alive_(keep_alive),
+      write_timeout_(write_timeout) {}
+
+void Downstream::Prepare(http::fields& fields) {
+  fields.set("x-request-id", request_id_);
+  started_ = true;
+}
+
+net::awaitable<bool> Downstream::Write(Response& response) {
+  Prepare(response.base());
+  response.keep_alive(keep_alive_);
+  response.prepare_payload();
+  stream_.expires_after(write_timeout_);
+  auto [ec, n] = co_await http::async_write(stream_, response, kNoThrow);
+  failed_ = static_cast<bool>(ec);
+  co_return !failed_;
+}
+
+net::awaitable<bool> Downstream::WriteHeader(ResponseHeader& header) {
+  Prepare(header.base());
+  header.keep_alive(keep_alive_);
+  header.chunked(true);
+  http::response_serializer<http::empty_body> serializer(header);
+  stream_.expires_after(write_timeout_);
+  auto [ec, n] = co_await http::async_write_header(stream_, serializer, kNoThrow);
+  failed_ = static_cast<bool>(ec);
+  co_return !failed_;
+}
+
+net::awaitable<bool> Downstream::WriteChunk(std::string_view data) {
+  if (failed_) {
+    co_return false;
+  }
+  if (data.empty()) {
+    co_return true;  // an empty chunk would end the body
+  }
+  stream_.expires_after(write_timeout_);
+  auto [ec, n] =
+      co_await net::async_write(stream_, http::make_chunk(net::buffer(data)), kNoThrow);
+  failed_ = static_cast<bool>(ec);
+  co_return !failed_;
+}
+
+net::awaitable<bool> Downstream::WriteEnd() {
+  if (failed_) {
+    co_return false;
+  }
+  stream_.expires_after(write_timeout_);
+  auto [ec, n] = co_await net::async_write(stream_, http::make_chunk_last(), kNoThrow);
+  failed_ = static_cast<bool>(ec);
+  co_return !failed_;
+}
+
+void Downstream::WatchForDisconnect(std::function<void()> on_gone) {
+  StopWatching();
+  auto state = std::make_shared<WatchState>();
+  state->on_gone = std::move(on_gone);
+  watch_ = state;
+  const int fd = stream_.socket().native_handle();
+  stream_.socket().async_wait(
+      net::ip::tcp::socket::wait_read,
+      net::bind_cancellation_slot(state->cancel.slot(), [state, fd](boost::system::error_code ec) {
+        if (ec || !state->active) {
+          return;  // cancelled, or the connection is being torn down anyway
+        }
+        // Readable: either the client closed/reset (peek sees 0 or an error) or it already sent
+        // its next, pipelined request (peek sees data: the client is alive).
+        char byte;
+        const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+          state->active = false;
+          state->on_gone();
+        }
+      }));
+}
+
+void Downstream::StopWatching() {
+  if (!watch_) {
+    return;
+  }
+  watch_->active = false;
+  watch_->cancel.emit(net::cancellation_type::all);
+  watch_.reset();
+}
+
+namespace {
+
+net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions& options,
+                                std::atomic<int64_t>& active_requests,
+                                const std::atomic<bool>& draining, net::ip::tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+  Handler& handler = *worker.handler;
+  for (;;) {
+    if (buffer.size() == 0) {
+      if (draining.load(std::memory_order_relaxed)) {
+        break;
+      }
+      // Idle between requests: the only state a drain may close the connection in.
+      worker.idle.insert(&stream);
+      stream.expires_after(options.idle_timeout);
+      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kNoThrow);
+      worker.idle.erase(&stream);
+      if (ec) {
+        break;
+      }
+      buffer.commit(n);
+    }
+
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(options.header_limit_bytes);
+    parser.body_limit(handler.body_limit());
+    stream.expires_after(options.header_timeout);
+    auto [header_ec, header_n] = co_await http::async_read_header(stream, buffer, parser, kNoThrow);
+    std::string_view bad_reason;
+    http::status bad_status = http::status::bad_request;
+    if (header_ec == http::error::header_limit) {
+      bad_status = http::status::request_header_fields_too_large;
+      bad_reason = "request headers are too large";
+    } else if (header_ec == beast::error::timeout) {
+      bad_status = http::status::request_timeout;
+      bad_reason = "timed out reading the request headers";
+    } else if (header_ec) {
+      if (header_ec == http::error::end_of_stream || header_ec == net::error::eof ||
+          header_ec == net::error::connection_reset || header_ec == http::error::partial_message) {
+        break;  // the client went away mid-request: nobody to answer
+      }
+      bad_reason = "malformed HTTP request";
+    } else {
+      const auto expect = parser.get()[http::field::expect];
+      if (!parser.is_done() && beast::iequals(expect, "100-continue")) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        stream.expires_after(options.write_timeout);
+        auto [ec, n] = co_await net::async_write(stream, net::buffer(kContinue), kNoThrow);
+        if (ec) {
+          break;
+        }
+      }
+      stream.expires_after(options.body_timeout);
+      auto [body_ec, body_n] = co_await http::async_read(stream, buffer, parser, kNoThrow);
+      if (body_ec == http::error::body_limit) {
+        bad_status = http::status::payload_too_large;
+        bad_reason = "request body is larger than the limit";
+      } else if (body_ec == beast::error::timeout) {
+        bad_status = http::status::request_timeout;
+        bad_reason = "timed out reading the request body";
+      } else if (body_ec) {
+        if (body_ec == http::error::partial_message || body_ec == net::error::eof ||
+            body_ec == net::error::connection_reset) {
+          break;
+        }
+        bad_reason = "malformed HTTP request body";
+      }
+    }
+
+    active_requests.fetch_add(1, std::memory_order_relaxed);
+    if (!bad_reason.empty()) {
+      // The stream is out of sync with the framing: answer and close.
+      Downstream downstream(stream, NewRequestId(worker.rng), false, options.write_timeout);
+      co_await handler.HandleBadRequest(bad_status, bad_reason, downstream);
+      active_requests.fetch_sub(1, std::memory_order_relaxed);
+      break;
+    }
+    Request request = parser.release();
+    const auto client_id = request["x-request-id"];
+    std::string request_id = AcceptableRequestId(client_id) ? std::string(client_id)
+                                                            : NewRequestId(worker.rng);
+    Downstream downstream(stream, std::move(request_id),
+                          request.keep_alive() && !draining.load(std::memory_order_relaxed),
+                          options.write_timeout);
+    co_await handler.Handle(request, downstream);
+    downstream.StopWatching();
+    active_requests.fetch_sub(1, std::memory_order_relaxed);
+    if (!downstream.keep_alive() || downstream.failed()) {
+      break;
+    }
+  }
+  beast::error_code ignored;
+  stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  stream.close();
+}
+
+net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions& options,
+                                std::atomic<int64_t>& active_requests,
+                                const std::atomic<bool>& draining) {
+  for (;;) {
+    auto [ec, socket] = co_await worker.acceptor.async_accept(kNoThrow);
+    if (ec) {
+      if (ec == net::error::operation_aborted || !worker.acceptor.is_open()) {
+        co_return;  // drained
+      }
+      continue;  // EMFILE and friends: keep serving the connections we have
+    }
+    beast::error_code ignored;
+    socket.set_option(net::ip::tcp::no_delay(true), ignored);
+    net::co_spawn(worker.io_context,
+                  RunSession(worker, options, active_requests, draining, std::move(socket)),
+                  net::detached);
+  }
+}
+
+absl::Status Listen(net::ip::tcp::acceptor& acceptor, const net::ip::tcp::endpoint& endpoint) {
+  beast::error_code ec;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.set_option(ReusePort(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", endpoint.address().to_string(),
+                                               ":", endpoint.port(), ": ", ec.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(ServerOptions options,
+                                                               HandlerFactory factory) {
+  beast::error_code ec;
+  const net::ip::address address = net::ip::make_address(options.host, ec);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address '", options.host, "' is not an IP address"));
+  }
+  if (options.threads < 1) {
+    return absl::InvalidArgumentError("threads must be at least 1");
+  }
+  std::unique_ptr<HttpServer> server(new HttpServer());
+  server->options_ = std::move(options);
+  uint16_t port = server->options_.port;
+  for (int i = 0; i < server->options_.threads; ++i) {
+    auto worker = std::make_unique<Worker>(i);
+    // With port 0 the first listener picks the port and the others join it (SO_REUSEPORT).
+    if (absl::Status status = Listen(worker->acceptor, {address, port}); !status.ok()) {
+      return status;
+    }
+    port = worker->acceptor.local_endpoint().port();
+    worker->handler = factory(i, worker->io_context);
+    server->workers_.push_back(std::move(worker));
+  }
+  server->port_ = port;
+  return server;
+}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Start() {
+  for (auto& worker : workers_) {
+    net::co_spawn(worker->io_context,
+                  AcceptLoop(*worker, options_, active_requests_, draining_), net::detached);
+    threads_.emplace_back([w = worker.get()] { w->io_context.run(); });
+  }
+}
+
+void HttpServer::BeginDrain() {
+  draining_.store(true);
+  for (auto& worker : workers_) {
+    net::post(worker->io_context, [w = worker.get()] {
+      beast::error_code ignored;
+      w->acceptor.close(ignored);
+      for (beast::tcp_stream* stream : w->idle) {
+        stream->socket().cancel(ignored);  // its session sees the error and closes
+      }
+    });
+  }
+}
+
+bool HttpServer::WaitIdle(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (active_requests_.load() > 0) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+void HttpServer::Stop() {
+  if (stopped_) {
+    return;
+  }
+  stopped_ = true;
+  for (auto& worker : workers_) {
+    worker->io_context.stop();
+  }
+  for (std::thread& thread : threads_) {
+    if (thread.joinable()) {
+      thread.join();
+    }
+  }
+}
+
+}  // namespace berry::proxy

@@ -1,0 +1,150 @@
+// The downstream (client-facing) HTTP/1.1 server of berry-proxy: one event loop per worker
+// thread, each with its own SO_REUSEPORT listener on the same address, keep-alive, pipelined
+// requests answered in order, header and body size limits, read deadlines (a client that
+// trickles its headers is cut off), and graceful drain.
+//
+// The server parses requests and owns connections; what to answer is the business of a
+// per-worker `Handler` made by the factory on that worker's thread, so handlers keep per-worker
+// state (upstream pools, pickers, metric caches) without locks.
+//
+// Threads: Create/Start/BeginDrain/WaitIdle/Stop are called from one controlling thread
+// (main). Everything else runs on the worker threads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "absl/status/statusor.h"
+
+namespace berry::proxy {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+using ResponseHeader = http::response<http::empty_body>;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;  // 0 = pick one (every worker then shares the port the first one got)
+  int threads = 1;
+  // Waiting for the first byte of the next request on a kept-alive connection.
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(75);
+  // From the first byte of a request to the end of its headers.
+  std::chrono::milliseconds header_timeout = std::chrono::seconds(10);
+  // From the end of the headers to the end of the body.
+  std::chrono::milliseconds body_timeout = std::chrono::seconds(60);
+  // Any single write to the client.
+  std::chrono::milliseconds write_timeout = std::chrono::seconds(60);
+  uint32_t header_limit_bytes = 64 * 1024;
+};
+
+// One client connection as a handler sees it while answering one request.
+class Downstream {
+ public:
+  Downstream(beast::tcp_stream& stream, std::string request_id, bool keep_alive,
+             std::chrono::milliseconds write_timeout);
+
+  const std::string& request_id() const { return request_id_; }
+  // Whether the connection stays open after this response; a handler may turn it off.
+  bool keep_alive() const { return keep_alive_; }
+  void set_keep_alive(bool keep_alive) { keep_alive_ = keep_alive; }
+  // True once anything of the response was written: retries are over for this request.
+  bool started() const { return started_; }
+  bool failed() const { return failed_; }
+
+  // A complete response. Sets x-request-id, Connection and Content-Length.
+  net::awaitable<bool> Write(Response& response);
+  // A streamed response: header (sent chunked), then chunks, then the end. Each returns false
+  // once the client is gone.
+  net::awaitable<bool> WriteHeader(ResponseHeader& header);
+  net::awaitable<bool> WriteChunk(std::string_view data);
+  net::awaitable<bool> WriteEnd();
+
+  // Calls `on_gone` (on this worker) if the client closes or resets the connection while the
+  // handler is waiting on the upstream. Stop with StopWatching(); at most one watch at a time.
+  void WatchForDisconnect(std::function<void()> on_gone);
+  void StopWatching();
+
+ private:
+  struct WatchState;
+  void Prepare(http::fields& fields);
+
+  beast::tcp_stream& stream_;
+  std::string request_id_;
+  bool keep_alive_;
+  bool started_ = false;
+  bool failed_ = false;
+  std::chrono::milliseconds write_timeout_;
+  std::shared_ptr<WatchState> watch_;  // null = not watching
+};
+
+// Per-worker request handling.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // Largest body accepted now (the current route table's max_request_body_bytes).
+  virtual uint64_t body_limit() const = 0;
+  // Answers `request` through `downstream`. Must write exactly one response unless the client
+  // is gone. `request_id` is the client's x-request-id if acceptable, else a fresh one.
+  virtual net::awaitable<void> Handle(Request& request, Downstream& downstream) = 0;
+  // Answers a request that could not be read: `status` 400/408/413/431 with a reason.
+  virtual net::awaitable<void> HandleBadRequest(http::status status, std::string_view reason,
+                                                Downstream& downstream) = 0;
+};
+
+using HandlerFactory = std::function<std::unique_ptr<Handler>(int worker_index,
+                                                              net::io_context& io_context)>;
+
+class HttpServer {
+ public:
+  // Binds every worker's listener (so a port conflict fails here, before anything runs).
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Create(ServerOptions options,
+                                                            HandlerFactory factory);
+  ~HttpServer();
+
+  uint16_t port() const { return port_; }
+  // Starts the worker threads.
+  void Start();
+  // Stops accepting; idle keep-alive connections close; requests in flight (streams included)
+  // go on, each answered with `Connection: close`.
+  void BeginDrain();
+  // Waits until no request is in flight or `timeout` passes; true when idle.
+  bool WaitIdle(std::chrono::milliseconds timeout);
+  // Cancels whatever is left and joins the workers. Idempotent.
+  void Stop();
+
+  // Requests being handled right now, over all workers.
+  int64_t active_requests() const { return active_requests_.load(std::memory_order_relaxed); }
+
+  struct Worker;
+
+ private:
+  HttpServer() = default;
+
+  ServerOptions options_;
+  uint16_t port_ = 0;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::atomic<int64_t> active_requests_{0};
+  std::atomic<bool> draining_{false};
+  bool stopped_ = false;
+};
+
+}  // namespace berry::proxy

@@ -1,0 +1,245 @@
+#include "data-plane/upstream/upstream_pool.h"
+
+#include <openssl/ssl.h>
+
+#include <tuple>
+#include <utility>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/url/parse.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace berry::upstream {
+namespace {
+
+constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
+
+bool IsIpLiteral(const std::string& host) {
+  beast::error_code ec;
+  net::ip::make_address(host, ec);
+  return !ec;
+}
+
+}  // namespace
+
+absl::StatusOr<Endpoint> Endpoint::Parse(std::string_view base_url, bool verify) {
+  auto url = boost::urls::parse_uri(base_url);
+  if (!url) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base_url is not a valid URL: ", url.error().message()));
+  }
+  Endpoint endpoint;
+  const std::string scheme = absl::AsciiStrToLower(std::string(url->scheme()));
+  if (scheme == "https") {
+    endpoint.tls = true;
+  } else if (scheme != "http") {
+    return absl::InvalidArgumentError("base_url scheme must be http or https");
+  }
+  endpoint.host = std::string(url->host_address());
+  if (endpoint.host.empty()) {
+    return absl::InvalidArgumentError("base_url has no host");
+  }
+  const uint16_t default_port = endpoint.tls ? 443 : 80;
+  endpoint.port = url->has_port() ? url->port_number() : default_port;
+  if (endpoint.port == 0) {
+    return absl::InvalidArgumentError("base_url port must be 1-65535");
+  }
+  // IPv6 literals keep their brackets in the Host header only.
+  const std::string host_for_header =
+      url->host_type() == boost::urls::host_type::ipv6 ? absl::StrCat("[", endpoint.host, "]")
+                                                       : endpoint.host;
+  endpoint.host_header = endpoint.port == default_port
+                             ? host_for_header
+                             : absl::StrCat(host_for_header, ":", endpoint.port);
+  std::string path(url->encoded_path());
+  while (!path.empty() && path.back() == '/') {
+    path.pop_back();
+  }
+  endpoint.path_prefix = std::move(path);
+  endpoint.verify = verify;
+  endpoint.pool_key = absl::StrCat(endpoint.tls ? "https://" : "http://", host_for_header, ":",
+                                   endpoint.port, endpoint.tls && !verify ? "#insecure" : "");
+  return endpoint;
+}
+
+absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(
+    const std::string& extra_ca_file) {
+  std::shared_ptr<TlsContexts> contexts(new TlsContexts());
+  contexts->verifying_ = std::make_unique<net::ssl::context>(net::ssl::context::tls_client);
+  contexts->insecure_ = std::make_unique<net::ssl::context>(net::ssl::context::tls_client);
+  beast::error_code ec;
+  contexts->verifying_->set_default_verify_paths(ec);
+  if (ec) {
+    return absl::InternalError(absl::StrCat("cannot load the system CA store: ", ec.message()));
+  }
+  if (!extra_ca_file.empty()) {
+    contexts->verifying_->load_verify_file(extra_ca_file, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load CA file '", extra_ca_file, "': ", ec.message()));
+    }
+  }
+  contexts->verifying_->set_verify_mode(net::ssl::verify_peer);
+  contexts->insecure_->set_verify_mode(net::ssl::verify_none);
+  for (net::ssl::context* context : {contexts->verifying_.get(), contexts->insecure_.get()}) {
+    SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+    // Session resumption makes re-connects to a provider cheap.
+    SSL_CTX_set_session_cache_mode(context->native_handle(), SSL_SESS_CACHE_CLIENT);
+  }
+  return std::shared_ptr<const TlsContexts>(std::move(contexts));
+}
+
+Connection::Connection(net::io_context& io_context, const Endpoint& endpoint,
+                       const TlsContexts& tls_contexts)
+    : pool_key_(endpoint.pool_key) {
+  if (endpoint.tls) {
+    secure_.emplace(io_context,
+                    endpoint.verify ? tls_contexts.verifying() : tls_contexts.insecure());
+  } else {
+    plain_.emplace(io_context);
+  }
+}
+
+beast::tcp_stream& Connection::tcp() {
+  return secure_ ? beast::get_lowest_layer(*secure_) : *plain_;
+}
+
+void Connection::Cancel() {
+  beast::error_code ignored;
+  tcp().socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  tcp().socket().close(ignored);
+}
+
+net::awaitable<beast::error_code> Connection::Write(http::request<http::string_body>& request) {
+  if (secure_) {
+    auto [ec, n] = co_await http::async_write(*secure_, request, kNoThrow);
+    co_return ec;
+  }
+  auto [ec, n] = co_await http::async_write(*plain_, request, kNoThrow);
+  co_return ec;
+}
+
+net::awaitable<beast::error_code> Connection::ReadHeader(
+    http::response_parser<http::buffer_body>& parser) {
+  if (secure_) {
+    auto [ec, n] = co_await http::async_read_header(*secure_, buffer_, parser, kNoThrow);
+    co_return ec;
+  }
+  auto [ec, n] = co_await http::async_read_header(*plain_, buffer_, parser, kNoThrow);
+  co_return ec;
+}
+
+net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(
+    http::response_parser<http::buffer_body>& parser, char* data, size_t size) {
+  auto& body = parser.get().body();
+  body.data = data;
+  body.size = size;
+  beast::error_code ec;
+  if (secure_) {
+    std::tie(ec, std::ignore) =
+        co_await http::async_read_some(*secure_, buffer_, parser, kNoThrow);
+  } else {
+    std::tie(ec, std::ignore) = co_await http::async_read_some(*plain_, buffer_, parser, kNoThrow);
+  }
+  if (ec == http::error::need_buffer) {
+    ec = {};
+  }
+  co_return std::pair{ec, size - body.size};
+}
+
+Pool::Pool(net::io_context& io_context, std::shared_ptr<const TlsContexts> tls_contexts,
+           PoolOptions options)
+    : io_context_(io_context), tls_contexts_(std::move(tls_contexts)), options_(options) {}
+
+net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Acquire(
+    const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
+    ConnectError* error_kind) {
+  if (auto it = idle_.find(endpoint.pool_key); it != idle_.end()) {
+    auto& idle = it->second;
+    const auto now = std::chrono::steady_clock::now();
+    while (!idle.empty()) {
+      std::unique_ptr<Connection> connection = std::move(idle.back());
+      idle.pop_back();
+      if (now - connection->idle_since_ < options_.idle_timeout) {
+        connection->reused_ = true;
+        *error_kind = ConnectError::kNone;
+        co_return connection;
+      }
+    }
+  }
+  co_return co_await Connect(endpoint, timeout, error_kind);
+}
+
+net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
+    const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
+    ConnectError* error_kind) {
+  auto connection = std::make_unique<Connection>(io_context_, endpoint, *tls_contexts_);
+  beast::tcp_stream& tcp = connection->tcp();
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+
+  net::ip::tcp::resolver resolver(io_context_);
+  auto [resolve_ec, results] = co_await resolver.async_resolve(
+      endpoint.host, std::to_string(endpoint.port), kNoThrow);
+  if (resolve_ec) {
+    *error_kind = ConnectError::kResolve;
+    co_return absl::UnavailableError(
+        absl::StrCat("cannot resolve ", endpoint.host, ": ", resolve_ec.message()));
+  }
+  tcp.expires_at(deadline);
+  auto [connect_ec, connected] = co_await tcp.async_connect(results, kNoThrow);
+  if (connect_ec) {
+    *error_kind = connect_ec == beast::error::timeout ? ConnectError::kTimeout
+                                                      : ConnectError::kConnect;
+    co_return absl::UnavailableError(absl::StrCat("cannot connect to ", endpoint.host_header,
+                                                  ": ", connect_ec.message()));
+  }
+  beast::error_code ignored;
+  tcp.socket().set_option(net::ip::tcp::no_delay(true), ignored);
+  if (connection->secure_) {
+    auto& secure = *connection->secure_;
+    if (!IsIpLiteral(endpoint.host)) {
+      SSL_set_tlsext_host_name(secure.native_handle(), endpoint.host.c_str());  // SNI
+    }
+    if (endpoint.verify) {
+      secure.set_verify_callback(net::ssl::host_name_verification(endpoint.host));
+    }
+    auto [tls_ec] = co_await secure.async_handshake(net::ssl::stream_base::client, kNoThrow);
+    if (tls_ec) {
+      *error_kind = tls_ec == beast::error::timeout ? ConnectError::kTimeout : ConnectError::kTls;
+      co_return absl::UnavailableError(absl::StrCat("TLS handshake with ", endpoint.host_header,
+                                                    " failed: ", tls_ec.message()));
+    }
+  }
+  tcp.expires_never();
+  *error_kind = ConnectError::kNone;
+  co_return connection;
+}
+
+void Pool::Release(std::unique_ptr<Connection> connection) {
+  auto& idle = idle_[connection->pool_key_];
+  if (idle.size() >= options_.max_idle_per_endpoint) {
+    return;  // closes it
+  }
+  connection->tcp().expires_never();
+  connection->idle_since_ = std::chrono::steady_clock::now();
+  idle.push_back(std::move(connection));
+}
+
+void Pool::Clear() { idle_.clear(); }
+
+size_t Pool::idle_count() const {
+  size_t count = 0;
+  for (const auto& [key, connections] : idle_) {
+    count += connections.size();
+  }
+  return count;
+}
+
+}  // namespace berry::upstream

@@ -1,0 +1,139 @@
+// Upstream (provider-side) connections of one worker: HTTP or HTTPS (OpenSSL through Asio: SNI,
+// certificate and host-name verification against the system store unless a provider turns
+// `tls_verify` off), kept alive in a per-worker pool per (scheme, host, port, verification).
+//
+// Threads: a pool belongs to one worker's io_context and is used only on that thread. The TLS
+// contexts are shared read-only by all workers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+
+namespace berry::upstream {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+// Where a provider lives, parsed once per route table from its base_url.
+struct Endpoint {
+  bool tls = false;
+  std::string host;  // name or IP literal (no brackets)
+  uint16_t port = 0;
+  std::string host_header;  // "host" or "host:port" when the port is not the scheme's default
+  std::string path_prefix;  // base_url's path without a trailing '/', e.g. "/v1"
+  bool verify = true;       // tls_verify
+  std::string pool_key;     // identifies interchangeable connections
+
+  // Parses "http(s)://host[:port][/path]". `verify` is the provider's tls_verify.
+  static absl::StatusOr<Endpoint> Parse(std::string_view base_url, bool verify);
+};
+
+// TLS settings shared by every worker.
+class TlsContexts {
+ public:
+  // `extra_ca_file`: PEM bundle trusted in addition to the system store (private CAs, tests).
+  static absl::StatusOr<std::shared_ptr<const TlsContexts>> Create(
+      const std::string& extra_ca_file = {});
+
+  net::ssl::context& verifying() const { return *verifying_; }
+  net::ssl::context& insecure() const { return *insecure_; }
+
+ private:
+  TlsContexts() = default;
+  std::unique_ptr<net::ssl::context> verifying_;
+  std::unique_ptr<net::ssl::context> insecure_;
+};
+
+// How a connection attempt failed, for retries and outlier detection.
+enum class ConnectError { kNone, kResolve, kConnect, kTimeout, kTls };
+
+// One upstream connection, plain or TLS, with its read buffer (bytes read past one response
+// belong to the connection, not to the request).
+class Connection {
+ public:
+  Connection(net::io_context& io_context, const Endpoint& endpoint,
+             const TlsContexts& tls_contexts);
+
+  bool reused() const { return reused_; }
+  const std::string& pool_key() const { return pool_key_; }
+  beast::tcp_stream& tcp();
+  beast::flat_buffer& buffer() { return buffer_; }
+  // Closes the socket; a pending operation completes with an error. Safe to call twice.
+  void Cancel();
+
+  // Deadline for everything that follows (until the next call).
+  void ExpiresAfter(std::chrono::steady_clock::duration timeout) { tcp().expires_after(timeout); }
+  void ExpiresNever() { tcp().expires_never(); }
+
+  net::awaitable<beast::error_code> Write(http::request<http::string_body>& request);
+  net::awaitable<beast::error_code> ReadHeader(http::response_parser<http::buffer_body>& parser);
+  // Reads some body bytes into `data`/`size`; returns the error (need_buffer is not one) and
+  // the number of body bytes placed.
+  net::awaitable<std::pair<beast::error_code, size_t>> ReadSome(
+      http::response_parser<http::buffer_body>& parser, char* data, size_t size);
+
+ private:
+  friend class Pool;
+
+  std::string pool_key_;
+  bool reused_ = false;
+  std::chrono::steady_clock::time_point idle_since_;
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
+  beast::flat_buffer buffer_;
+};
+
+struct PoolOptions {
+  size_t max_idle_per_endpoint = 64;
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(60);
+};
+
+class Pool {
+ public:
+  Pool(net::io_context& io_context, std::shared_ptr<const TlsContexts> tls_contexts,
+       PoolOptions options = {});
+
+  // A kept-alive connection to `endpoint` when one is idle (reused() is true), else a new one
+  // connected (and TLS-handshaken) within `timeout`.
+  net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Acquire(
+      const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
+      ConnectError* error_kind);
+  // A fresh connection, never a pooled one (the retry after a stale pooled connection).
+  net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Connect(
+      const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
+      ConnectError* error_kind);
+  // Returns a connection whose response was read completely and that may be kept alive.
+  void Release(std::unique_ptr<Connection> connection);
+  // Closes every idle connection (shutdown).
+  void Clear();
+
+  size_t idle_count() const;
+
+ private:
+  net::io_context& io_context_;
+  std::shared_ptr<const TlsContexts> tls_contexts_;
+  PoolOptions options_;
+  absl::flat_hash_map<std::string, std::vector<std::unique_ptr<Connection>>> idle_;
+};
+
+}  // namespace berry::upstream
