@@ -1,7 +1,8 @@
 # Berry's two commands: `make run` and `make test`. Every target installs missing Debian
 # packages first (scripts/install-deps), configures out of source under build/, then builds.
 JOBS ?= 2
-CONFIG ?= $(if $(wildcard examples/config.toml),examples/config.toml,examples/demo.toml)
+MAKEFLAGS += --no-print-directory
+CONFIG ?=
 CMAKE_COMMON := -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
 
 .PHONY: all deps run test test-asan bench build-release build-test build-asan format tidy clean
@@ -29,10 +30,9 @@ build-test: deps build/test/CMakeCache.txt
 build-asan: deps build/asan/CMakeCache.txt
 	@cmake --build build/asan -j$(JOBS)
 
-# Until the data-plane proxy lands, `make run` validates the config and prints the route table
-# it compiles to (the same table the proxy will serve from).
+# Serves on examples/config.toml if it exists, else on the demo config with the mock provider.
 run: build-release
-	@build/release/control-plane/berry-routes --config $(CONFIG)
+	@scripts/run-demo $(CONFIG)
 
 test: build-test
 	@cd build/test && ctest --output-on-failure -j$(JOBS) --timeout 300
