@@ -48,9 +48,11 @@ absl::StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string
 }
 
 // Loads, validates and compiles the config; every error is printed.
-bool LoadInto(RouteStore& store, const std::string& path, bool at_start) {
+bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std::string& path,
+              bool at_start) {
   const berry::config::LoadResult result = berry::config::LoadFile(path);
   if (!result.config) {
+    metrics.route_table_reloads_failed->Increment();
     std::string all;
     for (const auto& error : result.errors) {
       absl::StrAppend(&all, "\n  ", error.ToString());
@@ -68,6 +70,7 @@ bool LoadInto(RouteStore& store, const std::string& path, bool at_start) {
   const std::string version = table.version_info();
   const bool open = table.client_keys_size() == 0;
   if (absl::Status status = store.Apply(std::move(table)); !status.ok()) {
+    metrics.route_table_reloads_failed->Increment();
     if (at_start) {
       std::cerr << "berry-proxy: " << path << ": " << status.message() << "\n";
     } else {
@@ -77,6 +80,7 @@ bool LoadInto(RouteStore& store, const std::string& path, bool at_start) {
     }
     return false;
   }
+  metrics.route_table_reloads_ok->Increment();
   berry::log::Info("route table loaded", {{"file", path}, {"version", version}});
   if (open) {
     berry::log::Warn(
@@ -145,7 +149,8 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   RouteStore routes;
-  if (!LoadInto(routes, flags.config, /*at_start=*/true)) {
+  berry::proxy::ProxyMetrics metrics(routes);
+  if (!LoadInto(routes, metrics, flags.config, /*at_start=*/true)) {
     return 1;
   }
   auto tls = berry::upstream::TlsContexts::Create(flags.upstream_ca);
@@ -153,7 +158,6 @@ int main(int argc, char** argv) {
     std::cerr << "berry-proxy: " << tls.status().message() << "\n";
     return 1;
   }
-  berry::proxy::ProxyMetrics metrics(routes);
   berry::proxy::AccessLog access_log(flags.access_log == "stdout" ? 1 : -1);
 
   berry::proxy::ServerOptions options;
@@ -182,7 +186,7 @@ int main(int argc, char** argv) {
     sigwait(&signals, &signal_number);
     if (signal_number == SIGHUP) {
       berry::log::Info("SIGHUP: reloading config", {{"file", flags.config}});
-      LoadInto(routes, flags.config, /*at_start=*/false);
+      LoadInto(routes, metrics, flags.config, /*at_start=*/false);
       continue;
     }
     break;

@@ -164,12 +164,12 @@ void ProxyHandler::Refresh() {
   metrics_.Reset();
 }
 
-uint64_t ProxyHandler::body_limit() const {
-  const auto generation = routes_.Current();  // at most once per request read; rare contention
-  if (generation == nullptr || generation->settings().max_request_body_bytes() == 0) {
+uint64_t ProxyHandler::body_limit() {
+  Refresh();
+  if (generation_ == nullptr || generation_->settings().max_request_body_bytes() == 0) {
     return 32ull << 20;
   }
-  return generation->settings().max_request_body_bytes();
+  return generation_->settings().max_request_body_bytes();
 }
 
 net::awaitable<void> ProxyHandler::Handle(Request& request, Downstream& downstream) {

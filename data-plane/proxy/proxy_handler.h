@@ -35,7 +35,7 @@ class ProxyHandler final : public Handler {
                ProxyOptions options = {});
   ~ProxyHandler() override;
 
-  uint64_t body_limit() const override;
+  uint64_t body_limit() override;
   net::awaitable<void> Handle(Request& request, Downstream& downstream) override;
   net::awaitable<void> HandleBadRequest(http::status status, std::string_view reason,
                                         Downstream& downstream) override;

@@ -99,8 +99,9 @@ class Downstream {
 class Handler {
  public:
   virtual ~Handler() = default;
-  // Largest body accepted now (the current route table's max_request_body_bytes).
-  virtual uint64_t body_limit() const = 0;
+  // Largest body accepted now (the current route table's max_request_body_bytes). Called before
+  // each request is read, on the worker's thread.
+  virtual uint64_t body_limit() = 0;
   // Answers `request` through `downstream`. Must write exactly one response unless the client
   // is gone. `request_id` is the client's x-request-id if acceptable, else a fresh one.
   virtual net::awaitable<void> Handle(Request& request, Downstream& downstream) = 0;
