@@ -1,0 +1,315 @@
+// berry-control-plane: holds the validated config, compiles it into the RouteTable (versioned by
+// content hash) and streams it to every connected berry-proxy over RouteDiscoveryService; watches
+// the config file; serves /healthz, /readyz and /metrics over HTTP.
+#include <pthread.h>
+#include <signal.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/strings/str_cat.h"
+#include "common/cli/flags.h"
+#include "common/log/log.h"
+#include "common/metrics/metrics.h"
+#include "common/route_table/compile.h"
+#include "control-plane/config_source/config_source.h"
+#include "control-plane/discovery/discovery_service.h"
+#include "control-plane/http_status.h"
+#include "control-plane/stats/fleet_stats.h"
+
+namespace {
+
+using berry::control_plane::ConfigSource;
+using berry::control_plane::FleetStats;
+using berry::control_plane::RoutePublisher;
+
+struct Flags {
+  std::string config;
+  std::string grpc_listen = "127.0.0.1:50051";
+  std::string http_listen = "127.0.0.1:9090";
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string admin_token_file;
+  bool insecure = false;
+  std::string log_level = "info";
+  int64_t report_interval_seconds = 5;
+};
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+bool IsLoopback(const std::string& address) {
+  return address.starts_with("127.") || address.starts_with("localhost:") ||
+         address.starts_with("[::1]:");
+}
+
+std::string ErrorList(const std::vector<berry::config::ConfigError>& errors) {
+  std::string all;
+  for (const auto& error : errors) {
+    absl::StrAppend(&all, "\n  ", error.ToString());
+  }
+  return all;
+}
+
+// Compiles the running config, overlays fleet health and effective weights, and publishes the
+// table if its content changed.
+void Publish(const ConfigSource& source, FleetStats& fleet, RoutePublisher& publisher) {
+  // Serialised, so a slow publish of an older config can never land after a newer one.
+  static absl::Mutex mu(absl::kConstInit);
+  absl::MutexLock lock(&mu);
+  const auto config = source.Current();
+  if (config == nullptr) {
+    return;
+  }
+  auto table = std::make_shared<berry::v1::RouteTable>(berry::route_table::Compile(*config));
+  fleet.Overlay(*table);
+  berry::route_table::StampVersion(*table);
+  const std::string version = table->version_info();
+  if (publisher.Publish(std::move(table))) {
+    berry::log::Info("route table published", {{"version", version}});
+  }
+}
+
+void Reload(ConfigSource& source, FleetStats& fleet, RoutePublisher& publisher,
+            std::string_view why) {
+  const ConfigSource::ReloadResult result = source.Reload();
+  if (!result.errors.empty()) {
+    berry::log::Error("config rejected; the running config stays in force",
+                      {{"file", source.path()}, {"trigger", why},
+                       {"errors", ErrorList(result.errors)}});
+    return;
+  }
+  if (result.changed) {
+    berry::log::Info("config loaded", {{"file", source.path()}, {"trigger", why}});
+  }
+  Publish(source, fleet, publisher);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  berry::cli::FlagSet set("berry-control-plane",
+                          "Berry's control plane: holds the config, streams route tables to "
+                          "berry-proxy fleets.");
+  set.String("config", &flags.config, "Berry TOML config (watched for edits)", "CONFIG_PATH");
+  set.String("grpc-listen", &flags.grpc_listen, "HOST:PORT for RouteDiscoveryService");
+  set.String("http-listen", &flags.http_listen, "HOST:PORT for /healthz, /readyz, /metrics");
+  set.String("tls-ca", &flags.tls_ca, "PEM CA that proxy client certificates must chain to (mTLS)");
+  set.String("tls-cert", &flags.tls_cert, "PEM server certificate (mTLS)");
+  set.String("tls-key", &flags.tls_key, "PEM server key (mTLS)");
+  set.String("admin-token-file", &flags.admin_token_file,
+             "file holding the bearer token AdminService calls must present");
+  set.Bool("insecure", &flags.insecure,
+           "allow a plaintext gRPC listener on a non-loopback address");
+  set.String("log-level", &flags.log_level, "debug, info, warn or error");
+  set.Int("report-interval-seconds", &flags.report_interval_seconds,
+          "how often proxies send load reports", "", 1, 3600);
+  if (absl::Status status = set.Parse(argc, argv); !status.ok()) {
+    std::cerr << "berry-control-plane: " << status.message() << "\n";
+    return 2;
+  }
+  if (set.help_requested()) {
+    std::cout << set.Help();
+    return 0;
+  }
+  auto level = berry::log::ParseLevel(flags.log_level);
+  if (!level.ok() || flags.config.empty()) {
+    std::cerr << "berry-control-plane: "
+              << (flags.config.empty() ? "--config FILE is required"
+                                       : std::string(level.status().message()))
+              << "\n";
+    return 2;
+  }
+  berry::log::SetLevel(*level);
+  const bool tls = !flags.tls_ca.empty() || !flags.tls_cert.empty() || !flags.tls_key.empty();
+  if (tls && (flags.tls_ca.empty() || flags.tls_cert.empty() || flags.tls_key.empty())) {
+    std::cerr << "berry-control-plane: mTLS needs all of --tls-ca, --tls-cert and --tls-key\n";
+    return 2;
+  }
+  if (!tls && !flags.insecure && !IsLoopback(flags.grpc_listen)) {
+    std::cerr << "berry-control-plane: --grpc-listen " << flags.grpc_listen
+              << " is not a loopback address: give --tls-ca/--tls-cert/--tls-key (route tables "
+                 "carry provider keys) or --insecure\n";
+    return 2;
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  ConfigSource source(flags.config);
+  if (const auto result = source.Reload(); !result.errors.empty()) {
+    std::cerr << "berry-control-plane: " << flags.config << " is invalid ("
+              << result.errors.size() << " error" << (result.errors.size() == 1 ? "" : "s")
+              << "):" << ErrorList(result.errors) << "\n";
+    return 1;
+  }
+  auto fleet_or = FleetStats::Create(
+      berry::control_plane::FleetStatsOptions::FromSettings(
+          berry::route_table::Compile(*source.Current()).settings()));
+  if (!fleet_or.ok()) {
+    std::cerr << "berry-control-plane: " << fleet_or.status().message() << "\n";
+    return 1;
+  }
+  FleetStats& fleet = **fleet_or;
+  RoutePublisher publisher;
+  Publish(source, fleet, publisher);
+
+  berry::metrics::Registry registry;
+  (void)registry.AddCallbackGauge("berry_cp_connected_proxies",
+                                  "Proxies with an open StreamRoutes stream.",
+                                  [&] { return static_cast<double>(publisher.connected_count()); });
+  (void)registry.AddCallbackGauge("berry_cp_config_pushes_total",
+                                  "Route tables sent to proxies.",
+                                  [&] { return static_cast<double>(publisher.pushes()); });
+  (void)registry.AddCallbackGauge("berry_cp_nacks_total", "Route tables proxies rejected.",
+                                  [&] { return static_cast<double>(publisher.nacks()); });
+  (void)registry.AddCallbackGauge("berry_cp_config_rejected_total",
+                                  "Config reloads rejected by validation.",
+                                  [&] { return static_cast<double>(source.rejected()); });
+  if (absl::Status status = fleet.RegisterMetrics(registry); !status.ok()) {
+    std::cerr << "berry-control-plane: " << status.message() << "\n";
+    return 1;
+  }
+
+  berry::control_plane::ReportSink reports;
+  reports.closed = [&fleet](const std::string& node) { fleet.ForgetNode(node); };
+  reports.fold = [&fleet](const berry::v1::StreamLoadReportsRequest& report,
+                          const std::string& node) {
+        auto acked = fleet.Fold(report, node);
+        if (!acked.ok()) {
+          berry::log::Warn("load report rejected",
+                           {{"node", node}, {"reason", std::string(acked.status().message())}});
+          return fleet.AckedSequence(node);
+        }
+        return *acked;
+      };
+  berry::control_plane::DiscoveryService discovery(publisher, reports,
+                                                   absl::Seconds(flags.report_interval_seconds));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (tls) {
+    auto ca = ReadFile(flags.tls_ca);
+    auto cert = ReadFile(flags.tls_cert);
+    auto key = ReadFile(flags.tls_key);
+    for (const auto* file : {&ca, &cert, &key}) {
+      if (!file->ok()) {
+        std::cerr << "berry-control-plane: " << file->status().message() << "\n";
+        return 1;
+      }
+    }
+    grpc::SslServerCredentialsOptions options(
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    options.pem_root_certs = *ca;
+    options.pem_key_cert_pairs.push_back({*key, *cert});
+    credentials = grpc::SslServerCredentials(options);
+  } else {
+    berry::log::Warn("gRPC listener is plaintext: route tables (with provider keys) travel "
+                     "unencrypted; use --tls-* outside a single host",
+                     {{"address", flags.grpc_listen}});
+  }
+  int grpc_port = 0;
+  builder.AddListeningPort(flags.grpc_listen, credentials, &grpc_port);
+  builder.RegisterService(&discovery);
+  // Keepalive: we ping idle proxies every 30 s, and let proxies ping us as often as every 10 s.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  if (grpc_server == nullptr || grpc_port == 0) {
+    std::cerr << "berry-control-plane: cannot listen on " << flags.grpc_listen << "\n";
+    return 1;
+  }
+
+  berry::control_plane::StatusEndpoints endpoints{
+      [&] { return publisher.Current() != nullptr; }, [&] { return registry.Render(); }};
+  berry::proxy::ServerOptions http_options;
+  const size_t colon = flags.http_listen.rfind(':');
+  int http_port = -1;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(flags.http_listen.substr(colon + 1), &http_port) || http_port < 0 ||
+      http_port > 65535) {
+    std::cerr << "berry-control-plane: --http-listen must be HOST:PORT\n";
+    return 2;
+  }
+  http_options.host = flags.http_listen.substr(0, colon);
+  http_options.port = static_cast<uint16_t>(http_port);
+  http_options.threads = 1;
+  auto http_server = berry::proxy::HttpServer::Create(
+      http_options, [&](int, berry::proxy::net::io_context&) {
+        return std::make_unique<berry::control_plane::StatusHandler>(endpoints);
+      });
+  if (!http_server.ok()) {
+    std::cerr << "berry-control-plane: " << http_server.status().message() << "\n";
+    return 1;
+  }
+  (*http_server)->Start();
+
+  if (absl::Status watch =
+          source.Watch([&] { Reload(source, fleet, publisher, "file change"); });
+      !watch.ok()) {
+    berry::log::Warn(std::string_view(watch.message().data(), watch.message().size()));
+  }
+
+  const std::string grpc_address =
+      absl::StrCat(flags.grpc_listen.substr(0, flags.grpc_listen.rfind(':')), ":", grpc_port);
+  const std::string http_address = absl::StrCat(http_options.host, ":", (*http_server)->port());
+  berry::log::Info("listening", {{"grpc", grpc_address}, {"http", http_address}});
+  std::printf("berry-control-plane listening on grpc %s http %s\n", grpc_address.c_str(),
+              http_address.c_str());
+  std::fflush(stdout);
+
+  // Fleet health moves with the load reports: re-overlay every second, push only on change.
+  absl::Notification stop_recompute;
+  std::thread recompute([&] {
+    while (!stop_recompute.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      Publish(source, fleet, publisher);
+    }
+  });
+
+  for (;;) {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    if (signal_number == SIGHUP) {
+      Reload(source, fleet, publisher, "SIGHUP");
+      continue;
+    }
+    break;
+  }
+  berry::log::Info("stopping");
+  stop_recompute.Notify();
+  recompute.join();
+  source.StopWatching();
+  grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  (*http_server)->BeginDrain();
+  (*http_server)->Stop();
+  return 0;
+}

@@ -1,0 +1,44 @@
+#include "control-plane/http_status.h"
+
+#include "common/metrics/metrics.h"
+
+namespace berry::control_plane {
+
+namespace http = proxy::http;
+
+proxy::net::awaitable<void> StatusHandler::Handle(proxy::Request& request,
+                                                  proxy::Downstream& downstream) {
+  std::string_view target = request.target();
+  target = target.substr(0, target.find('?'));
+  proxy::Response response{http::status::ok, 11};
+  response.set(http::field::content_type, "application/json");
+  if (request.method() != http::verb::get) {
+    response.result(http::status::method_not_allowed);
+    response.set(http::field::allow, "GET");
+    response.body() = R"({"error":"method not allowed"})";
+  } else if (target == "/healthz" || target == "/health") {
+    response.body() = R"({"status":"ok"})";
+  } else if (target == "/readyz") {
+    const bool ready = endpoints_.ready();
+    response.result(ready ? http::status::ok : http::status::service_unavailable);
+    response.body() = ready ? R"({"status":"ready"})" : R"({"status":"not ready"})";
+  } else if (target == "/metrics") {
+    response.set(http::field::content_type, metrics::kContentType);
+    response.body() = endpoints_.metrics();
+  } else {
+    response.result(http::status::not_found);
+    response.body() = R"({"error":"not found"})";
+  }
+  co_await downstream.Write(response);
+}
+
+proxy::net::awaitable<void> StatusHandler::HandleBadRequest(http::status status,
+                                                            std::string_view /*reason*/,
+                                                            proxy::Downstream& downstream) {
+  proxy::Response response{status, 11};
+  response.set(http::field::content_type, "application/json");
+  response.body() = R"({"error":"bad request"})";
+  co_await downstream.Write(response);
+}
+
+}  // namespace berry::control_plane

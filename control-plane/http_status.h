@@ -1,0 +1,32 @@
+// The control plane's small HTTP side: /healthz, /readyz and /metrics, served by the same Beast
+// server the data plane uses. Threads: one handler per server worker.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "data-plane/server/http_server.h"
+
+namespace berry::control_plane {
+
+struct StatusEndpoints {
+  std::function<bool()> ready;           // /readyz: 200 when true
+  std::function<std::string()> metrics;  // /metrics body (Prometheus text 0.0.4)
+};
+
+class StatusHandler final : public proxy::Handler {
+ public:
+  explicit StatusHandler(const StatusEndpoints& endpoints) : endpoints_(endpoints) {}
+
+  uint64_t body_limit() override { return 1024; }
+  proxy::net::awaitable<void> Handle(proxy::Request& request,
+                                     proxy::Downstream& downstream) override;
+  proxy::net::awaitable<void> HandleBadRequest(proxy::http::status status,
+                                               std::string_view reason,
+                                               proxy::Downstream& downstream) override;
+
+ private:
+  const StatusEndpoints& endpoints_;
+};
+
+}  // namespace berry::control_plane

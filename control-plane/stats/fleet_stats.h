@@ -1,0 +1,314 @@
+// FleetStats folds the load reports of every connected proxy into per-backend fleet statistics,
+// decides fleet-wide health, and writes health and effective weights into the RouteTable the
+// control plane publishes. It also feeds ListBackends (Snapshot) and the control plane's /metrics
+// (RegisterMetrics).
+//
+// Exactly-once accounting. Reports carry per-backend deltas and a per-proxy sequence 1, 2, 3...
+// FleetStats keeps, per node id, the highest sequence it folded and the start of that report's
+// interval. A report is folded when its sequence is higher, or when its interval starts after
+// the last folded one: the proxy restarted and counts from 1 again (a re-sent report never
+// starts later than the newest one already folded, because the proxy numbers its reports in
+// time order). Anything else is a duplicate re-sent after a reconnect: ignored and counted. Fold
+// returns the node's highest folded sequence, for StreamLoadReportsResponse.acked_sequence.
+//
+// Totals (issued, succeeded, failures by class, tokens, latency and TTFB histograms) are sums since
+// the control plane started. In flight is a gauge: the latest value each node reported for the
+// backend, summed over nodes; ForgetNode() drops a node's contribution when it disconnects, and
+// a restarted proxy's stale gauges are dropped when its restart is detected. A forgotten node's
+// sequence is kept for `node_retention`, so a proxy that reconnects within that time (and re-sends
+// reports it had not seen acked) is not double counted.
+//
+// Recent window. Each backend keeps succeeded/completed counts (completed = succeeded + every
+// failure class) in a ring of `bucket_width` buckets covering `window`, keyed by the control
+// plane's clock when the report arrived (proxies' clocks may disagree; arrival time is one
+// clock). The recent success rate is succeeded / completed over the ring's live buckets: between
+// window - bucket_width and window of history. Old history therefore cannot hide a backend that
+// just started failing.
+//
+// Fleet health (outlier detection), re-evaluated whenever a report for the backend arrives and
+// whenever health is read (Overlay, EffectiveWeight, Snapshot, a metrics scrape):
+//   - no verdict yet (never `min_requests` completed attempts in the window): UNKNOWN;
+//   - window with >= min_requests completed attempts and success rate < unhealthy_success_rate:
+//     UNHEALTHY;
+//   - window with >= min_requests completed attempts and success rate >= healthy_success_rate:
+//     HEALTHY; between the two thresholds the verdict stays what it was (hysteresis), except that
+//     a backend without a verdict becomes HEALTHY (it is no outlier);
+//   - an UNHEALTHY backend that has seen no traffic (no attempt issued or completed) for
+//     `recovery_after` becomes HEALTHY again, so real requests probe it; its window is cleared
+//     so the failures that ejected it cannot eject it again on their own.
+// Below min_requests the success rate never changes the verdict: low volume never flips health.
+//
+// Health factor and effective weight. The factor is the recent success rate, clamped to
+// [1/steps, 1] and quantised to steps of 1/steps (steps = `health_factor_steps`, 20 by default:
+// steps of 0.05, floor 0.05):
+//     factor = clamp(round(rate × steps), 1, steps) / steps
+// with a dead band: the published factor only moves when rate × steps is more than 0.75 of a
+// step away from it. A rate hovering around a rounding boundary (±1.25 percentage points with
+// 20 steps) thus never changes it, and the published factor stays within 0.75 of a step of the
+// true rate. The factor is only updated from windows with >= min_requests completed attempts; it
+// is 1 when the window holds no completed attempt at all ("no data"), and is kept in between.
+//     effective_weight = configured weight × factor
+// so it moves in steps of 5% of the weight and noise in success rates does not create a new
+// table version every report interval.
+//
+// Probe health. The health checker (another component) reports active-probe verdicts per
+// provider and/or per backend. Precedence in Overlay (and Snapshot):
+//   1. a backend the table already marks DRAINING stays DRAINING (operator state);
+//   2. probe-unhealthy (its provider's or its own probe failing): UNHEALTHY;
+//   3. fleet UNHEALTHY: UNHEALTHY;
+//   4. fleet HEALTHY, or a passing probe: HEALTHY;
+//   5. otherwise UNKNOWN.
+// A passing probe does not clear a fleet verdict: a provider can answer probes while failing
+// real requests (429s, one broken model); the fleet verdict recovers on its own (see above).
+//
+// Backends that are neither in the last overlaid table nor reported for `backend_retention` are
+// forgotten at the next Overlay, so removed backends leave /metrics.
+//
+// Threads: every method may be called from any thread (gRPC reactors fold reports, admin and
+// metrics threads read); one absl::Mutex guards everything. Nothing here blocks but that mutex.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "berry/v1/discovery.pb.h"
+#include "berry/v1/route_table.pb.h"
+#include "common/metrics/metrics.h"
+#include "control-plane/stats/latency_histogram.h"
+
+namespace berry::control_plane {
+
+// The time source; absl::Now in production, a fake in tests.
+using Clock = std::function<absl::Time()>;
+
+// Tuning of FleetStats; the defaults are the documented ones. Validated by FleetStats::Create.
+struct FleetStatsOptions {
+  // Length of the recent window that drives health and the health factor. > 0.
+  absl::Duration window = absl::Seconds(60);
+  // Granularity of the window's ring; the proxies' report interval is a good choice. > 0, at
+  // most `window`, and at most 4096 buckets per window.
+  absl::Duration bucket_width = absl::Seconds(5);
+  // Completed attempts the window needs before its success rate counts. >= 1.
+  uint64_t min_requests = 10;
+  // Below this recent success rate (with enough volume) a backend is UNHEALTHY. In [0, 1].
+  double unhealthy_success_rate = 0.5;
+  // At or above this rate (with enough volume) an UNHEALTHY backend is HEALTHY again. In
+  // [unhealthy_success_rate, 1].
+  double healthy_success_rate = 0.8;
+  // An UNHEALTHY backend without traffic for this long becomes HEALTHY again. > 0.
+  absl::Duration recovery_after = absl::Seconds(60);
+  // The health factor's resolution and floor are 1/health_factor_steps. In [1, 1000].
+  uint32_t health_factor_steps = 20;
+  // How long a node's sequence outlives ForgetNode(). >= 0.
+  absl::Duration node_retention = absl::Minutes(10);
+  // How long a backend missing from the table keeps its statistics after its last report. >= 0.
+  absl::Duration backend_retention = absl::Minutes(10);
+
+  // The defaults, with recovery_after = settings.circuit_breaker_timeout (60 s when unset): the
+  // control plane rests a failing backend as long as each proxy's own outlier detector does.
+  static FleetStatsOptions FromSettings(const v1::Settings& settings);
+};
+
+// Totals of one latency histogram (whole-request latency or time to first byte).
+struct LatencySummary {
+  uint64_t count = 0;
+  double sum_seconds = 0.0;
+  // Prometheus histogram_quantile estimates, seconds; nullopt without observations.
+  std::optional<double> p50;
+  std::optional<double> p99;
+};
+
+// One backend as the fleet sees it (Snapshot()).
+struct BackendFleetStatus {
+  std::string backend_id;
+  // From the last Overlay(); empty for a backend only known from reports.
+  std::string provider_id;
+
+  // Totals since the control plane started, summed over every proxy.
+  uint64_t issued = 0;
+  uint64_t succeeded = 0;
+  uint64_t failed_connect = 0;
+  uint64_t failed_timeout = 0;
+  uint64_t failed_5xx = 0;
+  uint64_t failed_429 = 0;
+  uint64_t failed_stream_broken = 0;
+  uint64_t prompt_tokens = 0;
+  uint64_t completion_tokens = 0;
+  // Sum over nodes of the latest in-flight gauge.
+  uint64_t in_flight = 0;
+  LatencySummary latency;
+  LatencySummary ttfb;
+
+  // The recent window (see the header comment).
+  uint64_t recent_succeeded = 0;
+  uint64_t recent_completed = 0;
+  // recent_succeeded / recent_completed; nullopt when nothing completed in the window.
+  std::optional<double> recent_success_rate;
+  // succeeded / (succeeded + failures) since start; nullopt when nothing completed.
+  std::optional<double> lifetime_success_rate;
+
+  // Outlier verdict from fleet data alone: UNKNOWN, HEALTHY or UNHEALTHY.
+  v1::HealthStatus fleet_health = v1::HEALTH_STATUS_UNKNOWN;
+  // Active-probe verdict (provider's or backend's); nullopt without one.
+  std::optional<bool> probe_healthy;
+  // Probe and fleet combined, by the documented precedence (never DRAINING).
+  v1::HealthStatus health = v1::HEALTH_STATUS_UNKNOWN;
+  // The quantised health factor in (0, 1].
+  double health_factor = 1.0;
+  // As written by the last Overlay(); nullopt for a backend that was not in that table.
+  std::optional<double> effective_weight;
+
+  // Every failure class added up.
+  uint64_t failed() const {
+    return failed_connect + failed_timeout + failed_5xx + failed_429 + failed_stream_broken;
+  }
+};
+
+class FleetStats {
+ public:
+  // InvalidArgument when `options` break the bounds documented on FleetStatsOptions.
+  static absl::StatusOr<std::unique_ptr<FleetStats>> Create(FleetStatsOptions options = {},
+                                                            Clock clock = absl::Now);
+
+  FleetStats(const FleetStats&) = delete;
+  FleetStats& operator=(const FleetStats&) = delete;
+
+  // Folds one report from proxy `node_id` and returns the node's acked sequence (its highest
+  // folded sequence; for a duplicate, the one that made it a duplicate). InvalidArgument, with
+  // nothing folded, for an empty node id, sequence 0, a backend without id, a malformed histogram
+  // or interval_start.
+  absl::StatusOr<uint64_t> Fold(const v1::StreamLoadReportsRequest& report,
+                                std::string_view node_id);
+
+  // The highest sequence folded for `node_id` (0 if none): what to ack when a stream opens.
+  uint64_t AckedSequence(std::string_view node_id) const;
+
+  // The proxy `node_id` is gone: its in-flight gauges stop counting now; its sequence is kept
+  // for `node_retention` so a reconnect does not double count. Unknown ids are ignored.
+  void ForgetNode(std::string_view node_id);
+
+  // Active-probe verdict for every backend of `provider_id`, or for one backend; nullopt clears
+  // the verdict (no probe opinion).
+  void SetProviderProbeHealth(std::string_view provider_id, std::optional<bool> healthy);
+  void SetBackendProbeHealth(std::string_view backend_id, std::optional<bool> healthy);
+
+  // configured_weight × the backend's health factor (configured_weight for an unknown backend).
+  double EffectiveWeight(std::string_view backend_id, double configured_weight);
+
+  // Sets every backend's `health` and `effective_weight` in `table` (see the header comment).
+  // Returns whether any backend's health or effective weight, or the set of backends, differs
+  // from the previous Overlay() (true on the first call): push a new table only then.
+  bool Overlay(v1::RouteTable& table);
+
+  // Every backend known from reports or from the last overlaid table, sorted by id.
+  std::vector<BackendFleetStatus> Snapshot();
+
+  // Reports ignored as duplicates, and reports folded, since start.
+  uint64_t duplicate_reports() const;
+  uint64_t folded_reports() const;
+
+  // Registers scrape-time families in `registry`:
+  //   berry_cp_backend_requests_total{backend}             attempts issued
+  //   berry_cp_backend_succeeded_total{backend}            attempts that succeeded
+  //   berry_cp_backend_errors_total{backend,class}         class: connect, timeout, 5xx, 429,
+  //                                                        stream_broken
+  //   berry_cp_backend_tokens_total{backend,kind}          kind: prompt, completion
+  //   berry_cp_backend_in_flight{backend}
+  //   berry_cp_backend_success_rate{backend}               recent window; absent without data
+  //   berry_cp_backend_latency_seconds{backend,quantile}   quantile: 0.5, 0.99; absent without data
+  //   berry_cp_backend_ttfb_seconds{backend,quantile}
+  //   berry_cp_backend_healthy{backend}                    0 when UNHEALTHY, else 1
+  //   berry_cp_backend_health_factor{backend}
+  //   berry_cp_duplicate_reports_total, berry_cp_load_reports_total
+  // The registry has no callback counter, so the *_total families render as gauges; their values
+  // only grow (until a backend is forgotten). The callbacks lock this object: it must outlive
+  // every Render() of `registry`. AlreadyExists when a name is taken.
+  absl::Status RegisterMetrics(metrics::Registry& registry);
+
+ private:
+  enum class Verdict : uint8_t { kUnknown, kHealthy, kUnhealthy };
+
+  struct WindowBucket {
+    int64_t index = -1;  // bucket number since the Unix epoch; -1 = unused
+    uint64_t succeeded = 0;
+    uint64_t completed = 0;
+  };
+
+  struct BackendState {
+    uint64_t issued = 0;
+    uint64_t succeeded = 0;
+    uint64_t failed_connect = 0;
+    uint64_t failed_timeout = 0;
+    uint64_t failed_5xx = 0;
+    uint64_t failed_429 = 0;
+    uint64_t failed_stream_broken = 0;
+    uint64_t prompt_tokens = 0;
+    uint64_t completion_tokens = 0;
+    MergedHistogram latency;
+    MergedHistogram ttfb;
+    std::vector<WindowBucket> ring;  // allocated on first use
+    Verdict verdict = Verdict::kUnknown;
+    uint32_t factor_steps = 0;  // published factor × steps; set when the state is created
+    std::optional<absl::Time> last_traffic;
+    absl::Time last_report = absl::InfinitePast();
+  };
+
+  struct NodeState {
+    uint64_t last_sequence = 0;
+    std::optional<absl::Time> last_interval_start;
+    absl::flat_hash_map<std::string, uint64_t> in_flight;  // backend id -> latest gauge
+    std::optional<absl::Time> forgotten_at;
+  };
+
+  struct OverlayEntry {
+    std::string provider_id;
+    v1::HealthStatus health = v1::HEALTH_STATUS_UNKNOWN;
+    double effective_weight = 0.0;
+    bool operator==(const OverlayEntry&) const = default;
+  };
+
+  FleetStats(FleetStatsOptions options, Clock clock, int64_t ring_size);
+
+  int64_t BucketIndex(absl::Time now) const;
+  BackendState& BackendLocked(const std::string& backend_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Re-evaluates `backend`'s verdict and factor at `now`.
+  void EvaluateLocked(BackendState& backend, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Live buckets of the ring at `now`: {succeeded, completed}.
+  std::pair<uint64_t, uint64_t> WindowLocked(const BackendState& backend, absl::Time now) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::optional<bool> ProbeLocked(const std::string& backend_id,
+                                  const std::string& provider_id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  v1::HealthStatus CombinedHealthLocked(const BackendState* backend, const std::string& backend_id,
+                                        const std::string& provider_id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  double FactorLocked(const BackendState* backend) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void PruneNodesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PruneBackendsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const FleetStatsOptions options_;
+  const Clock clock_;
+  const int64_t ring_size_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, BackendState> backends_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, NodeState> nodes_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, bool> provider_probe_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, bool> backend_probe_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::flat_hash_map<std::string, OverlayEntry>> last_overlay_ ABSL_GUARDED_BY(mu_);
+  uint64_t duplicate_reports_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t folded_reports_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace berry::control_plane
