@@ -182,12 +182,12 @@ int main(int argc, char** argv) {
   (void)registry.AddCallbackGauge("berry_cp_connected_proxies",
                                   "Proxies with an open StreamRoutes stream.",
                                   [&] { return static_cast<double>(publisher.connected_count()); });
-  (void)registry.AddCallbackGauge("berry_cp_config_pushes_total",
+  (void)registry.AddCallbackCounter("berry_cp_config_pushes_total",
                                   "Route tables sent to proxies.",
                                   [&] { return static_cast<double>(publisher.pushes()); });
-  (void)registry.AddCallbackGauge("berry_cp_nacks_total", "Route tables proxies rejected.",
+  (void)registry.AddCallbackCounter("berry_cp_nacks_total", "Route tables proxies rejected.",
                                   [&] { return static_cast<double>(publisher.nacks()); });
-  (void)registry.AddCallbackGauge("berry_cp_config_rejected_total",
+  (void)registry.AddCallbackCounter("berry_cp_config_rejected_total",
                                   "Config reloads rejected by validation.",
                                   [&] { return static_cast<double>(source.rejected()); });
   if (absl::Status status = fleet.RegisterMetrics(registry); !status.ok()) {

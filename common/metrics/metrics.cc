@@ -239,13 +239,12 @@ void LabeledFamily::CollectSamples(std::string& out) const {
 
 namespace {
 
-// A gauge family whose samples a callback computes at scrape time.
+// A gauge or counter family whose samples a callback computes at scrape time.
 class CallbackFamily final : public internal::FamilyBase {
  public:
-  CallbackFamily(std::string name, std::string help, std::vector<std::string> label_names,
-                 GaugeCallback callback)
-      : FamilyBase(std::move(name), std::move(help), internal::Type::kGauge,
-                   std::move(label_names)),
+  CallbackFamily(std::string name, std::string help, internal::Type type,
+                 std::vector<std::string> label_names, GaugeCallback callback)
+      : FamilyBase(std::move(name), std::move(help), type, std::move(label_names)),
         callback_(std::move(callback)) {}
 
  private:
@@ -375,8 +374,25 @@ absl::Status Registry::AddCallbackGauge(std::string_view name, std::string_view 
                                         std::vector<std::string> label_names,
                                         GaugeCallback callback) {
   return Register(std::make_unique<CallbackFamily>(std::string(name), std::string(help),
-                                                   std::move(label_names), std::move(callback)))
+                                                   internal::Type::kGauge, std::move(label_names),
+                                                   std::move(callback)))
       .status();
+}
+
+absl::Status Registry::AddCallbackCounter(std::string_view name, std::string_view help,
+                                          std::vector<std::string> label_names,
+                                          GaugeCallback callback) {
+  return Register(std::make_unique<CallbackFamily>(std::string(name), std::string(help),
+                                                   internal::Type::kCounter, std::move(label_names),
+                                                   std::move(callback)))
+      .status();
+}
+
+absl::Status Registry::AddCallbackCounter(std::string_view name, std::string_view help,
+                                          std::function<double()> callback) {
+  return AddCallbackCounter(name, help, {}, [callback = std::move(callback)] {
+    return std::vector<GaugeSample>{{.label_values = {}, .value = callback()}};
+  });
 }
 
 absl::Status Registry::AddCallbackGauge(std::string_view name, std::string_view help,

@@ -210,6 +210,12 @@ class Registry {
   // The same for a single unlabelled value.
   absl::Status AddCallbackGauge(std::string_view name, std::string_view help,
                                 std::function<double()> callback);
+  // Counter families computed at scrape time, for totals kept elsewhere (the callback must
+  // return monotonic values); same rules as AddCallbackGauge.
+  absl::Status AddCallbackCounter(std::string_view name, std::string_view help,
+                                  std::vector<std::string> label_names, GaugeCallback callback);
+  absl::Status AddCallbackCounter(std::string_view name, std::string_view help,
+                                  std::function<double()> callback);
 
   // Every family in the text exposition format 0.0.4, families ordered by name and children by
   // label values.

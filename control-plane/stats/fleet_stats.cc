@@ -597,13 +597,18 @@ absl::Status FleetStats::RegisterMetrics(metrics::Registry& registry) {
                         return s.health_factor;
                       })});
   for (FamilySpec& family : families) {
-    if (absl::Status status = registry.AddCallbackGauge(
-            family.name, family.help, std::move(family.labels), std::move(family.callback));
-        !status.ok()) {
+    // Totals are counters (so rate() works and promtool is happy); the rest are gauges.
+    const bool total = std::string_view(family.name).ends_with("_total");
+    absl::Status status =
+        total ? registry.AddCallbackCounter(family.name, family.help, std::move(family.labels),
+                                            std::move(family.callback))
+              : registry.AddCallbackGauge(family.name, family.help, std::move(family.labels),
+                                          std::move(family.callback));
+    if (!status.ok()) {
       return status;
     }
   }
-  if (absl::Status status = registry.AddCallbackGauge(
+  if (absl::Status status = registry.AddCallbackCounter(
           "berry_cp_duplicate_reports_total",
           "Load reports ignored because their sequence was already folded (re-sent after a "
           "reconnect).",
@@ -611,7 +616,7 @@ absl::Status FleetStats::RegisterMetrics(metrics::Registry& registry) {
       !status.ok()) {
     return status;
   }
-  return registry.AddCallbackGauge("berry_cp_load_reports_total",
+  return registry.AddCallbackCounter("berry_cp_load_reports_total",
                                    "Load reports folded into the fleet statistics.",
                                    [this] { return static_cast<double>(folded_reports()); });
 }

@@ -314,6 +314,27 @@ TEST(MetricsTest, CallbackGaugeIsComputedAtEachRender) {
             "berry_route_table_version_info{version=\"v2\"} 1\n");
 }
 
+TEST(MetricsTest, CallbackCounterRendersWithCounterType) {
+  Registry registry;
+  double pushes = 7;
+  ASSERT_TRUE(registry
+                  .AddCallbackCounter("berry_cp_config_pushes_total", "Pushes.",
+                                      [&] { return pushes; })
+                  .ok());
+  ASSERT_TRUE(registry
+                  .AddCallbackCounter("berry_cp_backend_requests_total", "Requests.", {"backend"},
+                                      [] { return std::vector<GaugeSample>{{{"b"}, 3}}; })
+                  .ok());
+
+  EXPECT_EQ(registry.Render(),
+            "# HELP berry_cp_backend_requests_total Requests.\n"
+            "# TYPE berry_cp_backend_requests_total counter\n"
+            "berry_cp_backend_requests_total{backend=\"b\"} 3\n"
+            "# HELP berry_cp_config_pushes_total Pushes.\n"
+            "# TYPE berry_cp_config_pushes_total counter\n"
+            "berry_cp_config_pushes_total 7\n");
+}
+
 TEST(MetricsTest, CallbackGaugeValidatesNamesLikeOtherFamilies) {
   Registry registry;
   EXPECT_EQ(registry.AddCallbackGauge("bad name", "B.", [] { return 1.0; }).code(),
