@@ -203,7 +203,11 @@ void ProxyHandler::Finish(Exchange& exchange) {
     metrics_.CountRequest(exchange.model, exchange.backend, exchange.status);
   }
   if (exchange.model != nullptr && exchange.backend != nullptr) {
-    metrics_.ObserveDuration(*exchange.model, *exchange.backend, SecondsSince(exchange.start));
+    const double seconds = SecondsSince(exchange.start);
+    metrics_.ObserveDuration(*exchange.model, *exchange.backend, seconds);
+    BackendLoad& load = exchange.generation->load->backend(exchange.backend->index());
+    load.ObserveLatency(seconds);
+    load.AddTokens(exchange.prompt_tokens, exchange.completion_tokens);
   }
   if (!access_log_.enabled()) {
     return;
@@ -512,6 +516,7 @@ namespace {
 
 void RecordOutcome(const RouteGeneration& generation, const selection::CompiledBackend& backend,
                    outlier::Outcome outcome) {
+  generation.load->backend(backend.index()).RecordOutcome(outcome);
   const auto result =
       generation.outliers->Record(backend.index(), outcome, MonotonicNs(Clock::now()));
   if (result.ejected) {
@@ -529,7 +534,9 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
   const ProviderRoute& route = generation.provider_for(backend);
   const berry::v1::Settings& settings = generation.settings();
   selection::BackendRuntime& runtime = generation.runtime->backend(backend);
+  BackendLoad& load = generation.load->backend(backend.index());
   runtime.BeginRequest();
+  load.RecordIssued();
   absl::Cleanup end_request = [&runtime] { runtime.EndRequest(); };
 
   // The upstream request: the client's end-to-end headers, the provider's key and headers, the
@@ -624,6 +631,7 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
 
   exchange.ttfb = SecondsSince(attempt_start);
   runtime.RecordTtfb(exchange.ttfb);
+  load.ObserveTtfb(exchange.ttfb);
   metrics_.ObserveTtfb(*exchange.model, backend, exchange.ttfb);
   const int status = parser->get().result_int();
   const bool retryable = IsRetryableStatus(status);

@@ -50,6 +50,8 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
     return outliers.status();
   }
   next->outliers = *std::move(outliers);
+  next->load = LoadStats::Create(next->snapshot(),
+                                 previous != nullptr ? previous->load.get() : nullptr);
   next->limiter = auth::RateLimiter::Create(
       *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
 

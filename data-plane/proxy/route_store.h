@@ -24,6 +24,7 @@
 #include "data-plane/auth/client_directory.h"
 #include "data-plane/auth/rate_limiter.h"
 #include "data-plane/outlier/outlier_detector.h"
+#include "data-plane/proxy/load_stats.h"
 #include "data-plane/upstream/upstream_pool.h"
 
 namespace berry::proxy {
@@ -45,6 +46,7 @@ struct RouteGeneration {
   std::shared_ptr<const auth::ClientDirectory> clients;
   std::shared_ptr<auth::RateLimiter> limiter;
   std::shared_ptr<const outlier::OutlierDetector> outliers;
+  std::shared_ptr<const LoadStats> load;
   // By provider position in the table.
   std::vector<ProviderRoute> providers;
   // By CompiledBackend::index(): position in `providers`.

@@ -1,0 +1,90 @@
+#include "data-plane/proxy/load_stats.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace berry::proxy {
+
+void AtomicHistogram::Observe(double seconds) {
+  const auto it = std::lower_bound(kLoadReportBuckets.begin(), kLoadReportBuckets.end(), seconds);
+  counts_[static_cast<size_t>(it - kLoadReportBuckets.begin())].fetch_add(
+      1, std::memory_order_relaxed);
+  sum_.fetch_add(seconds, std::memory_order_relaxed);
+}
+
+std::array<uint64_t, kLoadReportBuckets.size() + 1> AtomicHistogram::Counts() const {
+  std::array<uint64_t, kLoadReportBuckets.size() + 1> counts{};
+  for (size_t i = 0; i < counts.size(); ++i) {
+    counts[i] = counts_[i].load(std::memory_order_relaxed);
+  }
+  return counts;
+}
+
+void BackendLoad::RecordOutcome(outlier::Outcome outcome) {
+  std::atomic<uint64_t>* counter = &succeeded_;
+  switch (outcome) {
+    case outlier::Outcome::kSuccess:
+    case outlier::Outcome::kClientError:
+      break;
+    case outlier::Outcome::kConnectError:
+      counter = &failed_connect_;
+      break;
+    case outlier::Outcome::kTimeout:
+    case outlier::Outcome::kStatus408:
+      counter = &failed_timeout_;
+      break;
+    case outlier::Outcome::kStatus5xx:
+      counter = &failed_5xx_;
+      break;
+    case outlier::Outcome::kStatus429:
+      counter = &failed_429_;
+      break;
+    case outlier::Outcome::kStreamBroken:
+      counter = &failed_stream_broken_;
+      break;
+  }
+  counter->fetch_add(1, std::memory_order_relaxed);
+}
+
+void BackendLoad::AddTokens(uint64_t prompt, uint64_t completion) {
+  prompt_tokens_.fetch_add(prompt, std::memory_order_relaxed);
+  completion_tokens_.fetch_add(completion, std::memory_order_relaxed);
+}
+
+BackendLoad::Totals BackendLoad::Read() const {
+  Totals totals;
+  totals.issued = issued_.load(std::memory_order_relaxed);
+  totals.succeeded = succeeded_.load(std::memory_order_relaxed);
+  totals.failed_connect = failed_connect_.load(std::memory_order_relaxed);
+  totals.failed_timeout = failed_timeout_.load(std::memory_order_relaxed);
+  totals.failed_5xx = failed_5xx_.load(std::memory_order_relaxed);
+  totals.failed_429 = failed_429_.load(std::memory_order_relaxed);
+  totals.failed_stream_broken = failed_stream_broken_.load(std::memory_order_relaxed);
+  totals.prompt_tokens = prompt_tokens_.load(std::memory_order_relaxed);
+  totals.completion_tokens = completion_tokens_.load(std::memory_order_relaxed);
+  totals.latency_counts = latency_.Counts();
+  totals.latency_sum = latency_.Sum();
+  totals.ttfb_counts = ttfb_.Counts();
+  totals.ttfb_sum = ttfb_.Sum();
+  return totals;
+}
+
+std::shared_ptr<const LoadStats> LoadStats::Create(const selection::Snapshot& snapshot,
+                                                   const LoadStats* previous) {
+  absl::flat_hash_map<std::string, std::shared_ptr<BackendLoad>> known;
+  if (previous != nullptr) {
+    for (size_t i = 0; i < previous->backends_.size(); ++i) {
+      known.emplace(previous->ids_[i], previous->backends_[i]);
+    }
+  }
+  auto stats = std::make_shared<LoadStats>();
+  for (const selection::CompiledBackend& backend : snapshot.backends()) {
+    stats->ids_.push_back(backend.id());
+    auto it = known.find(backend.id());
+    stats->backends_.push_back(it != known.end() ? it->second : std::make_shared<BackendLoad>());
+  }
+  return stats;
+}
+
+}  // namespace berry::proxy

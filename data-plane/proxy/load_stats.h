@@ -1,0 +1,95 @@
+// Per-backend load counters of one proxy, for the load reports a managed proxy sends the control
+// plane (DESIGN.md: issued, succeeded, failed by class, latency and time-to-first-byte
+// histograms, tokens). Cumulative since the proxy started; the reporter turns them into deltas.
+//
+// Threads: every worker updates them with relaxed atomics (no lock); the reporter reads them from
+// its own thread. Like selection::RuntimeState, the per-backend objects follow a backend from
+// table to table by id, so a table change neither loses nor double-counts anything.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/selection/snapshot.h"
+#include "data-plane/outlier/outlier_detector.h"
+
+namespace berry::proxy {
+
+// Upper bounds (seconds) of the latency histograms in load reports.
+inline constexpr std::array<double, 13> kLoadReportBuckets = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+
+class AtomicHistogram {
+ public:
+  void Observe(double seconds);
+  // Non-cumulative counts, one more than kLoadReportBuckets (the last is +Inf).
+  std::array<uint64_t, kLoadReportBuckets.size() + 1> Counts() const;
+  double Sum() const { return sum_.load(std::memory_order_relaxed); }
+
+ private:
+  std::array<std::atomic<uint64_t>, kLoadReportBuckets.size() + 1> counts_{};
+  std::atomic<double> sum_{0};
+};
+
+class alignas(64) BackendLoad {
+ public:
+  // What a report needs, read at one moment.
+  struct Totals {
+    uint64_t issued = 0;
+    uint64_t succeeded = 0;
+    uint64_t failed_connect = 0;
+    uint64_t failed_timeout = 0;
+    uint64_t failed_5xx = 0;
+    uint64_t failed_429 = 0;
+    uint64_t failed_stream_broken = 0;
+    uint64_t prompt_tokens = 0;
+    uint64_t completion_tokens = 0;
+    std::array<uint64_t, kLoadReportBuckets.size() + 1> latency_counts{};
+    double latency_sum = 0;
+    std::array<uint64_t, kLoadReportBuckets.size() + 1> ttfb_counts{};
+    double ttfb_sum = 0;
+  };
+
+  void RecordIssued() { issued_.fetch_add(1, std::memory_order_relaxed); }
+  // A finished attempt. Client errors count as completed (the backend answered).
+  void RecordOutcome(outlier::Outcome outcome);
+  void ObserveLatency(double seconds) { latency_.Observe(seconds); }
+  void ObserveTtfb(double seconds) { ttfb_.Observe(seconds); }
+  void AddTokens(uint64_t prompt, uint64_t completion);
+  Totals Read() const;
+
+ private:
+  std::atomic<uint64_t> issued_{0};
+  std::atomic<uint64_t> succeeded_{0};
+  std::atomic<uint64_t> failed_connect_{0};
+  std::atomic<uint64_t> failed_timeout_{0};
+  std::atomic<uint64_t> failed_5xx_{0};
+  std::atomic<uint64_t> failed_429_{0};
+  std::atomic<uint64_t> failed_stream_broken_{0};
+  std::atomic<uint64_t> prompt_tokens_{0};
+  std::atomic<uint64_t> completion_tokens_{0};
+  AtomicHistogram latency_;
+  AtomicHistogram ttfb_;
+};
+
+class LoadStats {
+ public:
+  // Counters for `snapshot`'s backends; those `previous` knew (by id) keep theirs.
+  static std::shared_ptr<const LoadStats> Create(const selection::Snapshot& snapshot,
+                                                 const LoadStats* previous = nullptr);
+
+  // By CompiledBackend::index(). Mutable through const: only atomics change.
+  BackendLoad& backend(uint32_t index) const { return *backends_[index]; }
+  size_t size() const { return backends_.size(); }
+  const std::string& id(uint32_t index) const { return ids_[index]; }
+
+ private:
+  std::vector<std::string> ids_;
+  std::vector<std::shared_ptr<BackendLoad>> backends_;
+};
+
+}  // namespace berry::proxy
