@@ -86,7 +86,7 @@ std::string Format(Level level, std::string_view message, std::initializer_list<
                             now.time_since_epoch()).count() % 1000;
     std::tm tm{};
     gmtime_r(&seconds, &tm);
-    char buffer[40];
+    char buffer[96];
     std::snprintf(buffer, sizeof buffer, "\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",",
                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                   static_cast<int>(millis));

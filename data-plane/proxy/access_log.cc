@@ -21,7 +21,7 @@ std::string Rfc3339Micros(int64_t unix_micros) {
   const std::time_t seconds = static_cast<std::time_t>(unix_micros / 1000000);
   std::tm tm{};
   gmtime_r(&seconds, &tm);
-  char buffer[40];
+  char buffer[96];
   std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<int>(unix_micros % 1000000));
