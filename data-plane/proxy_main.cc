@@ -4,7 +4,9 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -14,6 +16,7 @@
 #include "common/config/config.h"
 #include "common/log/log.h"
 #include "common/route_table/compile.h"
+#include "data-plane/managed/control_plane_client.h"
 #include "data-plane/proxy/proxy_handler.h"
 
 namespace {
@@ -28,7 +31,45 @@ struct Flags {
   int64_t drain_seconds = 20;
   std::string access_log = "stdout";
   std::string upstream_ca;
+  std::string control_plane;
+  std::string node_id;
+  std::string state_dir;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
 };
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Channel credentials for the control plane: mTLS when --tls-* is given, else plaintext.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredentials(
+    const Flags& flags) {
+  if (flags.tls_ca.empty() && flags.tls_cert.empty() && flags.tls_key.empty()) {
+    return grpc::InsecureChannelCredentials();
+  }
+  if (flags.tls_ca.empty() || flags.tls_cert.empty() || flags.tls_key.empty()) {
+    return absl::InvalidArgumentError("mTLS needs all of --tls-ca, --tls-cert and --tls-key");
+  }
+  grpc::SslCredentialsOptions options;
+  for (const auto& [path, field] : {std::pair{&flags.tls_ca, &options.pem_root_certs},
+                                    std::pair{&flags.tls_cert, &options.pem_cert_chain},
+                                    std::pair{&flags.tls_key, &options.pem_private_key}}) {
+    auto text = ReadFile(*path);
+    if (!text.ok()) {
+      return text.status();
+    }
+    *field = *std::move(text);
+  }
+  return grpc::SslCredentials(options);
+}
 
 absl::StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address) {
   const size_t colon = address.rfind(':');
@@ -106,6 +147,14 @@ int main(int argc, char** argv) {
   set.String("access-log", &flags.access_log, "where the JSON access log goes: stdout or off");
   set.String("upstream-ca", &flags.upstream_ca,
              "PEM file of extra CAs trusted for HTTPS upstreams (besides the system store)");
+  set.String("control-plane", &flags.control_plane,
+             "HOST:PORT of berry-control-plane (managed mode, instead of --config)");
+  set.String("node-id", &flags.node_id, "this proxy's unique id in managed mode", "NODE_ID");
+  set.String("state-dir", &flags.state_dir,
+             "directory where managed mode keeps the last good route table (mode 0600)");
+  set.String("tls-ca", &flags.tls_ca, "PEM CA the control plane's certificate must chain to");
+  set.String("tls-cert", &flags.tls_cert, "PEM client certificate for the control plane (mTLS)");
+  set.String("tls-key", &flags.tls_key, "PEM client key for the control plane (mTLS)");
   if (absl::Status status = set.Parse(argc, argv); !status.ok()) {
     std::cerr << "berry-proxy: " << status.message() << "\n";
     return 2;
@@ -128,9 +177,19 @@ int main(int argc, char** argv) {
     std::cerr << "berry-proxy: --access-log must be stdout or off\n";
     return 2;
   }
-  if (flags.config.empty()) {
-    std::cerr << "berry-proxy: --config FILE is required (managed mode comes with the control "
-                 "plane)\n";
+  const bool managed = !flags.control_plane.empty();
+  if (flags.config.empty() == !managed) {
+    std::cerr << "berry-proxy: give exactly one of --config FILE (standalone) or --control-plane "
+                 "HOST:PORT (managed)\n";
+    return 2;
+  }
+  if (managed && flags.node_id.empty()) {
+    std::cerr << "berry-proxy: managed mode needs --node-id\n";
+    return 2;
+  }
+  auto credentials = ControlPlaneCredentials(flags);
+  if (!credentials.ok()) {
+    std::cerr << "berry-proxy: " << credentials.status().message() << "\n";
     return 2;
   }
   auto address = SplitHostPort(flags.listen);
@@ -150,8 +209,21 @@ int main(int argc, char** argv) {
 
   RouteStore routes;
   berry::proxy::ProxyMetrics metrics(routes);
-  if (!LoadInto(routes, metrics, flags.config, /*at_start=*/true)) {
+  if (!managed && !LoadInto(routes, metrics, flags.config, /*at_start=*/true)) {
     return 1;
+  }
+  if (managed && !flags.state_dir.empty()) {
+    // Serve the last good table at once; the control plane replaces it if it has a newer one.
+    if (auto persisted = berry::managed::LoadPersistedTable(flags.state_dir); persisted.ok()) {
+      const std::string version = persisted->version_info();
+      if (absl::Status status = routes.Apply(*std::move(persisted)); status.ok()) {
+        berry::log::Info("serving the route table persisted in --state-dir",
+                         {{"version", version}});
+      }
+    } else if (persisted.status().code() != absl::StatusCode::kNotFound) {
+      berry::log::Warn("ignoring the persisted route table",
+                       {{"reason", std::string(persisted.status().message())}});
+    }
   }
   auto tls = berry::upstream::TlsContexts::Create(flags.upstream_ca);
   if (!tls.ok()) {
@@ -175,6 +247,23 @@ int main(int argc, char** argv) {
   }
   (*server)->Start();
   const std::string listening = absl::StrCat(options.host, ":", (*server)->port());
+
+  std::unique_ptr<berry::managed::RouteSubscriber> subscriber;
+  std::unique_ptr<berry::managed::LoadReporter> reporter;
+  if (managed) {
+    berry::managed::ClientOptions client;
+    client.target = flags.control_plane;
+    client.credentials = *credentials;
+    client.node.set_id(flags.node_id);
+    client.node.set_listen_address(listening);
+    client.node.set_build_version("berry-proxy 0.1.0");
+    client.state_dir = flags.state_dir;
+    auto channel = berry::managed::MakeChannel(client);
+    subscriber = std::make_unique<berry::managed::RouteSubscriber>(client, channel, routes, metrics);
+    reporter = std::make_unique<berry::managed::LoadReporter>(client, channel, routes);
+    subscriber->Start();
+    reporter->Start();
+  }
   berry::log::Info("listening", {{"address", listening},
                                  {"threads", std::to_string(flags.threads)}});
   // A line scripts and tests wait for, on stdout next to the access log.
@@ -199,6 +288,10 @@ int main(int argc, char** argv) {
                      {{"in_flight", std::to_string((*server)->active_requests())}});
   }
   (*server)->Stop();
+  if (managed) {
+    subscriber->Stop();
+    reporter->Stop();  // a last report is not awaited: the control plane may be gone too
+  }
   berry::log::Info("stopped");
   return 0;
 }

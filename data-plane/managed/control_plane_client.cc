@@ -1,0 +1,379 @@
+#include "data-plane/managed/control_plane_client.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/log/log.h"
+#include "common/route_table/compile.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace berry::managed {
+namespace {
+
+namespace v1 = berry::v1;
+using google::protobuf::util::TimeUtil;
+
+constexpr char kTableFile[] = "route_table.pb";
+
+std::string_view View(absl::string_view text) { return {text.data(), text.size()}; }
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // Our own backoff drives reconnects; keep gRPC's from stacking minutes on top of it.
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(options.initial_backoff.count()));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(options.initial_backoff.count()));
+  return grpc::CreateCustomChannel(options.target, options.credentials, args);
+}
+
+absl::StatusOr<v1::RouteTable> LoadPersistedTable(const std::string& state_dir) {
+  const std::string path = absl::StrCat(state_dir, "/", kTableFile);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("no persisted route table at ", path));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  v1::RouteTable table;
+  if (!table.ParseFromString(buffer.str())) {
+    return absl::DataLossError(absl::StrCat(path, " is not a route table"));
+  }
+  if (route_table::ComputeVersion(table) != table.version_info()) {
+    return absl::DataLossError(absl::StrCat(path, " is damaged: its content hash does not match"));
+  }
+  return table;
+}
+
+absl::Status PersistTable(const std::string& state_dir, const v1::RouteTable& table) {
+  const std::string path = absl::StrCat(state_dir, "/", kTableFile);
+  const std::string temp = absl::StrCat(path, ".tmp");
+  const std::string bytes = table.SerializeAsString();
+  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", temp, ": ", std::strerror(errno)));
+  }
+  ::fchmod(fd, 0600);  // an existing file keeps its mode through O_CREAT
+  size_t written = 0;
+  while (written < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n <= 0) {
+      ::close(fd);
+      return absl::UnavailableError(absl::StrCat("cannot write ", temp, ": ", std::strerror(errno)));
+    }
+    written += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!synced || ::rename(temp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot replace ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+std::chrono::milliseconds Backoff::Next() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  const auto ceiling = next_;
+  next_ = std::min(max_, next_ * 2);
+  // Full jitter: a fleet that lost the control plane together does not return in lock-step.
+  std::uniform_int_distribution<int64_t> jitter(ceiling.count() / 2, ceiling.count());
+  return std::chrono::milliseconds(jitter(rng));
+}
+
+RouteSubscriber::RouteSubscriber(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
+                                 proxy::RouteStore& routes, proxy::ProxyMetrics& metrics)
+    : options_(std::move(options)),
+      stub_(v1::RouteDiscoveryService::NewStub(std::move(channel))),
+      routes_(routes),
+      metrics_(metrics) {}
+
+RouteSubscriber::~RouteSubscriber() { Stop(); }
+
+void RouteSubscriber::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void RouteSubscriber::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    if (context_ != nullptr) {
+      context_->TryCancel();
+    }
+  }
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+void RouteSubscriber::Run() {
+  Backoff backoff(options_.initial_backoff, options_.max_backoff);
+  for (;;) {
+    const auto started = std::chrono::steady_clock::now();
+    RunStream();
+    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(30)) {
+      backoff.Reset();  // the stream was healthy for a while: reconnect quickly
+    }
+    const auto wait = backoff.Next();
+    absl::MutexLock lock(&mu_);
+    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(wait))) {
+      return;
+    }
+  }
+}
+
+void RouteSubscriber::RunStream() {
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      return;
+    }
+    context_ = &context;
+  }
+  auto stream = stub_->StreamRoutes(&context);
+  v1::StreamRoutesRequest hello;
+  *hello.mutable_node() = options_.node;
+  if (const auto current = routes_.Current()) {
+    hello.set_version_info(current->version());
+  }
+  v1::StreamRoutesResponse response;
+  if (stream->Write(hello)) {
+    while (stream->Read(&response)) {
+      if (!connected_.exchange(true)) {
+        log::Info("connected to the control plane", {{"target", options_.target}});
+      }
+      v1::StreamRoutesRequest reply;
+      reply.set_response_nonce(response.nonce());
+      v1::RouteTable table = std::move(*response.mutable_route_table());
+      absl::Status status = absl::OkStatus();
+      if (route_table::ComputeVersion(table) != response.version_info()) {
+        status = absl::DataLossError("version_info does not match the table's content");
+      } else {
+        status = routes_.Apply(table);
+      }
+      if (status.ok()) {
+        metrics_.route_table_reloads_ok->Increment();
+        reply.set_version_info(response.version_info());
+        log::Info("route table applied", {{"version", response.version_info()}});
+        if (!options_.state_dir.empty()) {
+          if (absl::Status persisted = PersistTable(options_.state_dir, table); !persisted.ok()) {
+            log::Warn("cannot persist the route table", {{"error", View(persisted.message())}});
+          }
+        }
+      } else {
+        metrics_.route_table_reloads_failed->Increment();
+        if (const auto current = routes_.Current()) {
+          reply.set_version_info(current->version());
+        }
+        reply.mutable_error_detail()->set_code(static_cast<int32_t>(status.code()));
+        reply.mutable_error_detail()->set_message(std::string(View(status.message())));
+        log::Error("route table rejected; the current one stays in force",
+                   {{"version", response.version_info()}, {"reason", View(status.message())}});
+      }
+      if (!stream->Write(reply)) {
+        break;
+      }
+    }
+  }
+  const grpc::Status status = stream->Finish();
+  {
+    absl::MutexLock lock(&mu_);
+    context_ = nullptr;
+    if (stopping_) {
+      return;
+    }
+  }
+  if (connected_.exchange(false) || !status.ok()) {
+    log::Warn("control plane stream ended; serving the last table and reconnecting",
+              {{"target", options_.target}, {"status", status.error_message()}});
+  }
+}
+
+LoadReporter::LoadReporter(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
+                           proxy::RouteStore& routes)
+    : options_(std::move(options)),
+      stub_(v1::RouteDiscoveryService::NewStub(std::move(channel))),
+      routes_(routes),
+      interval_start_(std::chrono::system_clock::now()) {}
+
+LoadReporter::~LoadReporter() { Stop(); }
+
+void LoadReporter::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void LoadReporter::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    if (context_ != nullptr) {
+      context_->TryCancel();
+    }
+  }
+  if (thread_.joinable()) {
+    thread_.join();
+  }
+}
+
+size_t LoadReporter::pending() const {
+  absl::MutexLock lock(&mu_);
+  return unacked_.size();
+}
+
+void LoadReporter::Run() {
+  Backoff backoff(options_.initial_backoff, options_.max_backoff);
+  for (;;) {
+    const auto started = std::chrono::steady_clock::now();
+    RunStream();
+    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(30)) {
+      backoff.Reset();
+    }
+    const auto wait = backoff.Next();
+    absl::MutexLock lock(&mu_);
+    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(wait))) {
+      return;
+    }
+    CollectLocked();  // keep turning counters into reports while disconnected
+  }
+}
+
+void LoadReporter::CollectLocked() {
+  const auto generation = routes_.Current();
+  if (generation == nullptr) {
+    return;
+  }
+  const auto now = std::chrono::system_clock::now();
+  v1::StreamLoadReportsRequest report;
+  const auto fill_histogram = [](v1::LatencyHistogram* out, const auto& counts,
+                                 const auto& previous_counts, double sum, double previous_sum) {
+    for (const double bound : proxy::kLoadReportBuckets) {
+      out->add_bounds(bound);
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < counts.size(); ++i) {
+      const uint64_t delta = counts[i] - previous_counts[i];
+      out->add_counts(delta);
+      total += delta;
+    }
+    out->set_count(total);
+    out->set_sum(sum - previous_sum);
+  };
+  for (uint32_t i = 0; i < generation->load->size(); ++i) {
+    const std::string& id = generation->load->id(i);
+    const proxy::BackendLoad::Totals totals = generation->load->backend(i).Read();
+    proxy::BackendLoad::Totals& previous = reported_[id];
+    const uint32_t in_flight = generation->runtime->backend(i).in_flight();
+    if (totals.issued == previous.issued && totals.succeeded == previous.succeeded &&
+        totals.latency_sum == previous.latency_sum && totals.ttfb_sum == previous.ttfb_sum &&
+        totals.failed_connect + totals.failed_timeout + totals.failed_5xx + totals.failed_429 +
+                totals.failed_stream_broken ==
+            previous.failed_connect + previous.failed_timeout + previous.failed_5xx +
+                previous.failed_429 + previous.failed_stream_broken &&
+        in_flight == 0) {
+      continue;
+    }
+    v1::BackendStats* stats = report.add_backend_stats();
+    stats->set_backend_id(id);
+    stats->set_issued(totals.issued - previous.issued);
+    stats->set_succeeded(totals.succeeded - previous.succeeded);
+    stats->set_failed_connect(totals.failed_connect - previous.failed_connect);
+    stats->set_failed_timeout(totals.failed_timeout - previous.failed_timeout);
+    stats->set_failed_5xx(totals.failed_5xx - previous.failed_5xx);
+    stats->set_failed_429(totals.failed_429 - previous.failed_429);
+    stats->set_failed_stream_broken(totals.failed_stream_broken - previous.failed_stream_broken);
+    stats->set_in_flight(in_flight);
+    stats->set_prompt_tokens(totals.prompt_tokens - previous.prompt_tokens);
+    stats->set_completion_tokens(totals.completion_tokens - previous.completion_tokens);
+    fill_histogram(stats->mutable_latency(), totals.latency_counts, previous.latency_counts,
+                   totals.latency_sum, previous.latency_sum);
+    fill_histogram(stats->mutable_ttfb(), totals.ttfb_counts, previous.ttfb_counts,
+                   totals.ttfb_sum, previous.ttfb_sum);
+    previous = totals;
+  }
+  if (report.backend_stats_size() == 0) {
+    interval_start_ = now;
+    return;
+  }
+  *report.mutable_node() = options_.node;
+  report.set_sequence(next_sequence_++);
+  *report.mutable_interval_start() = TimeUtil::TimeTToTimestamp(
+      std::chrono::system_clock::to_time_t(interval_start_));
+  *report.mutable_interval() = TimeUtil::MillisecondsToDuration(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now - interval_start_).count());
+  interval_start_ = now;
+  unacked_.push_back(std::move(report));
+}
+
+void LoadReporter::RunStream() {
+  grpc::ClientContext context;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      return;
+    }
+    context_ = &context;
+  }
+  auto stream = stub_->StreamLoadReports(&context);
+  v1::StreamLoadReportsRequest hello;
+  *hello.mutable_node() = options_.node;
+  bool alive = stream->Write(hello);
+  // Acks and interval changes arrive on their own thread; writes happen here.
+  std::thread reader([&] {
+    v1::StreamLoadReportsResponse response;
+    while (stream->Read(&response)) {
+      absl::MutexLock lock(&mu_);
+      if (response.has_report_interval()) {
+        const int64_t ms = TimeUtil::DurationToMilliseconds(response.report_interval());
+        interval_ = std::chrono::milliseconds(std::max<int64_t>(ms, 100));
+      }
+      while (!unacked_.empty() && unacked_.front().sequence() <= response.acked_sequence()) {
+        unacked_.pop_front();
+      }
+    }
+  });
+  uint64_t sent_up_to = 0;  // the highest sequence written on this stream
+  while (alive) {
+    std::vector<v1::StreamLoadReportsRequest> to_send;
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(interval_))) {
+        break;
+      }
+      CollectLocked();
+      for (const auto& report : unacked_) {
+        if (report.sequence() > sent_up_to) {
+          to_send.push_back(report);
+        }
+      }
+    }
+    for (const auto& report : to_send) {
+      if (!stream->Write(report)) {
+        alive = false;
+        break;
+      }
+      sent_up_to = report.sequence();
+    }
+  }
+  context.TryCancel();
+  reader.join();
+  stream->Finish();
+  absl::MutexLock lock(&mu_);
+  context_ = nullptr;
+}
+
+}  // namespace berry::managed

@@ -1,0 +1,130 @@
+// Managed mode: a berry-proxy that takes its route tables from berry-control-plane
+// (DESIGN.md, "Control plane ⇄ proxy protocol").
+//
+// RouteSubscriber holds a StreamRoutes stream: it opens with the node and the version it holds,
+// applies each table atomically (RouteStore::Apply), ACKs it, or NACKs it with the reason and keeps
+// serving the old one; it persists the last good table to --state-dir (mode 0600: it holds keys)
+// so a restart without a control plane still serves; it reconnects with jittered, capped
+// exponential backoff and never blocks the request path.
+//
+// LoadReporter holds a StreamLoadReports stream and sends per-backend deltas at the interval the
+// server asks for. Every report has a sequence number; reports stay queued until the server acks
+// them, and after a reconnect the unacked ones are sent again with the same numbers, so counts are
+// neither lost nor double-counted.
+//
+// Threads: each runs its own thread(s); Start/Stop from main.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "berry/v1/discovery.grpc.pb.h"
+#include "data-plane/proxy/load_stats.h"
+#include "data-plane/proxy/proxy_metrics.h"
+#include "data-plane/proxy/route_store.h"
+
+namespace berry::managed {
+
+struct ClientOptions {
+  std::string target;  // host:port of berry-control-plane
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  berry::v1::Node node;
+  std::string state_dir;  // empty = no persistence
+  std::chrono::milliseconds initial_backoff{250};
+  std::chrono::milliseconds max_backoff{15000};
+};
+
+// Builds the channel with keepalive pings (the control plane permits them every 10 s).
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options);
+
+// The last good table in `state_dir`, if any.
+absl::StatusOr<berry::v1::RouteTable> LoadPersistedTable(const std::string& state_dir);
+// Writes `table` atomically (temp file + fsync + rename), mode 0600.
+absl::Status PersistTable(const std::string& state_dir, const berry::v1::RouteTable& table);
+
+// Exponential backoff with full jitter, capped.
+class Backoff {
+ public:
+  Backoff(std::chrono::milliseconds initial, std::chrono::milliseconds max)
+      : initial_(initial), max_(max), next_(initial) {}
+  std::chrono::milliseconds Next();
+  void Reset() { next_ = initial_; }
+
+ private:
+  std::chrono::milliseconds initial_;
+  std::chrono::milliseconds max_;
+  std::chrono::milliseconds next_;
+};
+
+class RouteSubscriber {
+ public:
+  // `on_applied(version)` / `on_rejected(reason)` are for metrics and logs.
+  RouteSubscriber(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
+                  proxy::RouteStore& routes, proxy::ProxyMetrics& metrics);
+  ~RouteSubscriber();
+
+  void Start();
+  void Stop();
+
+  bool connected() const { return connected_.load(); }
+
+ private:
+  void Run();
+  // One stream's life; returns when it ends.
+  void RunStream();
+
+  ClientOptions options_;
+  std::unique_ptr<berry::v1::RouteDiscoveryService::Stub> stub_;
+  proxy::RouteStore& routes_;
+  proxy::ProxyMetrics& metrics_;
+  std::thread thread_;
+  std::atomic<bool> connected_{false};
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+class LoadReporter {
+ public:
+  LoadReporter(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
+               proxy::RouteStore& routes);
+  ~LoadReporter();
+
+  void Start();
+  void Stop();
+
+  // Reports queued and not yet acknowledged (tests, metrics).
+  size_t pending() const;
+
+ private:
+  void Run();
+  void RunStream();
+  // Turns the counters into a delta report (nothing when nothing happened).
+  void CollectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  ClientOptions options_;
+  std::unique_ptr<berry::v1::RouteDiscoveryService::Stub> stub_;
+  proxy::RouteStore& routes_;
+  std::thread thread_;
+  mutable absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::chrono::milliseconds interval_ ABSL_GUARDED_BY(mu_){5000};
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
+  std::deque<berry::v1::StreamLoadReportsRequest> unacked_ ABSL_GUARDED_BY(mu_);
+  // Cumulative totals already turned into reports, by backend id.
+  absl::flat_hash_map<std::string, proxy::BackendLoad::Totals> reported_ ABSL_GUARDED_BY(mu_);
+  std::chrono::system_clock::time_point interval_start_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace berry::managed
