@@ -14,6 +14,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -24,6 +25,8 @@
 #include "common/route_table/compile.h"
 #include "control-plane/config_source/config_source.h"
 #include "control-plane/discovery/discovery_service.h"
+#include "control-plane/health/fleet_health_sink.h"
+#include "control-plane/health/health_checker.h"
 #include "control-plane/http_status.h"
 #include "control-plane/stats/fleet_stats.h"
 
@@ -31,7 +34,16 @@ namespace {
 
 using berry::control_plane::ConfigSource;
 using berry::control_plane::FleetStats;
+using berry::control_plane::HealthChecker;
 using berry::control_plane::RoutePublisher;
+
+// The parts a config change or a fleet-health change flows through.
+struct Plane {
+  ConfigSource& source;
+  FleetStats& fleet;
+  RoutePublisher& publisher;
+  HealthChecker& health;
+};
 
 struct Flags {
   std::string config;
@@ -44,6 +56,7 @@ struct Flags {
   bool insecure = false;
   std::string log_level = "info";
   int64_t report_interval_seconds = 5;
+  std::string upstream_ca;
 };
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -71,36 +84,46 @@ std::string ErrorList(const std::vector<berry::config::ConfigError>& errors) {
 
 // Compiles the running config, overlays fleet health and effective weights, and publishes the
 // table if its content changed.
-void Publish(const ConfigSource& source, FleetStats& fleet, RoutePublisher& publisher) {
+void Publish(Plane& plane) {
   // Serialised, so a slow publish of an older config can never land after a newer one.
   static absl::Mutex mu(absl::kConstInit);
   absl::MutexLock lock(&mu);
-  const auto config = source.Current();
+  const auto config = plane.source.Current();
   if (config == nullptr) {
     return;
   }
   auto table = std::make_shared<berry::v1::RouteTable>(berry::route_table::Compile(*config));
-  fleet.Overlay(*table);
+  plane.fleet.Overlay(*table);
+  // Providers with a backend the fleet marked unhealthy are probed at the recovery interval.
+  absl::flat_hash_map<std::string, bool> ejected;
+  for (const auto& model : table->models()) {
+    for (const auto& backend : model.backends()) {
+      ejected[backend.provider_id()] |= backend.health() == berry::v1::HEALTH_STATUS_UNHEALTHY;
+    }
+  }
+  for (const auto& [provider, any] : ejected) {
+    plane.health.SetFleetEjected(provider, any);
+  }
   berry::route_table::StampVersion(*table);
   const std::string version = table->version_info();
-  if (publisher.Publish(std::move(table))) {
+  if (plane.publisher.Publish(std::move(table))) {
     berry::log::Info("route table published", {{"version", version}});
   }
 }
 
-void Reload(ConfigSource& source, FleetStats& fleet, RoutePublisher& publisher,
-            std::string_view why) {
-  const ConfigSource::ReloadResult result = source.Reload();
+void Reload(Plane& plane, std::string_view why) {
+  const ConfigSource::ReloadResult result = plane.source.Reload();
   if (!result.errors.empty()) {
     berry::log::Error("config rejected; the running config stays in force",
-                      {{"file", source.path()}, {"trigger", why},
+                      {{"file", plane.source.path()}, {"trigger", why},
                        {"errors", ErrorList(result.errors)}});
     return;
   }
   if (result.changed) {
-    berry::log::Info("config loaded", {{"file", source.path()}, {"trigger", why}});
+    berry::log::Info("config loaded", {{"file", plane.source.path()}, {"trigger", why}});
+    plane.health.Update(berry::route_table::Compile(*plane.source.Current()));
   }
-  Publish(source, fleet, publisher);
+  Publish(plane);
 }
 
 }  // namespace
@@ -123,6 +146,8 @@ int main(int argc, char** argv) {
   set.String("log-level", &flags.log_level, "debug, info, warn or error");
   set.Int("report-interval-seconds", &flags.report_interval_seconds,
           "how often proxies send load reports", "", 1, 3600);
+  set.String("upstream-ca", &flags.upstream_ca,
+             "PEM file of extra CAs trusted when probing HTTPS providers");
   if (absl::Status status = set.Parse(argc, argv); !status.ok()) {
     std::cerr << "berry-control-plane: " << status.message() << "\n";
     return 2;
@@ -176,7 +201,25 @@ int main(int argc, char** argv) {
   }
   FleetStats& fleet = **fleet_or;
   RoutePublisher publisher;
-  Publish(source, fleet, publisher);
+  berry::control_plane::FleetStatsHealthSink health_sink(fleet);
+  berry::control_plane::HealthCheckerOptions health_options;
+  if (!flags.upstream_ca.empty()) {
+    auto contexts = berry::upstream::TlsContexts::Create(flags.upstream_ca);
+    if (!contexts.ok()) {
+      std::cerr << "berry-control-plane: " << contexts.status().message() << "\n";
+      return 1;
+    }
+    health_options.tls_contexts = *contexts;
+  }
+  auto health_or = HealthChecker::Create(health_sink, health_options);
+  if (!health_or.ok()) {
+    std::cerr << "berry-control-plane: " << health_or.status().message() << "\n";
+    return 1;
+  }
+  HealthChecker& health = **health_or;
+  Plane plane{source, fleet, publisher, health};
+  health.Update(berry::route_table::Compile(*source.Current()));
+  Publish(plane);
 
   berry::metrics::Registry registry;
   (void)registry.AddCallbackGauge("berry_cp_connected_proxies",
@@ -190,6 +233,10 @@ int main(int argc, char** argv) {
   (void)registry.AddCallbackCounter("berry_cp_config_rejected_total",
                                   "Config reloads rejected by validation.",
                                   [&] { return static_cast<double>(source.rejected()); });
+  if (absl::Status status = health.RegisterMetrics(registry); !status.ok()) {
+    std::cerr << "berry-control-plane: " << status.message() << "\n";
+    return 1;
+  }
   if (absl::Status status = fleet.RegisterMetrics(registry); !status.ok()) {
     std::cerr << "berry-control-plane: " << status.message() << "\n";
     return 1;
@@ -274,7 +321,7 @@ int main(int argc, char** argv) {
   (*http_server)->Start();
 
   if (absl::Status watch =
-          source.Watch([&] { Reload(source, fleet, publisher, "file change"); });
+          source.Watch([&] { Reload(plane, "file change"); });
       !watch.ok()) {
     berry::log::Warn(std::string_view(watch.message().data(), watch.message().size()));
   }
@@ -291,15 +338,16 @@ int main(int argc, char** argv) {
   absl::Notification stop_recompute;
   std::thread recompute([&] {
     while (!stop_recompute.WaitForNotificationWithTimeout(absl::Seconds(1))) {
-      Publish(source, fleet, publisher);
+      Publish(plane);
     }
   });
+  health.Start();
 
   for (;;) {
     int signal_number = 0;
     sigwait(&signals, &signal_number);
     if (signal_number == SIGHUP) {
-      Reload(source, fleet, publisher, "SIGHUP");
+      Reload(plane, "SIGHUP");
       continue;
     }
     break;
@@ -307,6 +355,7 @@ int main(int argc, char** argv) {
   berry::log::Info("stopping");
   stop_recompute.Notify();
   recompute.join();
+  health.Stop();
   source.StopWatching();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   (*http_server)->BeginDrain();
