@@ -323,7 +323,12 @@ net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
     if (method != http::verb::get) {
       co_await method_not_allowed("GET");
     } else {
-      co_await ListModels(exchange, path.size() > 11 ? path.substr(11) : std::string_view());
+      // (Computed first: GCC 12 miscompiles a conditional expression inside co_await.)
+      std::string_view model_id;
+      if (path.size() > 11) {
+        model_id = path.substr(11);
+      }
+      co_await ListModels(exchange, model_id);
     }
     co_return;
   }
@@ -700,6 +705,7 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     exchange.last_upstream_response = std::move(response);
     co_return;
   }
+  exchange.error.clear();  // an earlier attempt may have failed; this one answers
   if (const auto usage = openai::ExtractUsage(response.body())) {
     exchange.prompt_tokens = usage->prompt_tokens;
     exchange.completion_tokens = usage->completion_tokens;
@@ -785,6 +791,7 @@ net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
     co_return false;
   }
   co_await exchange.downstream.WriteEnd();
+  exchange.error.clear();
   RecordOutcome(generation, backend, outlier::Outcome::kSuccess);
   co_return parser.get().keep_alive();
 }

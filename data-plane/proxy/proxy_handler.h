@@ -36,6 +36,7 @@ class ProxyHandler final : public Handler {
   ~ProxyHandler() override;
 
   uint64_t body_limit() override;
+  void Shutdown() override { pool_.Clear(); }
   net::awaitable<void> Handle(Request& request, Downstream& downstream) override;
   net::awaitable<void> HandleBadRequest(http::status status, std::string_view reason,
                                         Downstream& downstream) override;

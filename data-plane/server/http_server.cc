@@ -53,7 +53,9 @@ struct HttpServer::Worker {
   explicit Worker(int index) : index(index), io_context(1) {}
 
   int index;
-  std::unique_ptr<Handler> handler;  // destroyed after io_context (declared first)
+  // Destroyed after io_context (declared first): the coroutine frames the io_context destroys
+  // still refer to the handler. The handler's own sockets go earlier, in Handler::Shutdown().
+  std::unique_ptr<Handler> handler;
   net::io_context io_context;
   net::ip::tcp::acceptor acceptor{io_context};
   absl::BitGen rng;  // request ids
@@ -205,6 +207,10 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     if (header_ec == http::error::header_limit) {
       bad_status = http::status::request_header_fields_too_large;
       bad_reason = "request headers are too large";
+    } else if (header_ec == http::error::body_limit) {
+      // A Content-Length over the limit is refused as soon as the headers are complete.
+      bad_status = http::status::payload_too_large;
+      bad_reason = "request body is larger than the limit";
     } else if (header_ec == beast::error::timeout) {
       bad_status = http::status::request_timeout;
       bad_reason = "timed out reading the request headers";
@@ -377,6 +383,9 @@ void HttpServer::Stop() {
     if (thread.joinable()) {
       thread.join();
     }
+  }
+  for (auto& worker : workers_) {
+    worker->handler->Shutdown();
   }
 }
 

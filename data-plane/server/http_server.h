@@ -105,6 +105,10 @@ class Handler {
   // Answers `request` through `downstream`. Must write exactly one response unless the client
   // is gone. `request_id` is the client's x-request-id if acceptable, else a fresh one.
   virtual net::awaitable<void> Handle(Request& request, Downstream& downstream) = 0;
+  // Called once after the worker's thread has stopped and before its io_context is destroyed:
+  // release every I/O object the handler owns (kept-alive upstream connections), since those
+  // must not outlive the io_context's services.
+  virtual void Shutdown() {}
   // Answers a request that could not be read: `status` 400/408/413/431 with a reason.
   virtual net::awaitable<void> HandleBadRequest(http::status status, std::string_view reason,
                                                 Downstream& downstream) = 0;

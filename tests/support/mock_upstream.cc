@@ -616,8 +616,9 @@ net::awaitable<void> MockUpstream::Server::Serve(Stream& stream, uint64_t connec
     x.created = UnixSeconds();
 
     static const Behavior fallback;
-    const bool keep_open =
-        co_await Respond(stream, buffer, timer, s, x, fields, behavior ? *behavior : fallback);
+    // Chosen before the co_await: GCC 12 mishandles conditional expressions inside one.
+    const Behavior& chosen = behavior ? *behavior : fallback;
+    const bool keep_open = co_await Respond(stream, buffer, timer, s, x, fields, chosen);
     if (!keep_open) {
       co_return;
     }
