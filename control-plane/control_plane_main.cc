@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include <boost/json.hpp>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -124,6 +125,52 @@ void Reload(Plane& plane, std::string_view why) {
     plane.health.Update(berry::route_table::Compile(*plane.source.Current()));
   }
   Publish(plane);
+}
+
+std::string TimeText(absl::Time time) {
+  return time == absl::Time() ? "" : absl::FormatTime(absl::RFC3339_sec, time, absl::UTCTimeZone());
+}
+
+std::string ProxiesJson(const RoutePublisher& publisher) {
+  boost::json::object out;
+  const auto current = publisher.Current();
+  out["version"] = current ? current->version_info() : "";
+  boost::json::array proxies;
+  for (const auto& node : publisher.Nodes()) {
+    proxies.push_back({{"node_id", node.node_id},
+                       {"address", node.address},
+                       {"connected", node.connected},
+                       {"connected_since", TimeText(node.connected_since)},
+                       {"acked_version", node.acked_version},
+                       {"nacked_version", node.nacked_version},
+                       {"nack_reason", node.nack_reason},
+                       {"last_report_time", TimeText(node.last_report_time)}});
+  }
+  out["proxies"] = std::move(proxies);
+  return boost::json::serialize(out);
+}
+
+std::string BackendsJson(FleetStats& fleet) {
+  boost::json::array backends;
+  for (const auto& b : fleet.Snapshot()) {
+    boost::json::object o{{"backend_id", b.backend_id},
+                          {"provider_id", b.provider_id},
+                          {"health", berry::v1::HealthStatus_Name(b.health)},
+                          {"issued", b.issued},
+                          {"succeeded", b.succeeded},
+                          {"failed", b.failed()},
+                          {"in_flight", b.in_flight},
+                          {"prompt_tokens", b.prompt_tokens},
+                          {"completion_tokens", b.completion_tokens}};
+    if (b.recent_success_rate) o["recent_success_rate"] = *b.recent_success_rate;
+    if (b.effective_weight) o["effective_weight"] = *b.effective_weight;
+    if (b.latency.p50) o["latency_p50"] = *b.latency.p50;
+    if (b.latency.p99) o["latency_p99"] = *b.latency.p99;
+    if (b.ttfb.p50) o["ttfb_p50"] = *b.ttfb.p50;
+    if (b.ttfb.p99) o["ttfb_p99"] = *b.ttfb.p99;
+    backends.push_back(std::move(o));
+  }
+  return boost::json::serialize(boost::json::object{{"backends", std::move(backends)}});
 }
 
 }  // namespace
@@ -297,7 +344,8 @@ int main(int argc, char** argv) {
   }
 
   berry::control_plane::StatusEndpoints endpoints{
-      [&] { return publisher.Current() != nullptr; }, [&] { return registry.Render(); }};
+      [&] { return publisher.Current() != nullptr; }, [&] { return registry.Render(); },
+      [&] { return ProxiesJson(publisher); }, [&] { return BackendsJson(fleet); }};
   berry::proxy::ServerOptions http_options;
   const size_t colon = flags.http_listen.rfind(':');
   int http_port = -1;

@@ -22,6 +22,10 @@ proxy::net::awaitable<void> StatusHandler::Handle(proxy::Request& request,
     const bool ready = endpoints_.ready();
     response.result(ready ? http::status::ok : http::status::service_unavailable);
     response.body() = ready ? R"({"status":"ready"})" : R"({"status":"not ready"})";
+  } else if (target == "/proxies" && endpoints_.proxies) {
+    response.body() = endpoints_.proxies();
+  } else if (target == "/backends" && endpoints_.backends) {
+    response.body() = endpoints_.backends();
   } else if (target == "/metrics") {
     response.set(http::field::content_type, metrics::kContentType);
     response.body() = endpoints_.metrics();

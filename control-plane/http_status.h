@@ -12,6 +12,8 @@ namespace berry::control_plane {
 struct StatusEndpoints {
   std::function<bool()> ready;           // /readyz: 200 when true
   std::function<std::string()> metrics;  // /metrics body (Prometheus text 0.0.4)
+  std::function<std::string()> proxies;  // /proxies: JSON, every proxy and its ACK state
+  std::function<std::string()> backends; // /backends: JSON, fleet statistics per backend
 };
 
 class StatusHandler final : public proxy::Handler {

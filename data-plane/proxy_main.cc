@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/cli/flags.h"
 #include "common/config/config.h"
 #include "common/log/log.h"
@@ -37,6 +38,7 @@ struct Flags {
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
+  std::string allowed_upstream_hosts;
 };
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -155,6 +157,9 @@ int main(int argc, char** argv) {
   set.String("tls-ca", &flags.tls_ca, "PEM CA the control plane's certificate must chain to");
   set.String("tls-cert", &flags.tls_cert, "PEM client certificate for the control plane (mTLS)");
   set.String("tls-key", &flags.tls_key, "PEM client key for the control plane (mTLS)");
+  set.String("allowed-upstream-hosts", &flags.allowed_upstream_hosts,
+             "comma-separated hosts providers may live on; a table naming another is refused "
+             "(NACKed in managed mode). Empty = any");
   if (absl::Status status = set.Parse(argc, argv); !status.ok()) {
     std::cerr << "berry-proxy: " << status.message() << "\n";
     return 2;
@@ -208,6 +213,10 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   RouteStore routes;
+  if (!flags.allowed_upstream_hosts.empty()) {
+    routes.set_allowed_upstream_hosts(
+        absl::StrSplit(flags.allowed_upstream_hosts, ',', absl::SkipEmpty()));
+  }
   berry::proxy::ProxyMetrics metrics(routes);
   if (!managed && !LoadInto(routes, metrics, flags.config, /*at_start=*/true)) {
     return 1;

@@ -1,5 +1,6 @@
 #include "data-plane/proxy/route_store.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -27,6 +28,13 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
     if (!endpoint.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("provider ", provider.id(), ": ", endpoint.status().message()));
+    }
+    if (!allowed_upstream_hosts_.empty() &&
+        std::find(allowed_upstream_hosts_.begin(), allowed_upstream_hosts_.end(),
+                  endpoint->host) == allowed_upstream_hosts_.end()) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("provider ", provider.id(), ": upstream host ", endpoint->host,
+                       " is not in --allowed-upstream-hosts"));
     }
     ProviderRoute route;
     route.endpoint = *std::move(endpoint);

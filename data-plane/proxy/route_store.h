@@ -62,6 +62,13 @@ struct RouteGeneration {
 
 class RouteStore {
  public:
+  // Egress allowlist: when not empty, a table with a provider on any other host is refused
+  // (a compromised or mistaken control plane cannot point this proxy's traffic, and its keys,
+  // anywhere else). Set before the first Apply.
+  void set_allowed_upstream_hosts(std::vector<std::string> hosts) {
+    allowed_upstream_hosts_ = std::move(hosts);
+  }
+
   // Builds a generation from `table` and publishes it. On error nothing changes and the status
   // names what is wrong (the caller logs it, or NACKs it in managed mode).
   absl::Status Apply(berry::v1::RouteTable table);
@@ -75,6 +82,7 @@ class RouteStore {
   mutable absl::Mutex mu_;
   std::shared_ptr<const RouteGeneration> current_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> generation_{0};
+  std::vector<std::string> allowed_upstream_hosts_;
 };
 
 }  // namespace berry::proxy
