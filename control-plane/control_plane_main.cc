@@ -176,6 +176,16 @@ std::string BackendsJson(FleetStats& fleet) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Signals are taken synchronously by the main thread (sigwait); every thread started later —
+  // workers, gRPC's own — inherits the mask, so none of them can die of a SIGHUP or SIGTERM.
+  // This comes first: gRPC starts threads as soon as credentials are created.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   Flags flags;
   berry::cli::FlagSet set("berry-control-plane",
                           "Berry's control plane: holds the config, streams route tables to "
@@ -224,13 +234,6 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   ConfigSource source(flags.config);
   if (const auto result = source.Reload(); !result.errors.empty()) {

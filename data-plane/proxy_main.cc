@@ -135,6 +135,16 @@ bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std:
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Signals are taken synchronously by the main thread (sigwait); every thread started later —
+  // workers, gRPC's own — inherits the mask, so none of them can die of a SIGHUP or SIGTERM.
+  // This comes first: gRPC starts threads as soon as credentials are created.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   Flags flags;
   berry::cli::FlagSet set("berry-proxy",
                           "Berry's data plane: an OpenAI-compatible load balancer for AI "
@@ -203,14 +213,6 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Signals are taken synchronously by the main thread; workers never see them.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   RouteStore routes;
   if (!flags.allowed_upstream_hosts.empty()) {
