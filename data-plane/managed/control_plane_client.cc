@@ -94,20 +94,11 @@ std::chrono::milliseconds Backoff::Next() {
   return std::chrono::milliseconds(jitter(rng));
 }
 
-RouteSubscriber::RouteSubscriber(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
-                                 proxy::RouteStore& routes, proxy::ProxyMetrics& metrics)
-    : options_(std::move(options)),
-      stub_(v1::RouteDiscoveryService::NewStub(std::move(channel))),
-      routes_(routes),
-      metrics_(metrics) {}
-
-RouteSubscriber::~RouteSubscriber() { Stop(); }
-
-void RouteSubscriber::Start() {
+void StreamLoop::Start() {
   thread_ = std::thread([this] { Run(); });
 }
 
-void RouteSubscriber::Stop() {
+void StreamLoop::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -120,31 +111,46 @@ void RouteSubscriber::Stop() {
   }
 }
 
-void RouteSubscriber::Run() {
+bool StreamLoop::WaitForStopLocked(std::chrono::milliseconds timeout) {
+  return mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(timeout));
+}
+
+void StreamLoop::Run() {
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   for (;;) {
+    grpc::ClientContext context;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) {
+        return;
+      }
+      context_ = &context;
+    }
     const auto started = std::chrono::steady_clock::now();
-    RunStream();
+    RunStream(context);
+    {
+      absl::MutexLock lock(&mu_);
+      context_ = nullptr;
+    }
     if (std::chrono::steady_clock::now() - started > std::chrono::seconds(30)) {
       backoff.Reset();  // the stream was healthy for a while: reconnect quickly
     }
-    const auto wait = backoff.Next();
     absl::MutexLock lock(&mu_);
-    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(wait))) {
+    if (WaitForStopLocked(backoff.Next())) {
       return;
     }
+    BetweenStreamsLocked();
   }
 }
 
-void RouteSubscriber::RunStream() {
-  grpc::ClientContext context;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) {
-      return;
-    }
-    context_ = &context;
-  }
+RouteSubscriber::RouteSubscriber(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
+                                 proxy::RouteStore& routes, proxy::ProxyMetrics& metrics)
+    : StreamLoop(std::move(options)),
+      stub_(v1::RouteDiscoveryService::NewStub(std::move(channel))),
+      routes_(routes),
+      metrics_(metrics) {}
+
+void RouteSubscriber::RunStream(grpc::ClientContext& context) {
   auto stream = stub_->StreamRoutes(&context);
   v1::StreamRoutesRequest hello;
   *hello.mutable_node() = options_.node;
@@ -191,12 +197,9 @@ void RouteSubscriber::RunStream() {
     }
   }
   const grpc::Status status = stream->Finish();
-  {
-    absl::MutexLock lock(&mu_);
-    context_ = nullptr;
-    if (stopping_) {
-      return;
-    }
+  if (status.error_code() == grpc::StatusCode::CANCELLED) {
+    connected_ = false;
+    return;  // Stop()
   }
   if (connected_.exchange(false) || !status.ok()) {
     log::Warn("control plane stream ended; serving the last table and reconnecting",
@@ -206,50 +209,14 @@ void RouteSubscriber::RunStream() {
 
 LoadReporter::LoadReporter(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
                            proxy::RouteStore& routes)
-    : options_(std::move(options)),
+    : StreamLoop(std::move(options)),
       stub_(v1::RouteDiscoveryService::NewStub(std::move(channel))),
       routes_(routes),
       interval_start_(std::chrono::system_clock::now()) {}
 
-LoadReporter::~LoadReporter() { Stop(); }
-
-void LoadReporter::Start() {
-  thread_ = std::thread([this] { Run(); });
-}
-
-void LoadReporter::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    if (context_ != nullptr) {
-      context_->TryCancel();
-    }
-  }
-  if (thread_.joinable()) {
-    thread_.join();
-  }
-}
-
 size_t LoadReporter::pending() const {
   absl::MutexLock lock(&mu_);
   return unacked_.size();
-}
-
-void LoadReporter::Run() {
-  Backoff backoff(options_.initial_backoff, options_.max_backoff);
-  for (;;) {
-    const auto started = std::chrono::steady_clock::now();
-    RunStream();
-    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(30)) {
-      backoff.Reset();
-    }
-    const auto wait = backoff.Next();
-    absl::MutexLock lock(&mu_);
-    if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(wait))) {
-      return;
-    }
-    CollectLocked();  // keep turning counters into reports while disconnected
-  }
 }
 
 void LoadReporter::CollectLocked() {
@@ -319,15 +286,7 @@ void LoadReporter::CollectLocked() {
   unacked_.push_back(std::move(report));
 }
 
-void LoadReporter::RunStream() {
-  grpc::ClientContext context;
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) {
-      return;
-    }
-    context_ = &context;
-  }
+void LoadReporter::RunStream(grpc::ClientContext& context) {
   auto stream = stub_->StreamLoadReports(&context);
   v1::StreamLoadReportsRequest hello;
   *hello.mutable_node() = options_.node;
@@ -347,13 +306,20 @@ void LoadReporter::RunStream() {
     }
   });
   uint64_t sent_up_to = 0;  // the highest sequence written on this stream
+  auto last_collect = std::chrono::steady_clock::now();
   while (alive) {
     std::vector<v1::StreamLoadReportsRequest> to_send;
     {
       absl::MutexLock lock(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(interval_))) {
+      // Short waits, so an interval the server changes (its first answer) applies at once.
+      if (WaitForStopLocked(std::min(interval_, std::chrono::milliseconds(100)))) {
         break;
       }
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_collect < interval_) {
+        continue;
+      }
+      last_collect = now;
       CollectLocked();
       for (const auto& report : unacked_) {
         if (report.sequence() > sent_up_to) {
@@ -372,8 +338,6 @@ void LoadReporter::RunStream() {
   context.TryCancel();
   reader.join();
   stream->Finish();
-  absl::MutexLock lock(&mu_);
-  context_ = nullptr;
 }
 
 }  // namespace berry::managed

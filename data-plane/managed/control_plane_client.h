@@ -66,59 +66,71 @@ class Backoff {
   std::chrono::milliseconds next_;
 };
 
-class RouteSubscriber {
+// One long-lived stream to the control plane, opened again with backoff whenever it ends, until
+// Stop(). Subclasses run one stream in RunStream and must call Stop() in their destructors.
+class StreamLoop {
  public:
-  // `on_applied(version)` / `on_rejected(reason)` are for metrics and logs.
+  virtual ~StreamLoop() = default;
+  void Start();
+  // Cancels the stream in progress and joins the thread. Idempotent.
+  void Stop();
+
+ protected:
+  explicit StreamLoop(ClientOptions options) : options_(std::move(options)) {}
+
+  // Runs one stream until it ends; Stop() cancels `context`.
+  virtual void RunStream(grpc::ClientContext& context) = 0;
+  // Between two streams (after the backoff wait), with mu_ held.
+  virtual void BetweenStreamsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
+  // Waits up to `timeout`; true once Stop() was called.
+  bool WaitForStopLocked(std::chrono::milliseconds timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ClientOptions options_;
+  mutable absl::Mutex mu_;
+
+ private:
+  void Run();
+
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::thread thread_;
+};
+
+class RouteSubscriber final : public StreamLoop {
+ public:
   RouteSubscriber(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
                   proxy::RouteStore& routes, proxy::ProxyMetrics& metrics);
-  ~RouteSubscriber();
-
-  void Start();
-  void Stop();
+  ~RouteSubscriber() override { Stop(); }
 
   bool connected() const { return connected_.load(); }
 
  private:
-  void Run();
-  // One stream's life; returns when it ends.
-  void RunStream();
+  void RunStream(grpc::ClientContext& context) override;
 
-  ClientOptions options_;
   std::unique_ptr<berry::v1::RouteDiscoveryService::Stub> stub_;
   proxy::RouteStore& routes_;
   proxy::ProxyMetrics& metrics_;
-  std::thread thread_;
   std::atomic<bool> connected_{false};
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
-class LoadReporter {
+class LoadReporter final : public StreamLoop {
  public:
   LoadReporter(ClientOptions options, std::shared_ptr<grpc::Channel> channel,
                proxy::RouteStore& routes);
-  ~LoadReporter();
-
-  void Start();
-  void Stop();
+  ~LoadReporter() override { Stop(); }
 
   // Reports queued and not yet acknowledged (tests, metrics).
   size_t pending() const;
 
  private:
-  void Run();
-  void RunStream();
+  void RunStream(grpc::ClientContext& context) override;
+  // Keeps turning counters into reports while disconnected.
+  void BetweenStreamsLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { CollectLocked(); }
   // Turns the counters into a delta report (nothing when nothing happened).
   void CollectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  ClientOptions options_;
   std::unique_ptr<berry::v1::RouteDiscoveryService::Stub> stub_;
   proxy::RouteStore& routes_;
-  std::thread thread_;
-  mutable absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::chrono::milliseconds interval_ ABSL_GUARDED_BY(mu_){5000};
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<berry::v1::StreamLoadReportsRequest> unacked_ ABSL_GUARDED_BY(mu_);
