@@ -1,12 +1,9 @@
 // berry-proxy: Berry's data plane. Standalone mode (--config FILE) compiles the TOML into a
 // RouteTable in-process and serves from it through the same code path managed mode uses.
-#include <pthread.h>
 #include <signal.h>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -14,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/cli/flags.h"
+#include "common/cli/process.h"
 #include "common/config/config.h"
 #include "common/log/log.h"
 #include "common/route_table/compile.h"
@@ -41,16 +39,6 @@ struct Flags {
   std::string allowed_upstream_hosts;
 };
 
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
 // Channel credentials for the control plane: mTLS when --tls-* is given, else plaintext.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredentials(
     const Flags& flags) {
@@ -64,30 +52,13 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredential
   for (const auto& [path, field] : {std::pair{&flags.tls_ca, &options.pem_root_certs},
                                     std::pair{&flags.tls_cert, &options.pem_cert_chain},
                                     std::pair{&flags.tls_key, &options.pem_private_key}}) {
-    auto text = ReadFile(*path);
+    auto text = berry::cli::ReadFile(*path);
     if (!text.ok()) {
       return text.status();
     }
     *field = *std::move(text);
   }
   return grpc::SslCredentials(options);
-}
-
-absl::StatusOr<std::pair<std::string, uint16_t>> SplitHostPort(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--listen '", address, "' must be HOST:PORT, e.g. 127.0.0.1:8080"));
-  }
-  std::string host = address.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = -1;
-  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("--listen '", address, "': bad port"));
-  }
-  return std::pair{host, static_cast<uint16_t>(port)};
 }
 
 // Loads, validates and compiles the config; every error is printed.
@@ -138,13 +109,7 @@ int main(int argc, char** argv) {
   // Signals are taken synchronously by the main thread (sigwait); every thread started later —
   // workers, gRPC's own — inherits the mask, so none of them can die of a SIGHUP or SIGTERM.
   // This comes first: gRPC starts threads as soon as credentials are created.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  sigset_t signals = berry::cli::BlockTerminationSignals();
   Flags flags;
   berry::cli::FlagSet set("berry-proxy",
                           "Berry's data plane: an OpenAI-compatible load balancer for AI "
@@ -207,7 +172,7 @@ int main(int argc, char** argv) {
     std::cerr << "berry-proxy: " << credentials.status().message() << "\n";
     return 2;
   }
-  auto address = SplitHostPort(flags.listen);
+  auto address = berry::cli::ParseHostPort(flags.listen, "--listen");
   if (!address.ok()) {
     std::cerr << "berry-proxy: " << address.status().message() << "\n";
     return 2;

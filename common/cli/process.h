@@ -1,0 +1,28 @@
+// Start-up helpers every Berry program needs: signal handling for sigwait, reading small files
+// (certificates, tokens), and HOST:PORT flags. main() only.
+#pragma once
+
+#include <signal.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/status/statusor.h"
+
+namespace berry::cli {
+
+// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (and so in every thread it starts
+// afterwards) and ignores SIGPIPE; returns the set for sigwait(). Call first thing in main(),
+// before anything (gRPC included) starts a thread that could otherwise take a signal and die.
+sigset_t BlockTerminationSignals();
+
+// The whole file, or NotFound naming it.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// "host:port", "[v6]:port" → host (brackets removed) and port 0-65535. `flag` names the flag in
+// errors.
+absl::StatusOr<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& address,
+                                                               const std::string& flag);
+
+}  // namespace berry::cli
