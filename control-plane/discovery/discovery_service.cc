@@ -112,10 +112,9 @@ class RouteStream final : public StreamBase<v1::StreamRoutesRequest, v1::StreamR
       publisher_.RecordConnected(node_id_, peer_);
       log::Info("proxy connected", {{"node", node_id_}, {"peer", peer_},
                                     {"holds", request_.version_info()}});
-      const auto current = publisher_.Current();
-      if (!request_.version_info().empty() && current != nullptr &&
-          current->version_info() == request_.version_info()) {
-        publisher_.RecordAck(node_id_, request_.version_info());  // nothing to send
+      if (!request_.version_info().empty()) {
+        // What the proxy serves now (it may be an older table it keeps after a NACK).
+        publisher_.RecordAck(node_id_, request_.version_info());
       }
       publisher_.Attach(this);  // sends the current table unless the proxy holds it
     } else if (!request_.response_nonce().empty()) {
@@ -261,6 +260,9 @@ void RoutePublisher::RecordConnected(const std::string& node_id, const std::stri
   node.address = address;
   node.connected_since = absl::Now();
   node.connected = true;
+  // What the node holds now is what it announces on this stream (recorded next), not what an
+  // earlier life of it ACKed: a proxy back without its state dir holds nothing.
+  node.acked_version.clear();
 }
 
 void RoutePublisher::RecordDisconnected(const std::string& node_id) {
