@@ -24,6 +24,7 @@
 #include "common/log/log.h"
 #include "common/metrics/metrics.h"
 #include "common/route_table/compile.h"
+#include "control-plane/admin/admin_service.h"
 #include "control-plane/config_source/config_source.h"
 #include "control-plane/discovery/discovery_service.h"
 #include "control-plane/health/fleet_health_sink.h"
@@ -44,6 +45,10 @@ struct Plane {
   FleetStats& fleet;
   RoutePublisher& publisher;
   HealthChecker& health;
+  // Operator backend states (AdminService.SetBackendState), laid over every table.
+  berry::admin::BackendOverrides& overrides;
+  // WatchEvents streams, told about every published table.
+  berry::admin::EventHub& events;
 };
 
 struct Flags {
@@ -94,6 +99,8 @@ void Publish(Plane& plane) {
     return;
   }
   auto table = std::make_shared<berry::v1::RouteTable>(berry::route_table::Compile(*config));
+  // Before the fleet overlay, which keeps an operator's DRAINING.
+  plane.overrides.Apply(*table);
   plane.fleet.Overlay(*table);
   // Providers with a backend the fleet marked unhealthy are probed at the recovery interval.
   absl::flat_hash_map<std::string, bool> ejected;
@@ -107,8 +114,10 @@ void Publish(Plane& plane) {
   }
   berry::route_table::StampVersion(*table);
   const std::string version = table->version_info();
+  std::shared_ptr<const berry::v1::RouteTable> published = table;
   if (plane.publisher.Publish(std::move(table))) {
     berry::log::Info("route table published", {{"version", version}});
+    plane.events.OnPublished(*published);
   }
 }
 
@@ -267,7 +276,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   HealthChecker& health = **health_or;
-  Plane plane{source, fleet, publisher, health};
+  std::unique_ptr<berry::admin::AdminAuth> admin_auth = std::make_unique<berry::admin::AdminAuth>();
+  if (!flags.admin_token_file.empty()) {
+    auto auth = berry::admin::AdminAuth::FromFile(flags.admin_token_file);
+    if (!auth.ok()) {
+      std::cerr << "berry-control-plane: " << auth.status().message() << "\n";
+      return 1;
+    }
+    admin_auth = *std::move(auth);
+  } else {
+    berry::log::Warn("AdminService is open: no --admin-token-file");
+  }
+  berry::admin::BackendOverrides overrides;
+  berry::admin::EventHub events;
+  Plane plane{source, fleet, publisher, health, overrides, events};
   health.Update(berry::route_table::Compile(*source.Current()));
   Publish(plane);
 
@@ -283,6 +305,10 @@ int main(int argc, char** argv) {
   (void)registry.AddCallbackCounter("berry_cp_config_rejected_total",
                                   "Config reloads rejected by validation.",
                                   [&] { return static_cast<double>(source.rejected()); });
+  (void)registry.AddCallbackCounter(
+      "berry_cp_admin_unauthenticated_total",
+      "AdminService calls refused for a missing or wrong bearer token.",
+      [&] { return static_cast<double>(admin_auth->unauthenticated()); });
   if (absl::Status status = health.RegisterMetrics(registry); !status.ok()) {
     std::cerr << "berry-control-plane: " << status.message() << "\n";
     return 1;
@@ -306,6 +332,13 @@ int main(int argc, char** argv) {
       };
   berry::control_plane::DiscoveryService discovery(publisher, reports,
                                                    absl::Seconds(flags.report_interval_seconds));
+  berry::admin::AdminService admin({source, fleet, publisher, overrides, *admin_auth, events,
+                                    [&plane] { Publish(plane); },
+                                    [&plane] {
+                                      plane.health.Update(
+                                          berry::route_table::Compile(*plane.source.Current()));
+                                      Publish(plane);
+                                    }});
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -334,6 +367,7 @@ int main(int argc, char** argv) {
   int grpc_port = 0;
   builder.AddListeningPort(flags.grpc_listen, credentials, &grpc_port);
   builder.RegisterService(&discovery);
+  builder.RegisterService(&admin);
   // Keepalive: we ping idle proxies every 30 s, and let proxies ping us as often as every 10 s.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);

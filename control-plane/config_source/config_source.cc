@@ -1,8 +1,13 @@
 #include "control-plane/config_source/config_source.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -15,6 +20,7 @@ namespace berry::control_plane {
 ConfigSource::~ConfigSource() { StopWatching(); }
 
 ConfigSource::ReloadResult ConfigSource::Reload() {
+  absl::MutexLock update(&update_mu_);
   ReloadResult result;
   std::ifstream in(path_, std::ios::binary);
   if (!in) {
@@ -38,6 +44,79 @@ ConfigSource::ReloadResult ConfigSource::Reload() {
     current_text_ = text;
   }
   return result;
+}
+
+ConfigSource::ApplyResult ConfigSource::ApplyText(std::string_view text,
+                                                  const ApplyOptions& options) {
+  absl::MutexLock update(&update_mu_);
+  ApplyResult result;
+  result.before = Current();
+  config::LoadResult loaded = config::Parse(text, options.source_name);
+  if (!loaded.config) {
+    result.errors = std::move(loaded.errors);
+    return result;
+  }
+  result.after = std::make_shared<const config::Config>(*std::move(loaded.config));
+  if (options.precondition) {
+    result.precondition = options.precondition(result.before.get());
+    if (!result.precondition.ok()) {
+      return result;
+    }
+  }
+  if (options.dry_run) {
+    return result;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    result.changed = current_ == nullptr || text != current_text_;
+    current_ = result.after;
+    current_text_ = std::string(text);
+  }
+  // Persisted after current_text_ is set: the watcher's Reload (waiting on update_mu_) then reads
+  // the same text and sees no change.
+  if (absl::Status status = PersistLocked(text); status.ok()) {
+    result.persisted = true;
+  } else {
+    result.persist_note = absl::StrCat(status.message(),
+                                       "; the applied config is held in memory only (a restart "
+                                       "or a file edit loads the file again)");
+  }
+  return result;
+}
+
+absl::Status ConfigSource::PersistLocked(std::string_view text) {
+  struct stat st {};
+  mode_t mode = 0644;
+  if (stat(path_.c_str(), &st) == 0) {
+    mode = st.st_mode & 07777;
+    if ((mode & 0222) == 0 || access(path_.c_str(), W_OK) != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(path_, " is read-only"));
+    }
+  }
+  const std::string temp = absl::StrCat(path_, ".berry-apply-", getpid(), ".tmp");
+  const int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write next to ", path_, ": ", std::strerror(errno)));
+  }
+  bool ok = fchmod(fd, mode) == 0;
+  for (size_t at = 0; ok && at < text.size();) {
+    const ssize_t n = write(fd, text.data() + at, text.size() - at);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    ok = n > 0;
+    at += ok ? static_cast<size_t>(n) : 0;
+  }
+  ok = ok && fsync(fd) == 0;
+  ok = (close(fd) == 0) && ok;
+  if (!ok || rename(temp.c_str(), path_.c_str()) != 0) {
+    const int error = errno;
+    unlink(temp.c_str());
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot replace ", path_, ": ", std::strerror(error)));
+  }
+  return absl::OkStatus();
 }
 
 std::shared_ptr<const config::Config> ConfigSource::Current() const {

@@ -2,8 +2,13 @@
 // running one, and watched for edits — in place, or by atomic rename as editors and Kubernetes
 // ConfigMap updates do (inotify on the directory, so a replaced inode is still seen).
 //
-// Threads: Reload() may be called from any thread (the watcher, SIGHUP, the admin API); it is
-// serialised. Current() is cheap and thread-safe.
+// The admin API applies TOML text through ApplyText(): validated the same way, compare-and-swap
+// checked against the running config, made current, and written back to the file atomically
+// (temp file + rename, the file's mode kept) so a restart keeps it — unless the file is read-only,
+// when the config is held in memory only.
+//
+// Threads: Reload() and ApplyText() may be called from any thread (the watcher, SIGHUP, the admin
+// API); they are serialised with each other. Current() is cheap and thread-safe.
 #pragma once
 
 #include <atomic>
@@ -35,6 +40,26 @@ class ConfigSource {
   };
   ReloadResult Reload();
 
+  // Validates `text` (errors name `source_name`). Unless the result has errors or `dry_run` is
+  // set, `precondition` (when given) is checked against the running config under the update
+  // lock — a non-OK status refuses the apply, e.g. a stale compare-and-swap version — and the
+  // text becomes current and is written back to the file.
+  struct ApplyOptions {
+    bool dry_run = false;
+    std::string source_name = "<api>";
+    std::function<absl::Status(const config::Config* running)> precondition;
+  };
+  struct ApplyResult {
+    std::vector<config::ConfigError> errors;  // non-empty = rejected, nothing changed
+    absl::Status precondition = absl::OkStatus();  // not OK = refused, nothing changed
+    std::shared_ptr<const config::Config> before;   // running config at the call
+    std::shared_ptr<const config::Config> after;    // the validated submitted config
+    bool changed = false;    // applied and its text differs from the running one
+    bool persisted = false;  // written back to path()
+    std::string persist_note;  // why not persisted, when applied but not persisted
+  };
+  ApplyResult ApplyText(std::string_view text, const ApplyOptions& options);
+
   // The config in force; null before the first successful Reload.
   std::shared_ptr<const config::Config> Current() const;
   // Rejected reloads since start (for /metrics).
@@ -47,6 +72,11 @@ class ConfigSource {
 
  private:
   std::string path_;
+  // Writes `text` to path_ by temp file + rename, keeping the file's mode.
+  absl::Status PersistLocked(std::string_view text) ABSL_EXCLUSIVE_LOCKS_REQUIRED(update_mu_);
+
+  // Serialises Reload and ApplyText (taken before mu_).
+  absl::Mutex update_mu_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const config::Config> current_ ABSL_GUARDED_BY(mu_);
   std::string current_text_ ABSL_GUARDED_BY(mu_);

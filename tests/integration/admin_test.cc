@@ -1,0 +1,476 @@
+// AdminService and berryctl end to end: a berry-control-plane process with an admin token, a
+// managed berry-proxy, in-process mock providers "a" and "b". Tests call AdminService over gRPC
+// (and run the berryctl binary) and check what changes in the control plane, in the config file
+// and in what the proxy serves — waiting on conditions, never on bare sleeps.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/json.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "berry/v1/admin.grpc.pb.h"
+#include "tests/integration/fleet_fixture.h"
+#include "tests/support/http_client.h"
+
+namespace berry::fleet_test {
+namespace {
+
+using test_support::Behavior;
+using test_support::MockUpstream;
+
+constexpr char kAdminToken[] = "admin-secret-token-0123456789";
+constexpr char kUserToken[] = "berry-user-token-abcdef0123456789";
+constexpr char kHeaderSecret[] = "org-header-secret-42";
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+class Admin : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    a_ = StartMock("a", {"up-a"});
+    b_ = StartMock("b", {"up-b"});
+    ASSERT_NE(a_, nullptr);
+    ASSERT_NE(b_, nullptr);
+    token_path_ = dir_.path() + "/admin.token";
+    std::ofstream(token_path_) << kAdminToken << "\n";
+  }
+
+  void TearDown() override {
+    proxy_.reset();
+    control_plane_.reset();
+  }
+
+  std::string Config(const std::string& models, std::string_view extra = "") const {
+    return SettingsToml() + ProviderToml("a", a_->base_url(), {"up-a"}) +
+           ProviderToml("b", b_->base_url(), {"up-b"}) + models + std::string(extra);
+  }
+  std::string ChatOnA() const { return Config(ModelToml("chat", {{"a", "up-a"}})); }
+  std::string ChatOnB() const { return Config(ModelToml("chat", {{"b", "up-b"}})); }
+  std::string ChatOnBoth() const {
+    return Config(ModelToml("chat", {{"a", "up-a"}, {"b", "up-b"}}));
+  }
+
+  void StartFleet(const std::string& toml, bool with_proxy = true) {
+    ASSERT_TRUE(config_.Write(toml));
+    control_plane_ =
+        ControlPlane::Start(config_.path(), "127.0.0.1:0", {"--admin-token-file", token_path_});
+    ASSERT_NE(control_plane_, nullptr);
+    auto channel = grpc::CreateChannel(control_plane_->grpc_address,
+                                       grpc::InsecureChannelCredentials());
+    stub_ = v1::AdminService::NewStub(channel);
+    if (!with_proxy) {
+      return;
+    }
+    proxy_ = Proxy::Start({control_plane_->grpc_address, "node-1", state_.path(), {}});
+    ASSERT_NE(proxy_, nullptr);
+    ASSERT_TRUE(WaitUntil([&] { return proxy_->ReadyzStatus() == 200; }, kConvergeTimeout))
+        << proxy_->process->err();
+  }
+
+  // A context carrying `token` (none when empty) and a deadline.
+  static std::unique_ptr<grpc::ClientContext> Context(std::string_view token = kAdminToken) {
+    auto context = std::make_unique<grpc::ClientContext>();
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    if (!token.empty()) {
+      context->AddMetadata("authorization", "Bearer " + std::string(token));
+    }
+    return context;
+  }
+
+  v1::GetConfigResponse GetConfig() {
+    v1::GetConfigResponse response;
+    const grpc::Status status = stub_->GetConfig(Context().get(), {}, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response;
+  }
+
+  grpc::Status Apply(const std::string& toml, v1::ApplyConfigResponse* response,
+                     bool dry_run = false, const std::string& expected_version = "") {
+    v1::ApplyConfigRequest request;
+    request.set_toml(toml);
+    request.set_dry_run(dry_run);
+    request.set_expected_version(expected_version);
+    return stub_->ApplyConfig(Context().get(), request, response);
+  }
+
+  grpc::Status SetState(const std::string& backend_id, v1::BackendAdminState state) {
+    v1::SetBackendStateRequest request;
+    request.set_backend_id(backend_id);
+    request.set_state(state);
+    v1::SetBackendStateResponse response;
+    return stub_->SetBackendState(Context().get(), request, &response);
+  }
+
+  // Waits until the proxy persisted (= applied, before its ACK) a table satisfying `wanted`.
+  bool ProxyHolds(const std::function<bool(const v1::RouteTable&)>& wanted) {
+    return WaitUntil(
+        [&] {
+          const auto table = proxy_->PersistedTable();
+          return table && wanted(*table);
+        },
+        kConvergeTimeout);
+  }
+
+  static const v1::Backend* Find(const v1::RouteTable& table, std::string_view id) {
+    for (const auto& model : table.models()) {
+      for (const auto& backend : model.backends()) {
+        if (backend.id() == id) return &backend;
+      }
+    }
+    return nullptr;
+  }
+
+  std::string ServedBy() const {
+    auto response = Chat(proxy_->url, "chat");
+    if (!response.ok() || response->status != 200) {
+      return {};
+    }
+    return response->Header("x-mock-upstream").value_or("");
+  }
+
+  // Runs berryctl with `args`; returns its exit code and fills `out`/`err`.
+  int Berryctl(const std::vector<std::string>& args, std::string* out = nullptr,
+               std::string* err = nullptr) {
+    std::vector<std::string> argv = {BERRYCTL_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto process = Process::Spawn(argv);
+    if (process == nullptr) return -1;
+    const auto code = process->Wait(30s);
+    if (out) *out = process->out();
+    if (err) *err = process->err();
+    return code.value_or(-1);
+  }
+
+  std::unique_ptr<MockUpstream> a_;
+  std::unique_ptr<MockUpstream> b_;
+  TempDir dir_{"berry-admin-"};
+  TempDir state_{"berry-admin-state-"};
+  ConfigFile config_{dir_};
+  std::string token_path_;
+  std::unique_ptr<ControlPlane> control_plane_;
+  std::unique_ptr<Proxy> proxy_;
+  std::unique_ptr<v1::AdminService::Stub> stub_;
+};
+
+TEST_F(Admin, AppliedConfigTakesEffectThroughTheProxyAndIsWrittenBack) {
+  StartFleet(ChatOnA());
+  ASSERT_EQ(ServedBy(), "a");
+  const std::string before = GetConfig().version();
+  ASSERT_FALSE(before.empty());
+
+  v1::ApplyConfigResponse response;
+  const grpc::Status status = Apply(ChatOnB(), &response, false, before);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.errors().empty());
+  EXPECT_EQ(response.old_version(), before);
+  EXPECT_NE(response.new_version(), before);
+  EXPECT_TRUE(response.persisted()) << response.persist_note();
+  const std::string diff = absl::StrJoin(response.diff_lines(), "\n");
+  EXPECT_NE(diff.find("- backend chat/a/up-a"), std::string::npos) << diff;
+  EXPECT_NE(diff.find("+ backend chat/b/up-b"), std::string::npos) << diff;
+  EXPECT_EQ(ReadAll(config_.path()), ChatOnB());
+  EXPECT_EQ(GetConfig().version(), response.new_version());
+
+  EXPECT_TRUE(WaitUntil([&] { return ServedBy() == "b"; }, kConvergeTimeout));
+  // ListProxies shows the proxy holding what the control plane publishes.
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        v1::ListProxiesResponse proxies;
+        if (!stub_->ListProxies(Context().get(), {}, &proxies).ok() ||
+            proxies.proxies_size() != 1) {
+          return false;
+        }
+        const auto& node = proxies.proxies(0);
+        return node.node_id() == "node-1" && node.connected() &&
+               node.acked_version() == GetConfig().table_version();
+      },
+      kConvergeTimeout));
+}
+
+TEST_F(Admin, DryRunReportsTheDiffAndChangesNothing) {
+  StartFleet(ChatOnA());
+  const std::string before = GetConfig().version();
+  v1::ApplyConfigResponse response;
+  ASSERT_TRUE(Apply(ChatOnB(), &response, /*dry_run=*/true).ok());
+  EXPECT_FALSE(response.diff_lines().empty());
+  EXPECT_EQ(response.new_version(), before);
+  EXPECT_NE(response.would_be_version(), before);
+  EXPECT_FALSE(response.persisted());
+  EXPECT_EQ(GetConfig().version(), before);
+  EXPECT_EQ(ReadAll(config_.path()), ChatOnA());
+  EXPECT_EQ(ServedBy(), "a");
+}
+
+TEST_F(Admin, CompareAndSwapWithAStaleVersionIsRefused) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const std::string before = GetConfig().version();
+  v1::ApplyConfigResponse first;
+  ASSERT_TRUE(Apply(ChatOnBoth(), &first, false, before).ok());
+  // A second operator still holding `before`.
+  v1::ApplyConfigResponse second;
+  const grpc::Status status = Apply(ChatOnB(), &second, false, before);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find(first.new_version()), std::string::npos)
+      << status.error_message();
+  EXPECT_EQ(GetConfig().version(), first.new_version());
+  EXPECT_EQ(ReadAll(config_.path()), ChatOnBoth());
+}
+
+TEST_F(Admin, InvalidConfigIsRefusedWithEveryErrorAndNothingChanges) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const std::string before = GetConfig().version();
+  const std::string invalid =
+      Config(ModelToml("chat", {{"nowhere", "up-a"}}), "[settings_typo]\nx = 1\n");
+  v1::ApplyConfigResponse response;
+  ASSERT_TRUE(Apply(invalid, &response).ok());
+  ASSERT_GE(response.errors_size(), 2) << response.DebugString();
+  std::string paths;
+  for (const auto& error : response.errors()) absl::StrAppend(&paths, error.key_path(), "\n");
+  EXPECT_NE(paths.find("models.chat.backends[0].provider"), std::string::npos) << paths;
+  EXPECT_NE(paths.find("settings_typo"), std::string::npos) << paths;
+  EXPECT_EQ(GetConfig().version(), before);
+  EXPECT_EQ(ReadAll(config_.path()), ChatOnA());
+
+  v1::ValidateConfigRequest validate;
+  validate.set_toml(invalid);
+  v1::ValidateConfigResponse validated;
+  ASSERT_TRUE(stub_->ValidateConfig(Context().get(), validate, &validated).ok());
+  EXPECT_FALSE(validated.valid());
+  EXPECT_EQ(validated.errors_size(), response.errors_size());
+}
+
+TEST_F(Admin, GetConfigNeverContainsAKeyOrToken) {
+  const std::string users = absl::StrCat("[users.alice]\ntoken = \"", kUserToken, "\"\n");
+  std::string toml = ChatOnA() + users;
+  // A provider header value is a secret as well.
+  const std::string header = absl::StrCat("[providers.c]\nbase_url = \"", b_->base_url(),
+                                          "\"\napi_key = \"sk-c-secret-key\"\nmodels = [\"up-b\"]\n",
+                                          "headers = { \"OpenAI-Organization\" = \"",
+                                          kHeaderSecret, "\" }\n");
+  StartFleet(toml + header, /*with_proxy=*/false);
+  v1::GetConfigResponse response = GetConfig();
+  const std::string bytes = response.SerializeAsString();
+  for (const std::string& secret :
+       {KeyOf("a"), KeyOf("b"), std::string("sk-c-secret-key"), std::string(kUserToken),
+        std::string(kHeaderSecret)}) {
+    EXPECT_EQ(bytes.find(secret), std::string::npos) << secret;
+  }
+  EXPECT_NE(response.redacted_toml().find("<redacted>"), std::string::npos);
+  EXPECT_NE(response.redacted_toml().find("[users.alice]"), std::string::npos);
+  EXPECT_NE(response.redacted_toml().find("OpenAI-Organization"), std::string::npos);
+  EXPECT_FALSE(response.version().empty());
+
+  // The diff of an apply names changed secrets without showing them.
+  v1::ApplyConfigResponse applied;
+  std::string rotated = toml + header;
+  rotated.replace(rotated.find(kUserToken), std::strlen(kUserToken), "berry-user-token-rotated-999");
+  ASSERT_TRUE(Apply(rotated, &applied, /*dry_run=*/true).ok());
+  const std::string diff = absl::StrJoin(applied.diff_lines(), "\n");
+  EXPECT_NE(diff.find("~ user alice: token changed"), std::string::npos) << diff;
+  EXPECT_EQ(applied.SerializeAsString().find("rotated-999"), std::string::npos);
+}
+
+TEST_F(Admin, DrainLetsAnInFlightStreamFinishWhileNewRequestsGoElsewhere) {
+  StartFleet(ChatOnBoth());
+  const Behavior slow = Behavior::Stream(20, std::chrono::milliseconds(250));
+  a_->EnqueueBehavior(slow);
+  b_->EnqueueBehavior(slow);
+  absl::StatusOr<test_support::StreamedResponse> streamed;
+  std::atomic<bool> stream_done{false};
+  std::thread client([&] {
+    test_support::HttpRequest request = test_support::HttpRequest::Post(
+        proxy_->url + "/v1/chat/completions",
+        R"({"model":"chat","stream":true,"messages":[{"role":"user","content":"hi"}]})");
+    request.timeout = 30s;
+    streamed = test_support::FetchStreaming(request);
+    stream_done = true;
+  });
+  std::string busy;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        if (!ChatRequests(*a_).empty()) busy = "a";
+        if (!ChatRequests(*b_).empty()) busy = "b";
+        return !busy.empty();
+      },
+      kConvergeTimeout));
+  const std::string other = busy == "a" ? "b" : "a";
+  const std::string busy_id = BackendId("chat", busy, "up-" + busy);
+  a_->ResetBehaviors();
+  b_->ResetBehaviors();
+
+  ASSERT_TRUE(SetState(busy_id, v1::BACKEND_ADMIN_STATE_DRAINING).ok());
+  ASSERT_TRUE(ProxyHolds([&](const v1::RouteTable& table) {
+    const v1::Backend* backend = Find(table, busy_id);
+    return backend && backend->health() == v1::HEALTH_STATUS_DRAINING;
+  }));
+  EXPECT_FALSE(stream_done.load()) << "the stream ended before the drain reached the proxy";
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(ServedBy(), other) << "request " << i;
+  }
+  client.join();
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_EQ(streamed->status, 200);
+  EXPECT_TRUE(streamed->done()) << "the drained backend's stream did not finish";
+
+  v1::ListBackendsResponse backends;
+  ASSERT_TRUE(stub_->ListBackends(Context().get(), {}, &backends).ok());
+  bool seen = false;
+  for (const auto& backend : backends.backends()) {
+    if (backend.backend_id() == busy_id) {
+      seen = true;
+      EXPECT_EQ(backend.admin_state(), "draining");
+      EXPECT_EQ(backend.health(), v1::HEALTH_STATUS_DRAINING);
+    }
+  }
+  EXPECT_TRUE(seen);
+}
+
+TEST_F(Admin, DisableThenEnableABackend) {
+  StartFleet(ChatOnBoth());
+  const std::string a_id = BackendId("chat", "a", "up-a");
+  ASSERT_TRUE(SetState(a_id, v1::BACKEND_ADMIN_STATE_DISABLED).ok());
+  ASSERT_TRUE(ProxyHolds([&](const v1::RouteTable& table) {
+    const v1::Backend* backend = Find(table, a_id);
+    return backend && !backend->enabled();
+  }));
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(ServedBy(), "b") << "request " << i;
+  }
+  EXPECT_EQ(ReadAll(config_.path()), ChatOnBoth()) << "the file is never edited";
+
+  ASSERT_TRUE(SetState(a_id, v1::BACKEND_ADMIN_STATE_ENABLED).ok());
+  ASSERT_TRUE(ProxyHolds([&](const v1::RouteTable& table) {
+    const v1::Backend* backend = Find(table, a_id);
+    return backend && backend->enabled() && backend->health() != v1::HEALTH_STATUS_DRAINING;
+  }));
+  EXPECT_TRUE(WaitUntil([&] { return ServedBy() == "a"; }, kConvergeTimeout, 10ms));
+
+  EXPECT_EQ(SetState("chat/none/x", v1::BACKEND_ADMIN_STATE_DISABLED).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(Admin, WrongOrMissingTokenIsRefusedAndCounted) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  v1::GetConfigResponse response;
+  EXPECT_EQ(stub_->GetConfig(Context("").get(), {}, &response).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(stub_->GetConfig(Context("not-the-token").get(), {}, &response).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  v1::ApplyConfigResponse applied;
+  v1::ApplyConfigRequest request;
+  request.set_toml(ChatOnB());
+  EXPECT_EQ(stub_->ApplyConfig(Context("").get(), request, &applied).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(ReadAll(config_.path()), ChatOnA());
+  EXPECT_EQ(control_plane_->Metric("berry_cp_admin_unauthenticated_total"), 3.0);
+  EXPECT_TRUE(stub_->GetConfig(Context().get(), {}, &response).ok());
+  // The audit log never carries the token.
+  EXPECT_EQ(control_plane_->process->err().find(kAdminToken), std::string::npos);
+}
+
+TEST_F(Admin, BerryctlExitCodesAndJsonOutput) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const std::string server = control_plane_->grpc_address;
+  const std::string valid = dir_.path() + "/next.toml";
+  const std::string invalid = dir_.path() + "/bad.toml";
+  std::ofstream(valid) << ChatOnB();
+  std::ofstream(invalid) << Config(ModelToml("chat", {{"nowhere", "up-a"}}));
+  std::string out;
+  std::string err;
+
+  EXPECT_EQ(Berryctl({"validate", "-f", valid}, &out, &err), 0) << err;
+  EXPECT_EQ(Berryctl({"-o", "json", "validate", "-f", invalid}, &out, &err), 1);
+  EXPECT_NE(err.find("models.chat.backends[0].provider"), std::string::npos) << err;
+  EXPECT_FALSE(boost::json::parse(out).at("valid").as_bool());
+  EXPECT_EQ(Berryctl({"frobnicate"}, &out, &err), 2);
+  EXPECT_EQ(Berryctl({"apply", "--help"}, &out, &err), 0);
+  EXPECT_NE(out.find("--dry-run"), std::string::npos) << out;
+
+  // Auth and reachability.
+  EXPECT_EQ(Berryctl({"--server", server, "get", "version"}, &out, &err), 4) << err;
+  EXPECT_EQ(Berryctl({"--server", "127.0.0.1:1", "--token-file", token_path_, "get", "version"},
+                     &out, &err),
+            3)
+      << err;
+
+  const std::vector<std::string> auth = {"--server", server, "--token-file", token_path_};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), auth.begin(), auth.end());
+    return args;
+  };
+  ASSERT_EQ(Berryctl(with({"get", "version", "-o", "json"}), &out, &err), 0) << err;
+  const std::string version(boost::json::parse(out).at("version").as_string());
+  EXPECT_EQ(version, GetConfig().version());
+
+  ASSERT_EQ(Berryctl(with({"-o", "json", "apply", "-f", valid, "--dry-run"}), &out, &err), 0)
+      << err;
+  EXPECT_FALSE(boost::json::parse(out).at("diff_lines").as_array().empty()) << out;
+  EXPECT_EQ(GetConfig().version(), version);
+
+  EXPECT_EQ(Berryctl(with({"apply", "-f", valid, "--expect-version", "0123456789abcdef"}), &out,
+                     &err),
+            1);
+  EXPECT_NE(err.find("refused"), std::string::npos) << err;
+  EXPECT_EQ(Berryctl(with({"apply", "-f", invalid}), &out, &err), 1);
+  EXPECT_NE(err.find("invalid"), std::string::npos) << err;
+  ASSERT_EQ(Berryctl(with({"apply", "-f", valid, "--expect-version", version}), &out, &err), 0)
+      << err;
+  EXPECT_NE(out.find("applied"), std::string::npos) << out;
+  EXPECT_NE(GetConfig().version(), version);
+
+  ASSERT_EQ(Berryctl(with({"backends", "-o", "json"}), &out, &err), 0) << err;
+  const auto backends = boost::json::parse(out).at("backends").as_array();
+  ASSERT_EQ(backends.size(), 1u) << out;
+  EXPECT_EQ(backends[0].at("backend_id").as_string(), "chat/b/up-b");
+  ASSERT_EQ(Berryctl(with({"backends"}), &out, &err), 0) << err;
+  EXPECT_NE(out.find("BACKEND"), std::string::npos) << out;
+
+  ASSERT_EQ(Berryctl(with({"backend", "drain", "chat/b/up-b"}), &out, &err), 0) << err;
+  ASSERT_EQ(Berryctl(with({"-o", "json", "backends"}), &out, &err), 0) << err;
+  EXPECT_EQ(boost::json::parse(out).at("backends").at(0).at("admin_state").as_string(),
+            "draining");
+  EXPECT_EQ(Berryctl(with({"backend", "drain", "chat/none/x"}), &out, &err), 1);
+
+  ASSERT_EQ(Berryctl(with({"-o", "json", "proxies"}), &out, &err), 0) << err;
+  EXPECT_TRUE(boost::json::parse(out).is_object()) << out;
+
+  ASSERT_EQ(Berryctl(with({"get", "config"}), &out, &err), 0) << err;
+  EXPECT_EQ(out.find(KeyOf("b")), std::string::npos);
+  EXPECT_NE(out.find("[providers.b]"), std::string::npos) << out;
+}
+
+TEST_F(Admin, WatchStreamsVersionChanges) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  auto context = Context();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub_->WatchEvents(context.get(), {});
+  v1::WatchEventsResponse event;
+  ASSERT_TRUE(reader->Read(&event));
+  EXPECT_NE(event.description().find("watching"), std::string::npos);
+  v1::ApplyConfigResponse applied;
+  ASSERT_TRUE(Apply(ChatOnB(), &applied).ok());
+  bool seen = false;
+  while (!seen && reader->Read(&event)) {
+    seen = event.description().find("published") != std::string::npos;
+  }
+  EXPECT_TRUE(seen);
+  context->TryCancel();
+  (void)reader->Finish();
+}
+
+}  // namespace
+}  // namespace berry::fleet_test
