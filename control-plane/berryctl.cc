@@ -1,10 +1,8 @@
 #include "control-plane/berryctl.h"
 
 #include <algorithm>
-#include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "berry/v1/admin.grpc.pb.h"
 #include "common/cli/flags.h"
+#include "common/cli/process.h"
 #include "common/config/config.h"
 
 namespace berry::berryctl {
@@ -95,16 +94,6 @@ std::string Normalise(const std::string& arg) {
   if (arg.starts_with("-o=")) return "--output=" + arg.substr(3);
   if (arg.starts_with("-f=")) return "--file=" + arg.substr(3);
   return arg;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
 }
 
 std::string Json(const google::protobuf::Message& message) {
@@ -193,14 +182,14 @@ class Runner {
                                 std::pair{&options_.tls_cert, &ssl.pem_cert_chain},
                                 std::pair{&options_.tls_key, &ssl.pem_private_key}}) {
         if (path->empty()) continue;
-        auto text = ReadFile(*path);
+        auto text = cli::ReadFile(*path);
         if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
         *sink = *text;
       }
       credentials = grpc::SslCredentials(ssl);
     }
     if (!options_.token_file.empty()) {
-      auto text = ReadFile(options_.token_file);
+      auto text = cli::ReadFile(options_.token_file);
       if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
       token_ = std::string(absl::StripAsciiWhitespace(*text));
     }
@@ -220,7 +209,7 @@ class Runner {
   bool json() const { return options_.output == "json"; }
 
   int Validate() {
-    auto text = ReadFile(options_.file);
+    auto text = cli::ReadFile(options_.file);
     if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
     const config::LoadResult loaded = config::Parse(*text, options_.file);
     v1::ValidateConfigResponse response;
@@ -250,7 +239,7 @@ class Runner {
   }
 
   int Apply(bool dry_run) {
-    auto text = ReadFile(options_.file);
+    auto text = cli::ReadFile(options_.file);
     if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
     v1::ApplyConfigRequest request;
     request.set_toml(*text);

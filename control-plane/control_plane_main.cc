@@ -1,12 +1,9 @@
 // berry-control-plane: holds the validated config, compiles it into the RouteTable (versioned by
 // content hash) and streams it to every connected berry-proxy over RouteDiscoveryService; watches
 // the config file; serves /healthz, /readyz and /metrics over HTTP.
-#include <pthread.h>
 #include <signal.h>
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -21,6 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli/flags.h"
+#include "common/cli/process.h"
 #include "common/log/log.h"
 #include "common/metrics/metrics.h"
 #include "common/route_table/compile.h"
@@ -64,16 +62,6 @@ struct Flags {
   int64_t report_interval_seconds = 5;
   std::string upstream_ca;
 };
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 bool IsLoopback(const std::string& address) {
   return address.starts_with("127.") || address.starts_with("localhost:") ||
@@ -188,13 +176,7 @@ int main(int argc, char** argv) {
   // Signals are taken synchronously by the main thread (sigwait); every thread started later —
   // workers, gRPC's own — inherits the mask, so none of them can die of a SIGHUP or SIGTERM.
   // This comes first: gRPC starts threads as soon as credentials are created.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  sigset_t signals = berry::cli::BlockTerminationSignals();
   Flags flags;
   berry::cli::FlagSet set("berry-control-plane",
                           "Berry's control plane: holds the config, streams route tables to "
@@ -345,9 +327,9 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   if (tls) {
-    auto ca = ReadFile(flags.tls_ca);
-    auto cert = ReadFile(flags.tls_cert);
-    auto key = ReadFile(flags.tls_key);
+    auto ca = berry::cli::ReadFile(flags.tls_ca);
+    auto cert = berry::cli::ReadFile(flags.tls_cert);
+    auto key = berry::cli::ReadFile(flags.tls_key);
     for (const auto* file : {&ca, &cert, &key}) {
       if (!file->ok()) {
         std::cerr << "berry-control-plane: " << file->status().message() << "\n";
@@ -384,16 +366,13 @@ int main(int argc, char** argv) {
       [&] { return publisher.Current() != nullptr; }, [&] { return registry.Render(); },
       [&] { return ProxiesJson(publisher); }, [&] { return BackendsJson(fleet); }};
   berry::proxy::ServerOptions http_options;
-  const size_t colon = flags.http_listen.rfind(':');
-  int http_port = -1;
-  if (colon == std::string::npos ||
-      !absl::SimpleAtoi(flags.http_listen.substr(colon + 1), &http_port) || http_port < 0 ||
-      http_port > 65535) {
-    std::cerr << "berry-control-plane: --http-listen must be HOST:PORT\n";
+  auto http_listen = berry::cli::ParseHostPort(flags.http_listen, "--http-listen");
+  if (!http_listen.ok()) {
+    std::cerr << "berry-control-plane: " << http_listen.status().message() << "\n";
     return 2;
   }
-  http_options.host = flags.http_listen.substr(0, colon);
-  http_options.port = static_cast<uint16_t>(http_port);
+  http_options.host = http_listen->first;
+  http_options.port = http_listen->second;
   http_options.threads = 1;
   auto http_server = berry::proxy::HttpServer::Create(
       http_options, [&](int, berry::proxy::net::io_context&) {
