@@ -567,8 +567,7 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     upstream_request.set(name, value);
   }
   openai::RewriteModel(exchange.request.body(), exchange.fields,
-                       backend.config().upstream_model(), body_scratch_);
-  upstream_request.body() = body_scratch_;
+                       backend.config().upstream_model(), upstream_request.body());
   upstream_request.keep_alive(true);
   upstream_request.prepare_payload();
 

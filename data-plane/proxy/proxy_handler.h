@@ -71,7 +71,6 @@ class ProxyHandler final : public Handler {
   std::shared_ptr<const RouteGeneration> generation_;
   uint64_t seen_generation_ = 0;
   std::optional<selection::Picker> picker_;
-  std::string body_scratch_;  // the rewritten upstream body, reused across requests
 };
 
 }  // namespace berry::proxy
