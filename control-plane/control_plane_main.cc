@@ -18,6 +18,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/strings/str_cat.h"
 #include "common/cli/flags.h"
+#include "grpc/health/v1/health.pb.h"
 #include "common/cli/process.h"
 #include "common/log/log.h"
 #include "common/metrics/metrics.h"
@@ -323,6 +324,8 @@ int main(int argc, char** argv) {
                                     }});
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Touching the descriptor links grpc/health/v1/health.proto into the pool reflection reads.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();

@@ -3,10 +3,21 @@
 // (and run the berryctl binary) and check what changes in the control plane, in the config file
 // and in what the proxy serves — waiting on conditions, never on bare sleeps.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -19,6 +30,7 @@
 #include "absl/strings/str_join.h"
 #include "berry/v1/admin.grpc.pb.h"
 #include "tests/integration/fleet_fixture.h"
+#include "tests/support/certs.h"
 #include "tests/support/http_client.h"
 
 namespace berry::fleet_test {
@@ -36,6 +48,86 @@ std::string ReadAll(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
+}
+
+extern "C" char** environ;
+
+// A child whose stdout and stderr go to files, started the way a shell starts it: no signal
+// blocked and every disposition at its default (Process::Spawn blocks SIGINT, which is right for
+// the two daemons but would make Ctrl-C to berryctl a no-op).
+class ShellChild {
+ public:
+  ShellChild(const std::vector<std::string>& args, const std::string& out_path,
+             const std::string& err_path)
+      : out_path_(out_path), err_path_(err_path) {
+    std::vector<char*> argv;
+    for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    posix_spawnattr_t attributes;
+    posix_spawnattr_init(&attributes);
+    sigset_t none;
+    sigemptyset(&none);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    for (const int signal_number : {SIGHUP, SIGINT, SIGTERM, SIGPIPE}) {
+      sigaddset(&defaults, signal_number);
+    }
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigdefault(&attributes, &defaults);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    const int rc = posix_spawn(&pid_, argv[0], &actions, &attributes, argv.data(), environ);
+    posix_spawnattr_destroy(&attributes);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+      ADD_FAILURE() << "posix_spawn " << args[0] << ": " << std::strerror(rc);
+      pid_ = -1;
+    }
+  }
+  ShellChild(const ShellChild&) = delete;
+  ShellChild& operator=(const ShellChild&) = delete;
+  ~ShellChild() {
+    if (pid_ > 0 && !status_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  bool started() const { return pid_ > 0; }
+  std::string out() const { return ReadAll(out_path_); }
+  std::string err() const { return ReadAll(err_path_); }
+  void Signal(int signal_number) const {
+    if (pid_ > 0) kill(pid_, signal_number);
+  }
+  // The raw wait status; nullopt while it still runs at the deadline.
+  std::optional<int> Wait(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return std::nullopt;
+    WaitUntil(
+        [&] {
+          int status = 0;
+          if (waitpid(pid_, &status, WNOHANG) == pid_) status_ = status;
+          return status_.has_value();
+        },
+        timeout, 20ms);
+    return status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
+  std::string out_path_;
+  std::string err_path_;
+};
+
+std::string DescribeWaitStatus(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exit ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status));
+  return absl::StrCat("status ", status);
 }
 
 class Admin : public ::testing::Test {
@@ -470,6 +562,222 @@ TEST_F(Admin, WatchStreamsVersionChanges) {
   EXPECT_TRUE(seen);
   context->TryCancel();
   (void)reader->Finish();
+}
+
+TEST_F(Admin, ApplyToAReadOnlyConfigFileIsHeldInMemoryOnly) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  // ConfigSource treats a file without any write bit as read-only (st_mode & 0222), so this holds
+  // even for root, whom access(W_OK) never refuses.
+  ASSERT_EQ(chmod(config_.path().c_str(), 0444), 0) << std::strerror(errno);
+  const std::string before = GetConfig().version();
+
+  v1::ApplyConfigResponse response;
+  const grpc::Status status = Apply(ChatOnB(), &response, false, before);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.errors().empty()) << response.DebugString();
+  EXPECT_FALSE(response.persisted());
+  EXPECT_FALSE(response.persist_note().empty());
+  EXPECT_NE(response.persist_note().find("memory"), std::string::npos) << response.persist_note();
+  EXPECT_NE(response.new_version(), before);
+
+  // In force although not written.
+  EXPECT_EQ(GetConfig().version(), response.new_version());
+  v1::ListBackendsResponse backends;
+  ASSERT_TRUE(stub_->ListBackends(Context().get(), {}, &backends).ok());
+  ASSERT_EQ(backends.backends_size(), 1) << backends.DebugString();
+  EXPECT_EQ(backends.backends(0).backend_id(), "chat/b/up-b");
+
+  EXPECT_EQ(ReadAll(config_.path()), ChatOnA());
+  struct stat st {};
+  ASSERT_EQ(stat(config_.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0444u);
+  // No temp file left next to it.
+  for (const auto& entry : std::filesystem::directory_iterator(dir_.path())) {
+    EXPECT_EQ(entry.path().filename().string().find(".berry-apply-"), std::string::npos)
+        << entry.path();
+  }
+}
+
+TEST_F(Admin, BerryctlOverMutualTls) {
+  auto pki = test_support::GenerateTestPki();
+  ASSERT_TRUE(pki.ok()) << pki.status();
+  auto files = test_support::WriteTestPki(*pki, dir_.path() + "/pki");
+  ASSERT_TRUE(files.ok()) << files.status();
+  ASSERT_TRUE(config_.Write(ChatOnA()));
+  control_plane_ = ControlPlane::Start(
+      config_.path(), "127.0.0.1:0",
+      {"--admin-token-file", token_path_, "--tls-ca", files->ca_cert, "--tls-cert",
+       files->server_cert, "--tls-key", files->server_key});
+  ASSERT_NE(control_plane_, nullptr);
+  const std::string server = control_plane_->grpc_address;
+  std::string out;
+  std::string err;
+
+  ASSERT_EQ(Berryctl({"--server", server, "--token-file", token_path_, "--tls-ca", files->ca_cert,
+                      "--tls-cert", files->client_cert, "--tls-key", files->client_key, "-o",
+                      "json", "get", "version"},
+                     &out, &err),
+            0)
+      << err;
+  EXPECT_FALSE(std::string(boost::json::parse(out).at("version").as_string()).empty()) << out;
+
+  // The server requires a client certificate: without one the handshake fails.
+  const int code = Berryctl(
+      {"--server", server, "--token-file", token_path_, "--tls-ca", files->ca_cert, "get",
+       "version"},
+      &out, &err);
+  EXPECT_EQ(code, 3) << err;
+  EXPECT_TRUE(err.starts_with("berryctl: ")) << err;
+  EXPECT_NE(err.find(server), std::string::npos) << err;
+
+  // Plaintext against the TLS port fails the same way.
+  EXPECT_EQ(Berryctl({"--server", server, "--token-file", token_path_, "get", "version"}, &out,
+                     &err),
+            3)
+      << err;
+}
+
+TEST_F(Admin, WatchEventsReportsABackendHealthChange) {
+  StartFleet(ChatOnBoth(), /*with_proxy=*/false);
+  const std::string a_id = BackendId("chat", "a", "up-a");
+  auto context = Context();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto reader = stub_->WatchEvents(context.get(), {});
+  v1::WatchEventsResponse event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(SetState(a_id, v1::BACKEND_ADMIN_STATE_DRAINING).ok());
+  bool seen = false;
+  std::string descriptions;
+  while (!seen && reader->Read(&event)) {
+    absl::StrAppend(&descriptions, event.description(), "\n");
+    seen = event.description().find("backend " + a_id) != std::string::npos &&
+           event.description().find("-> HEALTH_STATUS_DRAINING") != std::string::npos;
+  }
+  EXPECT_TRUE(seen) << descriptions;
+  EXPECT_FALSE(event.version().empty());
+  context->TryCancel();
+  (void)reader->Finish();
+}
+
+TEST_F(Admin, BerryctlWatchPrintsTheVersionChangeAndEndsOnCtrlC) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  ShellChild watch({BERRYCTL_BINARY, "--server", control_plane_->grpc_address, "--token-file",
+                    token_path_, "watch"},
+                   dir_.path() + "/watch.out", dir_.path() + "/watch.err");
+  ASSERT_TRUE(watch.started());
+  ASSERT_TRUE(WaitUntil([&] { return watch.out().find("watching") != std::string::npos; },
+                        kConvergeTimeout))
+      << watch.out() << watch.err();
+
+  v1::ApplyConfigResponse applied;
+  ASSERT_TRUE(Apply(ChatOnB(), &applied).ok());
+  ASSERT_FALSE(applied.new_version().empty());
+  const std::string table_version = GetConfig().table_version();
+  // "<time>  <version>  route table version <v> published (was <old>)"
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        const std::string out = watch.out();
+        return out.find(absl::StrCat("route table version ", table_version, " published")) !=
+               std::string::npos;
+      },
+      kConvergeTimeout))
+      << "table version " << table_version << "\n" << watch.out() << watch.err();
+
+  watch.Signal(SIGINT);
+  const std::optional<int> status = watch.Wait(10s);
+  ASSERT_TRUE(status.has_value()) << "berryctl watch still runs 10 s after SIGINT";
+  // What a shell shows as 0 or 130: berryctl installs no SIGINT handler, so Ctrl-C ends it the
+  // default way.
+  EXPECT_TRUE((WIFEXITED(*status) && WEXITSTATUS(*status) == 0) ||
+              (WIFSIGNALED(*status) && WTERMSIG(*status) == SIGINT))
+      << DescribeWaitStatus(*status) << "\n" << watch.err();
+}
+
+// The buf CLI: $BERRY_BUF, else /tmp/buf/node_modules/.bin/buf, else `npx --yes
+// @bufbuild/buf@1.75.0`. Empty (with the reason in `why`) when none runs.
+std::vector<std::string> FindBuf(std::string* why) {
+  std::vector<std::vector<std::string>> candidates;
+  if (const char* env = std::getenv("BERRY_BUF"); env != nullptr && *env != '\0') {
+    candidates.push_back({env});
+  }
+  candidates.push_back({"/tmp/buf/node_modules/.bin/buf"});
+  for (const char* npx : {"/usr/bin/npx", "/usr/local/bin/npx"}) {
+    if (access(npx, X_OK) == 0) {
+      candidates.push_back({npx, "--yes", "@bufbuild/buf@1.75.0"});
+      break;
+    }
+  }
+  for (const auto& candidate : candidates) {
+    if (candidate.size() == 1 && access(candidate[0].c_str(), X_OK) != 0) {
+      absl::StrAppend(why, candidate[0], ": not found\n");
+      continue;
+    }
+    std::vector<std::string> argv = candidate;
+    argv.push_back("--version");
+    auto process = Process::Spawn(argv);
+    if (process == nullptr) continue;
+    const auto code = process->Wait(60s);
+    if (code == 0) return candidate;
+    if (!code) process->Kill();
+    absl::StrAppend(why, absl::StrJoin(argv, " "), ": ",
+                    code ? absl::StrCat("exit ", *code) : std::string("no answer in 60 s"), " ",
+                    process->err(), "\n");
+  }
+  return {};
+}
+
+TEST_F(Admin, BufCurlListsAndCallsAdminServiceThroughReflection) {
+  std::string why;
+  const std::vector<std::string> buf = FindBuf(&why);
+  ASSERT_FALSE(buf.empty())
+      << "buf 1.75.0 is needed: `npm install --prefix /tmp/buf @bufbuild/buf@1.75.0` (or set "
+         "BERRY_BUF to a buf binary, or make `npx --yes @bufbuild/buf@1.75.0` work)\n"
+      << why;
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const std::string url = "http://" + control_plane_->grpc_address;
+  auto run = [&](std::vector<std::string> args, std::string* out, std::string* err) {
+    std::vector<std::string> argv = buf;
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto process = Process::Spawn(argv);
+    if (process == nullptr) return -1;
+    const auto code = process->Wait(60s);
+    *out = process->out();
+    *err = process->err();
+    return code.value_or(-1);
+  };
+  std::string out;
+  std::string err;
+
+  // Every service reflection lists must also be describable, or buf exits 1 after the list
+  // (grpc::EnableDefaultHealthCheckService lists grpc.health.v1.Health, whose descriptor is only
+  // known to reflection when the generated health proto is linked in).
+  EXPECT_EQ(run({"curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-methods", url},
+                &out, &err),
+            0)
+      << err;
+  for (const char* method :
+       {"berry.v1.AdminService/GetConfig", "berry.v1.AdminService/ApplyConfig",
+        "berry.v1.AdminService/ListBackends", "berry.v1.AdminService/WatchEvents"}) {
+    EXPECT_NE(out.find(method), std::string::npos) << method << "\n" << out;
+  }
+
+  ASSERT_EQ(run({"curl", "--protocol", "grpc", "--http2-prior-knowledge", "-H",
+                 absl::StrCat("authorization: Bearer ", kAdminToken), "-d", "{}",
+                 url + "/berry.v1.AdminService/ListBackends"},
+                &out, &err),
+            0)
+      << err;
+  const boost::json::value listed = boost::json::parse(out);
+  const auto& backends = listed.at("backends").as_array();
+  ASSERT_EQ(backends.size(), 1u) << out;
+  EXPECT_EQ(backends[0].at("backendId").as_string(), "chat/a/up-a") << out;
+
+  // Without the token reflection still answers but the call is refused.
+  EXPECT_NE(run({"curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", "{}",
+                 url + "/berry.v1.AdminService/ListBackends"},
+                &out, &err),
+            0);
+  EXPECT_NE((out + err).find("unauthenticated"), std::string::npos) << out << err;
 }
 
 }  // namespace
