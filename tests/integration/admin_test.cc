@@ -2,7 +2,11 @@
 // managed berry-proxy, in-process mock providers "a" and "b". Tests call AdminService over gRPC
 // (and run the berryctl binary) and check what changes in the control plane, in the config file
 // and in what the proxy serves — waiting on conditions, never on bare sleeps.
+#include <openssl/sha.h>
+
 #include <gtest/gtest.h>
+
+#include <cstdio>
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -471,6 +475,54 @@ TEST_F(Admin, WrongOrMissingTokenIsRefusedAndCounted) {
   EXPECT_EQ(control_plane_->Metric("berry_cp_admin_unauthenticated_total"), 3.0);
   EXPECT_TRUE(stub_->GetConfig(Context().get(), {}, &response).ok());
   // The audit log never carries the token.
+  EXPECT_EQ(control_plane_->process->err().find(kAdminToken), std::string::npos);
+}
+
+std::string line_string(const boost::json::object& line, const char* key) {
+  const auto* value = line.if_contains(key);
+  return value != nullptr && value->is_string() ? std::string(value->as_string()) : std::string();
+}
+
+// Every mutation leaves one JSON audit line naming the caller by token id (never the token),
+// what changed, and the old and new version; reads leave none.
+TEST_F(Admin, EveryMutationWritesOneAuditLine) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const auto audit_lines = [&] {
+    std::vector<boost::json::object> lines;
+    std::istringstream err(control_plane_->process->err());
+    for (std::string line; std::getline(err, line);) {
+      boost::system::error_code ec;
+      boost::json::value value = boost::json::parse(line, ec);
+      if (!ec && value.is_object() && value.as_object().contains("audit")) {
+        lines.push_back(value.as_object());
+      }
+    }
+    return lines;
+  };
+  const std::string before = GetConfig().version();
+  v1::ApplyConfigResponse applied;
+  ASSERT_TRUE(Apply(ChatOnBoth(), &applied, false, before).ok());
+  ASSERT_TRUE(SetState("chat/a/up-a", v1::BACKEND_ADMIN_STATE_DRAINING).ok());
+  v1::ListBackendsResponse backends;
+  ASSERT_TRUE(stub_->ListBackends(Context().get(), {}, &backends).ok());  // a read: no line
+
+  ASSERT_TRUE(WaitUntil([&] { return audit_lines().size() >= 2; }, kConvergeTimeout))
+      << control_plane_->process->err();
+  const std::vector<boost::json::object> lines = audit_lines();
+  ASSERT_EQ(lines.size(), 2u) << control_plane_->process->err();
+  // The token id is the first 8 hex characters of the token's SHA-256.
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(kAdminToken), std::strlen(kAdminToken), digest);
+  char token_id[9];
+  std::snprintf(token_id, sizeof token_id, "%02x%02x%02x%02x", digest[0], digest[1], digest[2],
+                digest[3]);
+  for (const auto& line : lines) {
+    EXPECT_EQ(line.at("who").as_string(), token_id) << boost::json::serialize(line);
+    EXPECT_FALSE(line.at("what").as_string().empty());
+  }
+  EXPECT_EQ(line_string(lines[0], "old_version"), before);
+  EXPECT_EQ(line_string(lines[0], "new_version"), applied.new_version());
+  EXPECT_NE(line_string(lines[1], "what").find("chat/a/up-a"), std::string::npos);
   EXPECT_EQ(control_plane_->process->err().find(kAdminToken), std::string::npos);
 }
 
