@@ -597,6 +597,23 @@ TEST_F(Admin, BerryctlExitCodesAndJsonOutput) {
   EXPECT_NE(out.find("[providers.b]"), std::string::npos) << out;
 }
 
+TEST_F(Admin, BerryctlTakesServerAndTokenFileFromTheEnvironment) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const auto run = [&](std::vector<std::string> env) {
+    std::vector<std::string> argv = {"/usr/bin/env"};
+    argv.insert(argv.end(), env.begin(), env.end());
+    argv.insert(argv.end(), {BERRYCTL_BINARY, "-o", "json", "get", "version"});
+    auto process = Process::Spawn(argv);
+    return process == nullptr ? -1 : process->Wait(30s).value_or(-1);
+  };
+  EXPECT_EQ(run({"BERRY_SERVER=" + control_plane_->grpc_address,
+                 "BERRY_TOKEN_FILE=" + token_path_}),
+            0);
+  EXPECT_EQ(run({"BERRY_SERVER=" + control_plane_->grpc_address}), 4) << "no token: refused";
+  EXPECT_EQ(run({"BERRY_SERVER=127.0.0.1:1", "BERRY_TOKEN_FILE=" + token_path_}), 3)
+      << "the environment's server is the one dialled";
+}
+
 TEST_F(Admin, WatchStreamsVersionChanges) {
   StartFleet(ChatOnA(), /*with_proxy=*/false);
   auto context = Context();
