@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/json/json_escape.h"
 
 namespace berry::log {
 namespace {
@@ -27,37 +28,6 @@ std::string_view LevelName(Level level) {
       return "error";
   }
   return "info";
-}
-
-// JSON string body (no quotes) for log text; control characters escaped.
-void AppendEscaped(std::string& out, std::string_view text) {
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buffer[8];
-          std::snprintf(buffer, sizeof buffer, "\\u%04x", static_cast<unsigned char>(c));
-          out += buffer;
-        } else {
-          out += c;
-        }
-    }
-  }
 }
 
 }  // namespace
@@ -92,15 +62,13 @@ std::string Format(Level level, std::string_view message, std::initializer_list<
                   static_cast<int>(millis));
     line += buffer;
   }
-  absl::StrAppend(&line, "\"level\":\"", std::string(LevelName(level)), "\",\"msg\":\"");
-  AppendEscaped(line, message);
-  line += '"';
+  absl::StrAppend(&line, "\"level\":\"", std::string(LevelName(level)), "\",\"msg\":");
+  json::AppendJsonString(line, message);
   for (const auto& [name, value] : fields) {
-    line += ",\"";
-    AppendEscaped(line, name);
-    line += "\":\"";
-    AppendEscaped(line, value);
-    line += '"';
+    line += ',';
+    json::AppendJsonString(line, name);
+    line += ':';
+    json::AppendJsonString(line, value);
   }
   line += "}\n";
   return line;

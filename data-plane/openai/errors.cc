@@ -1,6 +1,6 @@
 #include "data-plane/openai/errors.h"
 
-#include "data-plane/openai/json_escape.h"
+#include "common/json/json_escape.h"
 
 namespace berry::openai {
 namespace {
@@ -12,7 +12,7 @@ void AppendStringOrNull(std::string& out, std::string_view value) {
   if (value.empty()) {
     out.append("null");
   } else {
-    AppendJsonString(out, value);
+    json::AppendJsonString(out, value);
   }
 }
 
@@ -54,9 +54,9 @@ std::string ErrorJson(std::string_view message, std::string_view type, std::stri
   std::string out;
   out.reserve(64 + message.size() + type.size() + param.size() + code.size());
   out.append(R"({"error":{"message":)");
-  AppendJsonString(out, message);
+  json::AppendJsonString(out, message);
   out.append(R"(,"type":)");
-  AppendJsonString(out, type);
+  json::AppendJsonString(out, type);
   out.append(R"(,"param":)");
   AppendStringOrNull(out, param);
   out.append(R"(,"code":)");
@@ -74,7 +74,7 @@ std::string SseErrorEvent(std::string_view message) {
   std::string out;
   out.reserve(64 + message.size());
   out.append(R"(data: {"error":{"message":)");
-  AppendJsonString(out, message);
+  json::AppendJsonString(out, message);
   out.append(R"(,"type":")");
   out.append(kUpstreamError);
   out.append("\"}}\n\n");

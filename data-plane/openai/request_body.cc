@@ -11,7 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "data-plane/openai/json_escape.h"
+#include "common/json/json_escape.h"
 
 namespace berry::openai {
 namespace {
@@ -477,7 +477,7 @@ void RewriteModel(std::string_view body, const RequestFields& fields,
   out.clear();
   out.reserve(body.size() - (fields.model_end - fields.model_begin) + upstream_model.size() + 2);
   out.append(body.data(), fields.model_begin);
-  AppendJsonString(out, upstream_model);
+  json::AppendJsonString(out, upstream_model);
   out.append(body.data() + fields.model_end, body.size() - fields.model_end);
 }
 

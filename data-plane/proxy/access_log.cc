@@ -7,14 +7,14 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
-#include "data-plane/openai/json_escape.h"
+#include "common/json/json_escape.h"
 
 namespace berry::proxy {
 namespace {
 
 void AppendField(std::string& out, std::string_view name, std::string_view value) {
   absl::StrAppend(&out, ",\"", std::string(name), "\":");
-  openai::AppendJsonString(out, value);
+  json::AppendJsonString(out, value);
 }
 
 std::string Rfc3339Micros(int64_t unix_micros) {

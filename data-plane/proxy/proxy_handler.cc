@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log/log.h"
 #include "data-plane/openai/errors.h"
-#include "data-plane/openai/json_escape.h"
+#include "common/json/json_escape.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/openai/sse.h"
 #include "data-plane/openai/usage.h"
@@ -284,7 +284,7 @@ net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
                           R"({"status":"not ready","reason":"no route table loaded"})");
     } else {
       std::string body = R"({"status":"ready","version":)";
-      openai::AppendJsonString(body, exchange.generation->version());
+      json::AppendJsonString(body, exchange.generation->version());
       body += "}";
       co_await json_reply(http::status::ok, std::move(body));
     }
@@ -366,7 +366,7 @@ net::awaitable<void> ProxyHandler::ListModels(Exchange& exchange, std::string_vi
   }
   const auto model_json = [](std::string& out, const selection::CompiledModel& model) {
     out += R"({"id":)";
-    openai::AppendJsonString(out, model.name());
+    json::AppendJsonString(out, model.name());
     out += R"(,"object":"model","created":0,"owned_by":"berry"})";
   };
   Response response{http::status::ok, 11};

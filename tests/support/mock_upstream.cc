@@ -1,5 +1,7 @@
 #include "tests/support/mock_upstream.h"
 
+#include "common/json/json_escape.h"
+
 #include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -40,6 +42,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using tcp = net::ip::tcp;
+using berry::json::AppendJsonString;
 using Clock = std::chrono::steady_clock;
 
 constexpr auto kUseTuple = net::as_tuple(net::use_awaitable);
@@ -128,39 +131,6 @@ BodyFields ParseBody(std::string_view body, std::string* model) {
     }
   }
   return fields;
-}
-
-void AppendJsonString(std::string& out, std::string_view s) {
-  out.push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += R"(\")";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          constexpr char kHex[] = "0123456789abcdef";
-          out += "\\u00";
-          out.push_back(kHex[(c >> 4) & 0xf]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
 }
 
 void AppendUsage(std::string& out, const Usage& u, bool with_completion) {

@@ -1,10 +1,10 @@
-#include "data-plane/openai/json_escape.h"
+#include "common/json/json_escape.h"
 
 #include <string>
 
 #include "gtest/gtest.h"
 
-namespace berry::openai {
+namespace berry::json {
 namespace {
 
 std::string Escape(std::string_view text) {
@@ -44,4 +44,4 @@ TEST(AppendJsonString, ReplacesMalformedUtf8) {
 }
 
 }  // namespace
-}  // namespace berry::openai
+}  // namespace berry::json

@@ -1,11 +1,11 @@
-// JSON string escaping shared by the OpenAI helpers (error bodies, `model` rewriting). Pure
-// functions; any thread.
+// JSON string escaping shared by every part that writes JSON by hand (error bodies, `model`
+// rewriting, log lines, the mock upstream). Pure functions; any thread.
 #pragma once
 
 #include <string>
 #include <string_view>
 
-namespace berry::openai {
+namespace berry::json {
 
 // Appends `text` to `out` as a JSON string literal, quotes included. `"` and `\` are escaped,
 // control characters become \b \f \n \r \t or \u00XX, and every byte that is not part of
@@ -13,4 +13,4 @@ namespace berry::openai {
 // (error messages may quote upstream or client bytes). Well-formed UTF-8 is copied as is.
 void AppendJsonString(std::string& out, std::string_view text);
 
-}  // namespace berry::openai
+}  // namespace berry::json

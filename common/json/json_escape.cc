@@ -1,9 +1,9 @@
-#include "data-plane/openai/json_escape.h"
+#include "common/json/json_escape.h"
 
 #include <cstddef>
 #include <cstdint>
 
-namespace berry::openai {
+namespace berry::json {
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
@@ -100,4 +100,4 @@ void AppendJsonString(std::string& out, std::string_view text) {
   out.push_back('"');
 }
 
-}  // namespace berry::openai
+}  // namespace berry::json
