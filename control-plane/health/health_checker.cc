@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/log/log.h"
+#include "data-plane/wire/http_wire.h"
 
 namespace berry::control_plane {
 namespace {
@@ -366,7 +367,9 @@ net::awaitable<HealthChecker::Result> HealthChecker::Probe(std::shared_ptr<const
 
   state.connection = connection.get();
   connection->ExpiresAfter(std::max(deadline - SteadyClock::now(), SteadyClock::duration::zero()));
-  beast::error_code ec = co_await connection->Write(request);
+  std::string head;
+  wire::AppendRequestHead(head, request);
+  beast::error_code ec = co_await connection->Write(head, {});
   http::response_parser<http::buffer_body> parser;
   if (!ec) {
     ec = co_await connection->ReadHeader(parser);

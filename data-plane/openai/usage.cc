@@ -164,8 +164,36 @@ class UsageHandler {
 
 }  // namespace
 
+namespace {
+
+// Whether some `"usage"` in the text is followed by `:` and an object. Streams that ask for
+// usage carry `"usage":null` in every chunk but the last; those skip the parse.
+bool MayCarryUsageObject(std::string_view json) {
+  constexpr std::string_view kKey = "\"usage\"";
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  for (size_t at = json.find(kKey); at != std::string_view::npos; at = json.find(kKey, at + 1)) {
+    size_t i = at + kKey.size();
+    while (i < json.size() && is_space(json[i])) {
+      ++i;
+    }
+    if (i >= json.size() || json[i] != ':') {
+      continue;
+    }
+    ++i;
+    while (i < json.size() && is_space(json[i])) {
+      ++i;
+    }
+    if (i < json.size() && json[i] == '{') {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 std::optional<Usage> ExtractUsage(std::string_view json) {
-  if (json.find("\"usage\"") == std::string_view::npos) {
+  if (!MayCarryUsageObject(json)) {
     return std::nullopt;
   }
   boost::json::parse_options options;

@@ -16,7 +16,7 @@ struct AccessLogEntry {
   std::string_view request_id;
   std::string_view user;  // client id; empty for anonymous or unauthenticated
   std::string_view method;
-  std::string_view path;  // without the query string
+  std::string_view path;     // without the query string
   std::string_view model;    // custom model name when it resolved, else empty
   std::string_view backend;  // backend id of the answering attempt, else empty
   int status = 0;
@@ -39,6 +39,8 @@ class AccessLog {
   void Write(const AccessLogEntry& entry) const;
   // The line Write() would emit (with the trailing newline), for tests.
   static std::string Format(const AccessLogEntry& entry, int64_t unix_micros);
+  // Appends that line to `line`.
+  static void AppendLine(std::string& line, const AccessLogEntry& entry, int64_t unix_micros);
 
  private:
   int fd_;

@@ -2,21 +2,23 @@
 
 #include <algorithm>
 #include <array>
-#include <utility>
-
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
+#include <memory>
+#include <utility>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/json/json_escape.h"
 #include "common/log/log.h"
 #include "data-plane/openai/errors.h"
-#include "common/json/json_escape.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/openai/sse.h"
 #include "data-plane/openai/usage.h"
+#include "data-plane/wire/http_wire.h"
 
 namespace berry::proxy {
 namespace {
@@ -69,6 +71,64 @@ bool IsHopByHopOrOwn(http::field field, std::string_view name, std::string_view 
   return false;
 }
 
+// The upstream response's end-to-end fields, then the CORS fields every /v1/ answer carries
+// (replacing any the provider sent).
+void AppendRelayedFields(std::string& head, const http::fields& fields,
+                         std::string_view connection_tokens) {
+  for (const auto& field : fields) {
+    const http::field name = field.name();
+    if (name == http::field::access_control_allow_origin ||
+        name == http::field::access_control_expose_headers ||
+        IsHopByHopOrOwn(name, field.name_string(), connection_tokens)) {
+      continue;
+    }
+    wire::AppendField(head,
+                      std::string_view(field.name_string().data(), field.name_string().size()),
+                      std::string_view(field.value().data(), field.value().size()));
+  }
+  wire::AppendField(head, "Access-Control-Allow-Origin", "*");
+  wire::AppendField(head, "Access-Control-Expose-Headers", "x-request-id");
+}
+
+// Timeouts of a relayed stream without a timer per read and per write: one timer per stream,
+// re-armed only when it fires (about once per idle timeout), checks when the upstream last
+// delivered and how long the write in progress has been hanging. Once the stream is over,
+// `active` is cleared and the timer cancelled; its handler then touches nothing else.
+struct StreamWatchdog {
+  explicit StreamWatchdog(net::io_context& io_context) : timer(io_context) {}
+  net::steady_timer timer;
+  Clock::time_point last_read;
+  bool active = true;
+  bool idle_expired = false;
+};
+
+void ArmStreamWatchdog(const std::shared_ptr<StreamWatchdog>& watchdog, Clock::duration idle,
+                       upstream::Connection* connection, Downstream* downstream) {
+  const Clock::duration write_timeout = downstream->write_timeout();
+  Clock::time_point next = std::min(watchdog->last_read + idle, Clock::now() + write_timeout);
+  if (const auto since = downstream->write_pending_since()) {
+    next = std::min(next, *since + write_timeout);
+  }
+  watchdog->timer.expires_at(next);
+  watchdog->timer.async_wait([watchdog, idle, connection, downstream](beast::error_code ec) {
+    if (ec || !watchdog->active) {
+      return;
+    }
+    const Clock::time_point now = Clock::now();
+    if (now - watchdog->last_read >= idle) {
+      watchdog->idle_expired = true;
+      connection->Cancel();
+      return;
+    }
+    if (const auto since = downstream->write_pending_since();
+        since && now - *since >= downstream->write_timeout()) {
+      downstream->Abort();  // the client stopped reading
+      return;
+    }
+    ArmStreamWatchdog(watchdog, idle, connection, downstream);
+  });
+}
+
 bool IsEventStream(std::string_view content_type) {
   constexpr std::string_view kEventStream = "text/event-stream";
   return content_type.size() >= kEventStream.size() &&
@@ -84,8 +144,8 @@ bool IsRetryableStatus(int status) {
 
 // The OpenAI endpoints berry relays, by path: the upstream path after the base URL.
 std::string_view RelayedPath(std::string_view path) {
-  static constexpr std::array<std::string_view, 3> kPaths = {
-      "/v1/chat/completions", "/v1/completions", "/v1/embeddings"};
+  static constexpr std::array<std::string_view, 3> kPaths = {"/v1/chat/completions",
+                                                             "/v1/completions", "/v1/embeddings"};
   for (std::string_view p : kPaths) {
     if (path == p) {
       return p.substr(3);  // drop "/v1": base_url carries the version
@@ -135,9 +195,9 @@ struct ProxyHandler::Exchange {
   std::optional<Response> last_upstream_response;  // a 429/5xx from upstream, passed through
 };
 
-ProxyHandler::ProxyHandler(net::io_context& io_context, RouteStore& routes,
-                           ProxyMetrics& metrics, std::shared_ptr<const upstream::TlsContexts> tls,
-                           AccessLog& access_log, ProxyOptions options)
+ProxyHandler::ProxyHandler(net::io_context& io_context, RouteStore& routes, ProxyMetrics& metrics,
+                           std::shared_ptr<const upstream::TlsContexts> tls, AccessLog& access_log,
+                           ProxyOptions options)
     : io_context_(io_context),
       routes_(routes),
       metrics_(metrics),
@@ -186,7 +246,7 @@ net::awaitable<void> ProxyHandler::HandleBadRequest(http::status status, std::st
                                                     Downstream& downstream) {
   Response response{status, 11};
   const ErrorKind kind = status == http::status::payload_too_large ? ErrorKind::kRequestTooLarge
-                                                                    : ErrorKind::kInvalidRequest;
+                                                                   : ErrorKind::kInvalidRequest;
   response.set(http::field::content_type, "application/json");
   response.body() = openai::ErrorJson(kind, reason);
   co_await downstream.Write(response);
@@ -268,8 +328,8 @@ net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
     response.set(http::field::allow, allow);
     response.body() = openai::ErrorJson(
         ErrorKind::kMethodNotAllowed,
-        absl::StrCat("method ", std::string(exchange.request.method_string()), " is not allowed on ",
-                     std::string(path), "; use ", std::string(allow)));
+        absl::StrCat("method ", std::string(exchange.request.method_string()),
+                     " is not allowed on ", std::string(path), "; use ", std::string(allow)));
     co_await Send(exchange, response);
   };
 
@@ -333,16 +393,16 @@ net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
     co_return;
   }
   exchange.error = "unknown path";
-  co_await json_reply(
-      http::status::not_found,
-      openai::ErrorJson(ErrorKind::kUnknownUrl,
-                        absl::StrCat("unknown request URL: ", std::string(exchange.request.method_string()), " ",
-                                     std::string(path))));
+  co_await json_reply(http::status::not_found,
+                      openai::ErrorJson(ErrorKind::kUnknownUrl,
+                                        absl::StrCat("unknown request URL: ",
+                                                     std::string(exchange.request.method_string()),
+                                                     " ", std::string(path))));
 }
 
 const auth::Client* ProxyHandler::Authenticate(Exchange& exchange, std::string* error) {
-  auto client = exchange.generation->clients->Authenticate(
-      exchange.request[http::field::authorization]);
+  auto client =
+      exchange.generation->clients->Authenticate(exchange.request[http::field::authorization]);
   if (!client.ok()) {
     *error = std::string(client.status().message());
     return nullptr;
@@ -378,7 +438,8 @@ net::awaitable<void> ProxyHandler::ListModels(Exchange& exchange, std::string_vi
       co_await SendError(
           exchange, 404,
           openai::ErrorJson(ErrorKind::kModelNotFound,
-                            absl::StrCat("The model '", std::string(model_id), "' does not exist"), "model"));
+                            absl::StrCat("The model '", std::string(model_id), "' does not exist"),
+                            "model"));
       co_return;
     }
     model_json(response.body(), **model);
@@ -440,8 +501,9 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   auto fields = openai::ScanRequestBody(exchange.request.body());
   if (!fields.ok()) {
     exchange.error = std::string(fields.status().message());
-    co_await SendError(exchange, 400,
-                       openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message())));
+    co_await SendError(
+        exchange, 400,
+        openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message())));
     co_return;
   }
   exchange.fields = *std::move(fields);
@@ -449,11 +511,11 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   auto model = generation.snapshot().FindModel(exchange.fields.model);
   if (!model.ok()) {
     exchange.error = "model not found";
-    co_await SendError(exchange, 404,
-                       openai::ErrorJson(ErrorKind::kModelNotFound,
-                                         absl::StrCat("The model '", exchange.fields.model,
-                                                      "' does not exist"),
-                                         "model"));
+    co_await SendError(
+        exchange, 404,
+        openai::ErrorJson(ErrorKind::kModelNotFound,
+                          absl::StrCat("The model '", exchange.fields.model, "' does not exist"),
+                          "model"));
     co_return;
   }
   if (!client.MayUse((*model)->name())) {
@@ -509,11 +571,11 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
                                          absl::StrCat("no backend answered in time after ",
                                                       exchange.tried.size(), " attempt(s)")));
   } else {
-    co_await SendError(exchange, 502,
-                       openai::ErrorJson(ErrorKind::kBadGateway,
-                                         absl::StrCat("no backend could be reached after ",
-                                                      exchange.tried.size(),
-                                                      " attempt(s): ", exchange.error)));
+    co_await SendError(
+        exchange, 502,
+        openai::ErrorJson(ErrorKind::kBadGateway,
+                          absl::StrCat("no backend could be reached after ", exchange.tried.size(),
+                                       " attempt(s): ", exchange.error)));
   }
 }
 
@@ -545,31 +607,57 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
   absl::Cleanup end_request = [&runtime] { runtime.EndRequest(); };
 
   // The upstream request: the client's end-to-end headers, the provider's key and headers, the
-  // body with `model` rewritten.
-  http::request<http::string_body> upstream_request{exchange.request.method(), "", 11};
-  upstream_request.target(
-      absl::StrCat(route.endpoint.path_prefix, std::string(RelayedPath(exchange.path)),
-                   std::string(exchange.query)));
+  // body with `model` rewritten. Written straight into one buffer (data-plane/wire).
+  const auto configured = [&route](std::string_view name) {
+    for (const auto& header : route.headers) {
+      if (beast::iequals(header.first, name)) {
+        return true;
+      }
+    }
+    return false;
+  };
+  std::string upstream_body;
+  openai::RewriteModel(exchange.request.body(), exchange.fields, backend.config().upstream_model(),
+                       upstream_body);
+  std::string upstream_head;
+  upstream_head.reserve(1024);
+  std::string target = route.endpoint.path_prefix;
+  target.append(RelayedPath(exchange.path)).append(exchange.query);
+  const auto method = exchange.request.method_string();
+  wire::AppendRequestLine(upstream_head, std::string_view(method.data(), method.size()), target);
   const std::string_view connection_tokens = exchange.request[http::field::connection];
   for (const auto& field : exchange.request) {
     const http::field name = field.name();
-    if (IsHopByHopOrOwn(name, field.name_string(), connection_tokens) ||
+    const std::string_view name_string(field.name_string().data(), field.name_string().size());
+    if (IsHopByHopOrOwn(name, name_string, connection_tokens) ||
         name == http::field::authorization || name == http::field::expect ||
         name == http::field::accept_encoding) {
       continue;  // the body must arrive uncompressed: we read `usage` and split SSE events
     }
-    upstream_request.insert(field.name_string(), field.value());
+    if (!route.headers.empty() && configured(name_string)) {
+      continue;  // the provider's configured value wins
+    }
+    wire::AppendField(upstream_head, name_string,
+                      std::string_view(field.value().data(), field.value().size()));
   }
-  upstream_request.set(http::field::host, route.endpoint.host_header);
-  upstream_request.set(http::field::authorization, route.authorization);
-  upstream_request.set("x-request-id", exchange.downstream.request_id());
+  if (!configured("host")) {
+    wire::AppendField(upstream_head, "Host", route.endpoint.host_header);
+  }
+  if (!route.authorization.empty() && !configured("authorization")) {
+    wire::AppendField(upstream_head, "Authorization", route.authorization);
+  }
+  if (!configured("x-request-id")) {
+    wire::AppendField(upstream_head, "x-request-id", exchange.downstream.request_id());
+  }
   for (const auto& [name, value] : route.headers) {
-    upstream_request.set(name, value);
+    wire::AppendField(upstream_head, name, value);
   }
-  openai::RewriteModel(exchange.request.body(), exchange.fields,
-                       backend.config().upstream_model(), upstream_request.body());
-  upstream_request.keep_alive(true);
-  upstream_request.prepare_payload();
+  const http::verb verb = exchange.request.method();
+  if (!upstream_body.empty() || verb == http::verb::post || verb == http::verb::put ||
+      verb == http::verb::patch) {
+    wire::AppendContentLength(upstream_head, upstream_body.size());
+  }
+  upstream_head.append(wire::kCrLf);
 
   const Clock::time_point attempt_start = Clock::now();
   const auto request_timeout = Seconds(settings.request_timeout(), 30);
@@ -609,7 +697,7 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
       raw->Cancel();
     });
     connection->ExpiresAfter(first_byte_timeout - (Clock::now() - attempt_start));
-    beast::error_code ec = co_await connection->Write(upstream_request);
+    beast::error_code ec = co_await connection->Write(upstream_head, upstream_body);
     if (!ec) {
       parser.emplace();
       parser->body_limit(boost::none);
@@ -629,7 +717,8 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     if (connection->reused() && !fresh && connection->buffer().size() == 0) {
       continue;
     }
-    fail(outlier::Outcome::kConnectError, absl::StrCat("upstream connection failed: ", ec.message()));
+    fail(outlier::Outcome::kConnectError,
+         absl::StrCat("upstream connection failed: ", ec.message()));
     co_return;
   }
 
@@ -650,9 +739,11 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
   }
 
   // A whole response: read it completely before the client sees anything, so a failure here can
-  // still go to another backend.
+  // still go to another backend. The body is read straight into its string.
   std::string body;
-  std::array<char, 16 * 1024> piece;
+  if (const auto length = parser->content_length()) {
+    body.reserve(std::min<uint64_t>(*length, options_.max_response_body_bytes + 1));
+  }
   connection->ExpiresAfter(request_timeout - (Clock::now() - attempt_start));
   upstream::Connection* raw = connection.get();
   exchange.downstream.WatchForDisconnect([&exchange, raw] {
@@ -661,8 +752,14 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
   });
   beast::error_code ec;
   while (!parser->is_done()) {
-    auto [read_ec, n] = co_await connection->ReadSome(*parser, piece.data(), piece.size());
-    body.append(piece.data(), n);
+    const size_t had = body.size();
+    size_t room = body.capacity() - had;
+    if (room < 1024) {
+      room = std::max<size_t>(4096, had);
+    }
+    body.resize(had + room);
+    auto [read_ec, n] = co_await connection->ReadSome(*parser, body.data() + had, room);
+    body.resize(had + n);
     if (read_ec) {
       ec = read_ec;
       break;
@@ -681,36 +778,41 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
          absl::StrCat("upstream response broke off: ", ec.message()));
     co_return;
   }
-  const bool reusable = parser->get().keep_alive();
-
-  Response response{static_cast<http::status>(status), 11};
-  const std::string_view upstream_connection = parser->get()[http::field::connection];
-  for (const auto& field : parser->get()) {
-    if (!IsHopByHopOrOwn(field.name(), field.name_string(), upstream_connection)) {
-      response.insert(field.name_string(), field.value());
-    }
-  }
-  response.body() = std::move(body);
-  if (reusable) {
+  if (parser->get().keep_alive()) {
     pool_.Release(std::move(connection));
   }
 
   const outlier::Outcome outcome = outlier::OutcomeForStatus(status);
   RecordOutcome(generation, backend, outcome);
   exchange.backend = &backend;
+  const auto& upstream_fields = parser->get().base();
+  const std::string_view upstream_connection = upstream_fields[http::field::connection];
   if (retryable) {
+    // Kept as a message: it is what the client gets if no other backend answers.
+    Response response{static_cast<http::status>(status), 11};
+    for (const auto& field : upstream_fields) {
+      if (!IsHopByHopOrOwn(field.name(), field.name_string(), upstream_connection)) {
+        response.insert(field.name_string(), field.value());
+      }
+    }
+    response.body() = std::move(body);
     exchange.last_timed_out = false;
     exchange.error = absl::StrCat("upstream answered ", status);
     exchange.last_upstream_response = std::move(response);
     co_return;
   }
   exchange.error.clear();  // an earlier attempt may have failed; this one answers
-  if (const auto usage = openai::ExtractUsage(response.body())) {
+  if (const auto usage = openai::ExtractUsage(body)) {
     exchange.prompt_tokens = usage->prompt_tokens;
     exchange.completion_tokens = usage->completion_tokens;
     metrics_.CountTokens(*exchange.model, backend, usage->prompt_tokens, usage->completion_tokens);
   }
-  co_await Send(exchange, response);
+  // Relayed without building a response message: the upstream fields go straight into the head.
+  std::string& head = exchange.downstream.BeginHead(status);
+  AppendRelayedFields(head, upstream_fields, upstream_connection);
+  exchange.status = status;
+  exchange.answered = true;
+  co_await exchange.downstream.WriteWithBody(body);
 }
 
 net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
@@ -742,10 +844,19 @@ net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
     exchange.client_gone = true;
     connection.Cancel();
   });
+  connection.ExpiresNever();
+  exchange.downstream.UseWatchdogForWrites();
+  auto watchdog = std::make_shared<StreamWatchdog>(io_context_);
+  watchdog->last_read = Clock::now();
+  ArmStreamWatchdog(watchdog, idle_timeout, &connection, &exchange.downstream);
+  absl::Cleanup stop_watchdog = [&watchdog] {
+    watchdog->active = false;
+    watchdog->timer.cancel();
+  };
   beast::error_code broken;
   while (!parser.is_done()) {
-    connection.ExpiresAfter(idle_timeout);
     auto [ec, n] = co_await connection.ReadSome(parser, piece.data(), piece.size());
+    watchdog->last_read = Clock::now();
     if (n > 0) {
       const std::string_view data(piece.data(), n);
       splitter.Feed(data, [&usage](std::string_view event) {
@@ -775,7 +886,7 @@ net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
     co_return false;
   }
   if (broken) {
-    const bool timed_out = broken == beast::error::timeout;
+    const bool timed_out = watchdog->idle_expired || broken == beast::error::timeout;
     exchange.error = timed_out ? "upstream stream went idle" : "upstream stream broke off";
     metrics_.CountStreamBroken(*exchange.model, backend);
     RecordOutcome(generation, backend,
@@ -783,8 +894,9 @@ net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
     // One error event, then the connection closes without the chunked terminator, so no client
     // can mistake the stream for a complete one.
     std::string tail = splitter.AtEventBoundary() ? "" : "\n\n";
-    tail += openai::SseErrorEvent(timed_out ? "upstream stream timed out: no data within the idle timeout"
-                                            : "upstream stream broke off before it finished");
+    tail += openai::SseErrorEvent(timed_out
+                                      ? "upstream stream timed out: no data within the idle timeout"
+                                      : "upstream stream broke off before it finished");
     co_await exchange.downstream.WriteChunk(tail);
     exchange.downstream.set_keep_alive(false);
     co_return false;

@@ -2,10 +2,7 @@
 
 #include <sys/socket.h>
 
-#include <cerrno>
-#include <mutex>
-#include <utility>
-
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -15,12 +12,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/serializer.hpp>
-#include <boost/beast/http/write.hpp>
+#include <mutex>
+#include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
@@ -63,12 +59,6 @@ struct HttpServer::Worker {
   absl::flat_hash_set<beast::tcp_stream*> idle;
 };
 
-struct Downstream::WatchState {
-  std::function<void()> on_gone;
-  net::cancellation_signal cancel;
-  bool active = true;
-};
-
 namespace {
 
 std::string NewRequestId(absl::BitGen& rng) {
@@ -84,37 +74,79 @@ std::string NewRequestId(absl::BitGen& rng) {
 
 }  // namespace
 
-Downstream::Downstream(beast::tcp_stream& stream, std::string request_id, bool keep_alive,
+Downstream::Downstream(beast::tcp_stream& stream, beast::flat_buffer& read_buffer,
+                       std::string& head_buffer, std::string request_id, bool keep_alive,
                        std::chrono::milliseconds write_timeout)
     : stream_(stream),
+      head_(head_buffer),
       request_id_(std::move(request_id)),
       keep_alive_(keep_alive),
-      write_timeout_(write_timeout) {}
+      write_timeout_(write_timeout),
+      read_buffer_(read_buffer) {}
 
-void Downstream::Prepare(http::fields& fields) {
-  fields.set("x-request-id", request_id_);
+std::string& Downstream::BeginHead(unsigned status) {
+  status_ = status;
+  head_.clear();
+  wire::AppendStatusLine(head_, status);
+  return head_;
+}
+
+void Downstream::FinishHead(bool chunked, size_t body_size) {
+  wire::AppendField(head_, "x-request-id", request_id_);
+  if (!keep_alive_) {
+    wire::AppendField(head_, "Connection", "close");
+  }
+  if (chunked) {
+    wire::AppendField(head_, "Transfer-Encoding", "chunked");
+  } else if (!wire::StatusHasNoBody(status_)) {
+    wire::AppendContentLength(head_, body_size);
+  }
+  head_.append(wire::kCrLf);
   started_ = true;
 }
 
-net::awaitable<bool> Downstream::Write(Response& response) {
-  Prepare(response.base());
-  response.keep_alive(keep_alive_);
-  response.prepare_payload();
+net::awaitable<bool> Downstream::WriteWithBody(std::string_view body) {
+  if (wire::StatusHasNoBody(status_)) {
+    body = {};
+  }
+  FinishHead(false, body.size());
+  const std::array<net::const_buffer, 2> buffers{net::buffer(head_), net::buffer(body)};
   stream_.expires_after(write_timeout_);
-  auto [ec, n] = co_await http::async_write(stream_, response, kNoThrow);
+  auto [ec, n] = co_await net::async_write(stream_, buffers, kNoThrow);
   failed_ = static_cast<bool>(ec);
   co_return !failed_;
 }
 
+net::awaitable<bool> Downstream::Write(Response& response) {
+  wire::AppendFieldsExceptFraming(BeginHead(response.result_int()), response.base(),
+                                  "x-request-id");
+  co_return co_await WriteWithBody(response.body());
+}
+
 net::awaitable<bool> Downstream::WriteHeader(ResponseHeader& header) {
-  Prepare(header.base());
-  header.keep_alive(keep_alive_);
-  header.chunked(true);
-  http::response_serializer<http::empty_body> serializer(header);
+  wire::AppendFieldsExceptFraming(BeginHead(header.result_int()), header.base(), "x-request-id");
+  FinishHead(true, 0);
   stream_.expires_after(write_timeout_);
-  auto [ec, n] = co_await http::async_write_header(stream_, serializer, kNoThrow);
+  auto [ec, n] = co_await net::async_write(stream_, net::buffer(head_), kNoThrow);
   failed_ = static_cast<bool>(ec);
   co_return !failed_;
+}
+
+void Downstream::UseWatchdogForWrites() {
+  watchdog_writes_ = true;
+  stream_.expires_never();
+}
+
+std::optional<std::chrono::steady_clock::time_point> Downstream::write_pending_since() const {
+  if (write_started_ == std::chrono::steady_clock::time_point{}) {
+    return std::nullopt;
+  }
+  return write_started_;
+}
+
+void Downstream::Abort() {
+  beast::error_code ignored;
+  stream_.socket().cancel(ignored);
 }
 
 net::awaitable<bool> Downstream::WriteChunk(std::string_view data) {
@@ -124,9 +156,16 @@ net::awaitable<bool> Downstream::WriteChunk(std::string_view data) {
   if (data.empty()) {
     co_return true;  // an empty chunk would end the body
   }
-  stream_.expires_after(write_timeout_);
-  auto [ec, n] =
-      co_await net::async_write(stream_, http::make_chunk(net::buffer(data)), kNoThrow);
+  const std::array<net::const_buffer, 3> buffers{
+      net::buffer(wire::ChunkSizeLine(data.size(), chunk_line_)), net::buffer(data),
+      net::buffer(wire::kCrLf)};
+  if (watchdog_writes_) {
+    write_started_ = std::chrono::steady_clock::now();
+  } else {
+    stream_.expires_after(write_timeout_);
+  }
+  auto [ec, n] = co_await net::async_write(stream_, buffers, kNoThrow);
+  write_started_ = {};
   failed_ = static_cast<bool>(ec);
   co_return !failed_;
 }
@@ -135,42 +174,61 @@ net::awaitable<bool> Downstream::WriteEnd() {
   if (failed_) {
     co_return false;
   }
-  stream_.expires_after(write_timeout_);
-  auto [ec, n] = co_await net::async_write(stream_, http::make_chunk_last(), kNoThrow);
+  if (watchdog_writes_) {
+    write_started_ = std::chrono::steady_clock::now();
+  } else {
+    stream_.expires_after(write_timeout_);
+  }
+  auto [ec, n] = co_await net::async_write(stream_, net::buffer(wire::kLastChunk), kNoThrow);
+  write_started_ = {};
   failed_ = static_cast<bool>(ec);
   co_return !failed_;
 }
 
 void Downstream::WatchForDisconnect(std::function<void()> on_gone) {
-  StopWatching();
-  auto state = std::make_shared<WatchState>();
-  state->on_gone = std::move(on_gone);
-  watch_ = state;
-  const int fd = stream_.socket().native_handle();
-  stream_.socket().async_wait(
-      net::ip::tcp::socket::wait_read,
-      net::bind_cancellation_slot(state->cancel.slot(), [state, fd](boost::system::error_code ec) {
-        if (ec || !state->active) {
-          return;  // cancelled, or the connection is being torn down anyway
-        }
-        // Readable: either the client closed/reset (peek sees 0 or an error) or it already sent
-        // its next, pipelined request (peek sees data: the client is alive).
-        char byte;
-        const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-          state->active = false;
-          state->on_gone();
-        }
-      }));
-}
-
-void Downstream::StopWatching() {
-  if (!watch_) {
+  if (client_gone_) {
+    on_gone();
     return;
   }
-  watch_->active = false;
-  watch_->cancel.emit(net::cancellation_type::all);
-  watch_.reset();
+  on_gone_ = std::move(on_gone);
+  if (watch_pending_ || watch_over_) {
+    return;
+  }
+  watch_pending_ = true;
+  stream_.socket().async_read_some(
+      read_buffer_.prepare(4096),
+      net::bind_cancellation_slot(
+          watch_cancel_.slot(), [this](boost::system::error_code ec, size_t n) {
+            watch_pending_ = false;
+            if (ec == net::error::operation_aborted) {
+              return;
+            }
+            if (!ec) {
+              read_buffer_.commit(n);  // the next request, pipelined: the client is alive
+              watch_over_ = true;
+              return;
+            }
+            client_gone_ = true;  // closed or reset
+            failed_ = true;
+            if (on_gone_) {
+              std::function<void()> gone = std::move(on_gone_);
+              on_gone_ = nullptr;
+              gone();
+            }
+          }));
+}
+
+void Downstream::StopWatching() { on_gone_ = nullptr; }
+
+net::awaitable<void> Downstream::EndWatch() {
+  on_gone_ = nullptr;
+  if (watch_pending_) {
+    watch_cancel_.emit(net::cancellation_type::all);
+  }
+  // The read's handler was queued when it completed or was cancelled; it runs before this.
+  while (watch_pending_) {
+    co_await net::post(stream_.get_executor(), net::use_awaitable);
+  }
 }
 
 namespace {
@@ -180,6 +238,7 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
                                 const std::atomic<bool>& draining, net::ip::tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
   beast::flat_buffer buffer;
+  std::string head_buffer;  // response heads, reused by every request on this connection
   Handler& handler = *worker.handler;
   for (;;) {
     if (buffer.size() == 0) {
@@ -250,20 +309,21 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     active_requests.fetch_add(1, std::memory_order_relaxed);
     if (!bad_reason.empty()) {
       // The stream is out of sync with the framing: answer and close.
-      Downstream downstream(stream, NewRequestId(worker.rng), false, options.write_timeout);
+      Downstream downstream(stream, buffer, head_buffer, NewRequestId(worker.rng), false,
+                            options.write_timeout);
       co_await handler.HandleBadRequest(bad_status, bad_reason, downstream);
       active_requests.fetch_sub(1, std::memory_order_relaxed);
       break;
     }
     Request request = parser.release();
     const auto client_id = request["x-request-id"];
-    std::string request_id = AcceptableRequestId(client_id) ? std::string(client_id)
-                                                            : NewRequestId(worker.rng);
-    Downstream downstream(stream, std::move(request_id),
+    std::string request_id =
+        AcceptableRequestId(client_id) ? std::string(client_id) : NewRequestId(worker.rng);
+    Downstream downstream(stream, buffer, head_buffer, std::move(request_id),
                           request.keep_alive() && !draining.load(std::memory_order_relaxed),
                           options.write_timeout);
     co_await handler.Handle(request, downstream);
-    downstream.StopWatching();
+    co_await downstream.EndWatch();
     active_requests.fetch_sub(1, std::memory_order_relaxed);
     if (!downstream.keep_alive() || downstream.failed()) {
       break;
@@ -341,8 +401,8 @@ HttpServer::~HttpServer() { Stop(); }
 
 void HttpServer::Start() {
   for (auto& worker : workers_) {
-    net::co_spawn(worker->io_context,
-                  AcceptLoop(*worker, options_, active_requests_, draining_), net::detached);
+    net::co_spawn(worker->io_context, AcceptLoop(*worker, options_, active_requests_, draining_),
+                  net::detached);
     threads_.emplace_back([w = worker.get()] { w->io_context.run(); });
   }
 }

@@ -12,23 +12,26 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
-#include <cstdint>
-#include <functional>
-#include <memory>
-#include <string>
-#include <thread>
-#include <vector>
-
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "data-plane/wire/http_wire.h"
 
 namespace berry::proxy {
 
@@ -58,8 +61,10 @@ struct ServerOptions {
 // One client connection as a handler sees it while answering one request.
 class Downstream {
  public:
-  Downstream(beast::tcp_stream& stream, std::string request_id, bool keep_alive,
-             std::chrono::milliseconds write_timeout);
+  // `read_buffer` is the session's (where a pipelined request waits); `head_buffer` its scratch
+  // for response heads, reused request after request.
+  Downstream(beast::tcp_stream& stream, beast::flat_buffer& read_buffer, std::string& head_buffer,
+             std::string request_id, bool keep_alive, std::chrono::milliseconds write_timeout);
 
   const std::string& request_id() const { return request_id_; }
   // Whether the connection stays open after this response; a handler may turn it off.
@@ -71,28 +76,62 @@ class Downstream {
 
   // A complete response. Sets x-request-id, Connection and Content-Length.
   net::awaitable<bool> Write(Response& response);
+  // The same, for a head the caller writes itself (a relayed upstream response, without
+  // building a Beast message): BeginHead() starts the head with the status line and returns it
+  // for the caller to append fields to (wire::AppendField; no framing fields, no x-request-id);
+  // WriteWithBody() completes it and sends it with `body`.
+  std::string& BeginHead(unsigned status);
+  net::awaitable<bool> WriteWithBody(std::string_view body);
   // A streamed response: header (sent chunked), then chunks, then the end. Each returns false
   // once the client is gone.
   net::awaitable<bool> WriteHeader(ResponseHeader& header);
   net::awaitable<bool> WriteChunk(std::string_view data);
   net::awaitable<bool> WriteEnd();
 
+  // For long streams: from now on chunk writes arm no timer each (a timer per write costs more
+  // than the write); the caller's watchdog reads write_pending_since() instead and calls
+  // Abort() when a write has hung for too long.
+  void UseWatchdogForWrites();
+  std::chrono::milliseconds write_timeout() const { return write_timeout_; }
+  // When the write in progress started; nullopt when none is.
+  std::optional<std::chrono::steady_clock::time_point> write_pending_since() const;
+  // Cancels whatever is in progress on the client connection: a pending write fails.
+  void Abort();
+
   // Calls `on_gone` (on this worker) if the client closes or resets the connection while the
-  // handler is waiting on the upstream. Stop with StopWatching(); at most one watch at a time.
+  // handler is waiting on the upstream; at once if that was already seen. Stop with
+  // StopWatching(); at most one watch at a time.
+  //
+  // The watch is a read kept pending on the connection (no extra system call: the socket is in
+  // the event loop already). Bytes it reads are the client's next, pipelined request: they go
+  // into the session's read buffer and end the watching for this request.
   void WatchForDisconnect(std::function<void()> on_gone);
   void StopWatching();
+  // Cancels the pending read, if any, and waits until it has finished, so the session may read
+  // again. The server calls it after every request.
+  net::awaitable<void> EndWatch();
 
  private:
-  struct WatchState;
-  void Prepare(http::fields& fields);
+  // Ends head_ with x-request-id, the framing headers and the empty line.
+  void FinishHead(bool chunked, size_t body_size);
 
   beast::tcp_stream& stream_;
+  std::string& head_;
+  wire::ChunkLineStorage chunk_line_;
   std::string request_id_;
   bool keep_alive_;
   bool started_ = false;
   bool failed_ = false;
+  unsigned status_ = 0;  // of the head being written
   std::chrono::milliseconds write_timeout_;
-  std::shared_ptr<WatchState> watch_;  // null = not watching
+  beast::flat_buffer& read_buffer_;
+  std::function<void()> on_gone_;  // empty = not watching
+  net::cancellation_signal watch_cancel_;
+  bool watch_pending_ = false;  // a watch read is outstanding
+  bool watch_over_ = false;     // the client sent more: no disconnect to watch for
+  bool client_gone_ = false;
+  bool watchdog_writes_ = false;
+  std::chrono::steady_clock::time_point write_started_{};  // {} = no write in progress
 };
 
 // Per-worker request handling.
@@ -114,8 +153,8 @@ class Handler {
                                                 Downstream& downstream) = 0;
 };
 
-using HandlerFactory = std::function<std::unique_ptr<Handler>(int worker_index,
-                                                              net::io_context& io_context)>;
+using HandlerFactory =
+    std::function<std::unique_ptr<Handler>(int worker_index, net::io_context& io_context)>;
 
 class HttpServer {
  public:

@@ -2,16 +2,17 @@
 
 #include <openssl/ssl.h>
 
-#include <tuple>
-#include <utility>
-
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/write.hpp>
 #include <boost/url/parse.hpp>
+#include <string_view>
+#include <tuple>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -52,9 +53,9 @@ absl::StatusOr<Endpoint> Endpoint::Parse(std::string_view base_url, bool verify)
     return absl::InvalidArgumentError("base_url port must be 1-65535");
   }
   // IPv6 literals keep their brackets in the Host header only.
-  const std::string host_for_header =
-      url->host_type() == boost::urls::host_type::ipv6 ? absl::StrCat("[", endpoint.host, "]")
-                                                       : endpoint.host;
+  const std::string host_for_header = url->host_type() == boost::urls::host_type::ipv6
+                                          ? absl::StrCat("[", endpoint.host, "]")
+                                          : endpoint.host;
   endpoint.host_header = endpoint.port == default_port
                              ? host_for_header
                              : absl::StrCat(host_for_header, ":", endpoint.port);
@@ -117,12 +118,13 @@ void Connection::Cancel() {
   tcp().socket().close(ignored);
 }
 
-net::awaitable<beast::error_code> Connection::Write(http::request<http::string_body>& request) {
+net::awaitable<beast::error_code> Connection::Write(std::string_view head, std::string_view body) {
+  const std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
   if (secure_) {
-    auto [ec, n] = co_await http::async_write(*secure_, request, kNoThrow);
+    auto [ec, n] = co_await net::async_write(*secure_, buffers, kNoThrow);
     co_return ec;
   }
-  auto [ec, n] = co_await http::async_write(*plain_, request, kNoThrow);
+  auto [ec, n] = co_await net::async_write(*plain_, buffers, kNoThrow);
   co_return ec;
 }
 
@@ -143,8 +145,7 @@ net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(
   body.size = size;
   beast::error_code ec;
   if (secure_) {
-    std::tie(ec, std::ignore) =
-        co_await http::async_read_some(*secure_, buffer_, parser, kNoThrow);
+    std::tie(ec, std::ignore) = co_await http::async_read_some(*secure_, buffer_, parser, kNoThrow);
   } else {
     std::tie(ec, std::ignore) = co_await http::async_read_some(*plain_, buffer_, parser, kNoThrow);
   }
@@ -185,8 +186,8 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
   const auto deadline = std::chrono::steady_clock::now() + timeout;
 
   net::ip::tcp::resolver resolver(io_context_);
-  auto [resolve_ec, results] = co_await resolver.async_resolve(
-      endpoint.host, std::to_string(endpoint.port), kNoThrow);
+  auto [resolve_ec, results] =
+      co_await resolver.async_resolve(endpoint.host, std::to_string(endpoint.port), kNoThrow);
   if (resolve_ec) {
     *error_kind = ConnectError::kResolve;
     co_return absl::UnavailableError(
@@ -195,10 +196,10 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
   tcp.expires_at(deadline);
   auto [connect_ec, connected] = co_await tcp.async_connect(results, kNoThrow);
   if (connect_ec) {
-    *error_kind = connect_ec == beast::error::timeout ? ConnectError::kTimeout
-                                                      : ConnectError::kConnect;
-    co_return absl::UnavailableError(absl::StrCat("cannot connect to ", endpoint.host_header,
-                                                  ": ", connect_ec.message()));
+    *error_kind =
+        connect_ec == beast::error::timeout ? ConnectError::kTimeout : ConnectError::kConnect;
+    co_return absl::UnavailableError(
+        absl::StrCat("cannot connect to ", endpoint.host_header, ": ", connect_ec.message()));
   }
   beast::error_code ignored;
   tcp.socket().set_option(net::ip::tcp::no_delay(true), ignored);
@@ -213,8 +214,8 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
     auto [tls_ec] = co_await secure.async_handshake(net::ssl::stream_base::client, kNoThrow);
     if (tls_ec) {
       *error_kind = tls_ec == beast::error::timeout ? ConnectError::kTimeout : ConnectError::kTls;
-      co_return absl::UnavailableError(absl::StrCat("TLS handshake with ", endpoint.host_header,
-                                                    " failed: ", tls_ec.message()));
+      co_return absl::UnavailableError(
+          absl::StrCat("TLS handshake with ", endpoint.host_header, " failed: ", tls_ec.message()));
     }
   }
   tcp.expires_never();

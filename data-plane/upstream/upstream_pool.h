@@ -6,13 +6,6 @@
 // contexts are shared read-only by all workers.
 #pragma once
 
-#include <chrono>
-#include <cstdint>
-#include <memory>
-#include <optional>
-#include <string>
-#include <vector>
-
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -20,10 +13,16 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -85,7 +84,9 @@ class Connection {
   void ExpiresAfter(std::chrono::steady_clock::duration timeout) { tcp().expires_after(timeout); }
   void ExpiresNever() { tcp().expires_never(); }
 
-  net::awaitable<beast::error_code> Write(http::request<http::string_body>& request);
+  // Sends a request: `head` (request line and fields, ending in an empty line, see
+  // data-plane/wire) and `body`, in one gather write.
+  net::awaitable<beast::error_code> Write(std::string_view head, std::string_view body);
   net::awaitable<beast::error_code> ReadHeader(http::response_parser<http::buffer_body>& parser);
   // Reads some body bytes into `data`/`size`; returns the error (need_buffer is not one) and
   // the number of body bytes placed.

@@ -51,6 +51,18 @@ TEST(ExtractUsage, ReturnsNulloptForNullUsage) {
                             R"("usage":null})"));
 }
 
+TEST(ExtractUsage, FindsUsageWithWhitespaceAroundTheColon) {
+  ExpectUsage(ExtractUsage("{\"usage\" \n:\t {\"prompt_tokens\":3,\"completion_tokens\":4}}"), 3,
+              4);
+}
+
+TEST(ExtractUsage, FindsTheObjectAfterAnEarlierNullUsage) {
+  // A "usage" key mentioned as a string value first, then the real object.
+  ExpectUsage(ExtractUsage(R"({"note":"usage","x":{"usage":null},)"
+                           R"("usage":{"prompt_tokens":5,"completion_tokens":6}})"),
+              5, 6);
+}
+
 TEST(ExtractUsage, ReturnsNulloptWithoutUsage) {
   EXPECT_FALSE(ExtractUsage(R"({"object":"chat.completion.chunk","choices":[]})"));
 }
