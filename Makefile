@@ -5,7 +5,7 @@ MAKEFLAGS += --no-print-directory
 CONFIG ?=
 CMAKE_COMMON := -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
 
-.PHONY: all deps run test test-asan bench build-release build-test build-asan format tidy clean
+.PHONY: all deps run test test-asan bench bench-selection build-bench build-release build-test build-asan format tidy clean
 
 all: build-release
 
@@ -42,11 +42,17 @@ test-asan: build-asan
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS) --timeout 600
 
-bench: deps
+# The relay benchmark against nginx (and Portkey when npm can install it): bench/README.md.
+bench: build-bench
+	@bench/run-proxy $(BENCH_ARGS)
+
+bench-selection: build-bench
+	@bench/run-selection
+
+build-bench: deps
 	@scripts/install-deps --bench
 	@cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DBERRY_BUILD_TESTS=OFF $(CMAKE_COMMON) >/dev/null
 	@cmake --build build/release -j$(JOBS)
-	@bench/run-selection
 
 format:
 	@git ls-files '*.cc' '*.h' | xargs clang-format -i
