@@ -169,9 +169,14 @@ namespace {
 // Whether some `"usage"` in the text is followed by `:` and an object. Streams that ask for
 // usage carry `"usage":null` in every chunk but the last; those skip the parse.
 bool MayCarryUsageObject(std::string_view json) {
-  constexpr std::string_view kKey = "\"usage\"";
+  // Searched without the opening quote: 'u' is far rarer in JSON than '"', which makes the
+  // search several times faster on every streamed event.
+  constexpr std::string_view kKey = "usage\"";
   const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
   for (size_t at = json.find(kKey); at != std::string_view::npos; at = json.find(kKey, at + 1)) {
+    if (at == 0 || json[at - 1] != '"') {
+      continue;
+    }
     size_t i = at + kKey.size();
     while (i < json.size() && is_space(json[i])) {
       ++i;

@@ -753,9 +753,11 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
   beast::error_code ec;
   while (!parser->is_done()) {
     const size_t had = body.size();
-    size_t room = body.capacity() - had;
-    if (room < 1024) {
-      room = std::max<size_t>(4096, had);
+    // Exactly what is left when the length is known (no zero-filling of spare room), else
+    // growing steps.
+    size_t room = std::max<size_t>(4096, had);
+    if (const auto left = parser->content_length_remaining(); left && *left > 0) {
+      room = static_cast<size_t>(std::min<uint64_t>(*left, 1 << 20));
     }
     body.resize(had + room);
     auto [read_ec, n] = co_await connection->ReadSome(*parser, body.data() + had, room);

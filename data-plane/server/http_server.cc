@@ -46,7 +46,9 @@ bool AcceptableRequestId(std::string_view id) {
 
 // One event loop with its listener and handler.
 struct HttpServer::Worker {
-  explicit Worker(int index) : index(index), io_context(1) {}
+  // One thread runs each io_context, and only that thread touches its sockets (others post to
+  // it): the reactor needs no per-socket locking.
+  explicit Worker(int index) : index(index), io_context(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO) {}
 
   int index;
   // Destroyed after io_context (declared first): the coroutine frames the io_context destroys

@@ -108,6 +108,7 @@ absl::Status TestProxy::Init(TestProxyOptions options) {
   server_options.threads = options_.threads;
   server_options.header_timeout = options_.header_timeout;
   server_options.idle_timeout = options_.idle_timeout;
+  server_options.write_timeout = options_.write_timeout;
   auto server = proxy::HttpServer::Create(
       server_options, [this](int, net::io_context& io_context) {
         return std::make_unique<proxy::ProxyHandler>(io_context, *routes_, *metrics_, tls_,

@@ -44,6 +44,7 @@ struct TestProxyOptions {
   // ServerOptions deadlines; the defaults are proxy_main's.
   std::chrono::milliseconds header_timeout = 10s;
   std::chrono::milliseconds idle_timeout = 75s;
+  std::chrono::milliseconds write_timeout = 60s;
   // PEM trusted for HTTPS upstreams besides the system store (proxy_main's --upstream-ca).
   std::string extra_ca_pem;
   // The access log goes to a temporary file that access_log_text() reads back; off = disabled.

@@ -147,6 +147,32 @@ TEST(ProxyStreaming, ClientDisconnectCancelsTheUpstreamStream) {
       << "a client leaving is not the upstream's fault";
 }
 
+TEST(ProxyStreaming, ClientThatStopsReadingIsCutOffAfterTheWriteTimeout) {
+  // About 30 MB of events in one go: far more than the socket buffers between the proxy and a
+  // client that never reads, so the proxy's writes stall.
+  MockUpstream::Options options;
+  options.default_behavior = Behavior::Stream(100'000);
+  auto mock = StartMock("acme", options);
+  TestProxyOptions proxy_options;
+  proxy_options.write_timeout = 500ms;
+  auto proxy = StartProxy(OneBackendConfig(*mock), proxy_options);
+  auto connection = RawConnection::Connect(proxy->port());
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  const std::string body = ChatBody("chat", R"(,"stream":true)");
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_TRUE((*connection)
+                  ->Write(absl::StrCat("POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\n"
+                                       "Content-Type: application/json\r\nContent-Length: ",
+                                       body.size(), "\r\n\r\n", body))
+                  .ok());
+
+  // The stalled write times out: the proxy gives up on the client and abandons the upstream.
+  EXPECT_TRUE(mock->WaitForAbortedStreams(1, 10s)) << "the stalled stream was never cut off";
+  EXPECT_GE(std::chrono::steady_clock::now() - started, 500ms);
+  EXPECT_TRUE(WaitUntil([&] { return Scrape(*proxy).Value("berry_inflight_requests") == 1; }))
+      << "the request is still counted as in flight";  // 1: the scrape itself
+}
+
 TEST(ProxyStreaming, StreamingRequestFailsOverBeforeTheFirstByte) {
   MockUpstream::Options failing;
   failing.default_behavior = Behavior::Fail(503);
