@@ -1,5 +1,6 @@
 #include "common/json/json_escape.h"
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -8,6 +9,15 @@ namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
 constexpr std::string_view kReplacement = "\\ufffd";
+
+// Printable ASCII other than '"' and '\\': copied as it is.
+constexpr std::array<bool, 256> kVerbatim = [] {
+  std::array<bool, 256> table{};
+  for (int c = 0x20; c < 0x80; ++c) {
+    table[c] = c != '"' && c != '\\';
+  }
+  return table;
+}();
 
 // Length of the well-formed UTF-8 sequence starting at text[i] (whose lead byte is >= 0x80), or 0
 // when it is malformed or truncated (RFC 3629: no overlongs, no surrogates, nothing past
@@ -51,7 +61,7 @@ void AppendJsonString(std::string& out, std::string_view text) {
   size_t i = 0;
   while (i < text.size()) {
     const auto c = static_cast<uint8_t>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+    if (kVerbatim[c]) {
       ++i;
       continue;
     }
