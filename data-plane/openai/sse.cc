@@ -53,6 +53,7 @@ void SseEventSplitter::ProcessBytes(std::string_view bytes,
     const char* eol = cr != nullptr ? cr : lf;
     if (eol == nullptr) {
       AppendPartialLine(std::string_view(p, remain));
+      Materialize();
       return;
     }
     const std::string_view tail(p, static_cast<size_t>(eol - p));
@@ -72,6 +73,17 @@ void SseEventSplitter::ProcessBytes(std::string_view bytes,
       }
     }
   }
+  Materialize();
+}
+
+void SseEventSplitter::Materialize() {
+  if (!holding_) {
+    return;
+  }
+  holding_ = false;
+  Append(held_);
+  Append("\n");
+  data_len_ = size_;
 }
 
 void SseEventSplitter::AppendPartialLine(std::string_view part) {
@@ -80,6 +92,7 @@ void SseEventSplitter::AppendPartialLine(std::string_view part) {
   }
   partial_len_ += part.size();
   if (!skipping_) {
+    Materialize();
     Append(part);
   }
 }
@@ -115,6 +128,12 @@ void SseEventSplitter::CompleteLine(std::string_view line, bool line_is_buffered
     size_ = data_len_;
     return;
   }
+  if (!line_is_buffered && data_len_ == 0 && !holding_ && size_ == 0) {
+    holding_ = true;  // the event's first data line, left where it is for now
+    held_ = value;
+    return;
+  }
+  Materialize();
   if (line_is_buffered) {
     // The value already sits in the buffer after the field name: slide it down onto the data.
     if (!value.empty()) {
@@ -132,6 +151,13 @@ void SseEventSplitter::CompleteLine(std::string_view line, bool line_is_buffered
 void SseEventSplitter::EndEvent(absl::FunctionRef<void(std::string_view)> on_data) {
   if (skipping_) {
     skipping_ = false;
+  } else if (holding_) {
+    holding_ = false;
+    ++events_;
+    if (held_ == "[DONE]") {
+      done_ = true;
+    }
+    on_data(held_);
   } else if (data_len_ != 0) {
     const std::string_view payload(buf_.get(), data_len_ - 1);  // without the final '\n'
     ++events_;
@@ -148,6 +174,7 @@ void SseEventSplitter::EndEvent(absl::FunctionRef<void(std::string_view)> on_dat
 
 void SseEventSplitter::StartSkipping() {
   skipping_ = true;
+  holding_ = false;
   ++skipped_events_;
   size_ = 0;
   data_len_ = 0;

@@ -61,6 +61,9 @@ class SseEventSplitter {
   void EndEvent(absl::FunctionRef<void(std::string_view)> on_data);
   void StartSkipping();
   void Append(std::string_view bytes);
+  // Copies a held first data line into the buffer (before anything else is appended, and before
+  // the bytes it points into go away).
+  void Materialize();
 
   size_t max_event_bytes_;
   // [0, data_len_) holds the current event's data lines, each followed by '\n'; [data_len_,
@@ -78,6 +81,10 @@ class SseEventSplitter {
   bool skipping_ = false;
   bool after_cr_ = false;  // the last byte fed was '\r': a following '\n' belongs to it
   bool done_ = false;
+  // The usual event, one `data:` line inside one Feed, is delivered straight from the caller's
+  // bytes: its first data line is held as a view and copied only if the event goes on.
+  bool holding_ = false;
+  std::string_view held_;
 };
 
 }  // namespace berry::openai

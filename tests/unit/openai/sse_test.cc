@@ -267,13 +267,51 @@ TEST(SseEventSplitter, NeverBuffersMoreThanTheLimitForAHugeUnfinishedEvent) {
 TEST(SseEventSplitter, DoesNotGrowItsBufferForEventsOfARepeatedSize) {
   SseEventSplitter splitter;
   const std::string event = "data: {\"choices\":[{\"delta\":{\"content\":\"hello\"}}]}\n\n";
-  FeedPieces(splitter, {event});
+  FeedPieces(splitter, {event.substr(0, 10), event.substr(10)});
   const size_t capacity = splitter.buffer_capacity();
+  EXPECT_GT(capacity, 0u) << "an event cut in two is put together in the buffer";
   for (int i = 0; i < 1000; ++i) {
     FeedPieces(splitter, {event.substr(0, 10), event.substr(10)});
   }
   EXPECT_EQ(splitter.buffer_capacity(), capacity);
   EXPECT_EQ(splitter.events(), 1001u);
+}
+
+TEST(SseEventSplitter, WholeOneLineEventsAreDeliveredWithoutBuffering) {
+  SseEventSplitter splitter;
+  const std::string events =
+      "data: {\"n\":1}\n\nid: 7\ndata: {\"n\":2}\r\n\r\ndata: [DONE]\n\n";
+  std::vector<std::string> seen;
+  splitter.Feed(events, [&seen](std::string_view data) { seen.emplace_back(data); });
+  EXPECT_EQ(seen, (std::vector<std::string>{R"({"n":1})", R"({"n":2})", "[DONE]"}));
+  EXPECT_TRUE(splitter.IsDone());
+  EXPECT_EQ(splitter.buffer_capacity(), 0u);
+}
+
+TEST(SseEventSplitter, HeldFirstLineIsKeptWhenTheEventContinuesInTheNextPiece) {
+  // The first data line completes inside the first piece, the event ends in the second: the
+  // line must survive the first piece going away.
+  SseEventSplitter splitter;
+  std::string first = "data: first line\ndata: sec";
+  std::vector<std::string> seen;
+  const auto collect = [&seen](std::string_view data) { seen.emplace_back(data); };
+  splitter.Feed(first, collect);
+  first.assign(first.size(), 'X');  // the caller reuses its buffer
+  splitter.Feed("ond line\n\n", collect);
+  EXPECT_EQ(seen, (std::vector<std::string>{"first line\nsecond line"}));
+}
+
+TEST(SseEventSplitter, HeldFirstLineIsKeptWhenOnlyTheBlankLineComesLater) {
+  SseEventSplitter splitter;
+  std::string first = "data: only line\n";
+  std::vector<std::string> seen;
+  const auto collect = [&seen](std::string_view data) { seen.emplace_back(data); };
+  splitter.Feed(first, collect);
+  first.assign(first.size(), 'X');
+  EXPECT_FALSE(splitter.AtEventBoundary());
+  splitter.Feed("\n", collect);
+  EXPECT_EQ(seen, (std::vector<std::string>{"only line"}));
+  EXPECT_TRUE(splitter.AtEventBoundary());
 }
 
 }  // namespace
