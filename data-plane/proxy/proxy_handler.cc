@@ -90,6 +90,43 @@ void AppendRelayedFields(std::string& head, const http::fields& fields,
   wire::AppendField(head, "Access-Control-Expose-Headers", "x-request-id");
 }
 
+// Whether the response parser can deliver more body from what the connection has already
+// buffered, without waiting for the network: any buffered byte of a body that is not chunked; a
+// whole next chunk (size line and data) of a chunked one. A stream relay that fell behind takes
+// that along into the same write, but must not wait for an event that has not arrived yet.
+bool CanContinueWithoutReading(const http::response_parser<http::buffer_body>& parser,
+                               const beast::flat_buffer& buffer) {
+  const auto bytes = buffer.data();
+  std::string_view buffered(static_cast<const char*>(bytes.data()), bytes.size());
+  if (!parser.chunked()) {
+    return !buffered.empty();
+  }
+  if (buffered.starts_with("\r\n")) {
+    buffered.remove_prefix(2);  // the end of the chunk just delivered
+  }
+  uint64_t size = 0;
+  size_t digits = 0;
+  for (; digits < buffered.size() && digits < 16; ++digits) {
+    const char c = buffered[digits];
+    int value;
+    if (c >= '0' && c <= '9') {
+      value = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      value = c - 'a' + 10;
+    } else if (c >= 'A' && c <= 'F') {
+      value = c - 'A' + 10;
+    } else {
+      break;
+    }
+    size = size * 16 + static_cast<uint64_t>(value);
+  }
+  if (digits == 0 || size == 0) {
+    return false;  // not a chunk header, or the last chunk: the normal path reads it
+  }
+  const size_t line_end = buffered.find("\r\n", digits);
+  return line_end != std::string_view::npos && buffered.size() - (line_end + 2) >= size;
+}
+
 // Timeouts of a relayed stream without a timer per read and per write: one timer per stream,
 // re-armed only when it fires (about once per idle timeout), checks when the upstream last
 // delivered and how long the write in progress has been hanging. Once the stream is over,
@@ -857,7 +894,16 @@ net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
   };
   beast::error_code broken;
   while (!parser.is_done()) {
-    auto [ec, n] = co_await connection.ReadSome(parser, piece.data(), piece.size());
+    // Whatever the connection has already buffered is taken along (no system call for it), so
+    // a relay that fell behind catches up with fewer, larger writes.
+    size_t n = 0;
+    beast::error_code ec;
+    do {
+      auto [read_ec, got] = co_await connection.ReadSome(parser, piece.data() + n, piece.size() - n);
+      ec = read_ec;
+      n += got;
+    } while (!ec && !parser.is_done() && piece.size() - n >= 1024 &&
+             CanContinueWithoutReading(parser, connection.buffer()));
     watchdog->last_read = Clock::now();
     if (n > 0) {
       const std::string_view data(piece.data(), n);

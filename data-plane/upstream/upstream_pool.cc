@@ -100,6 +100,10 @@ absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(
 Connection::Connection(net::io_context& io_context, const Endpoint& endpoint,
                        const TlsContexts& tls_contexts)
     : pool_key_(endpoint.pool_key) {
+  // Beast reads at most the buffer's spare capacity (512 bytes for a new buffer) per system
+  // call: room for a whole typical response, or for many stream events at once when the relay
+  // has fallen behind.
+  buffer_.reserve(kReadBufferBytes);
   if (endpoint.tls) {
     secure_.emplace(io_context,
                     endpoint.verify ? tls_contexts.verifying() : tls_contexts.insecure());
