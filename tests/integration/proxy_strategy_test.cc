@@ -172,8 +172,10 @@ TEST(ProxyStrategy, LeastRequestsAvoidsTheBackendWithRequestsInFlight) {
   }
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(trio.a->request_count() + trio.b->request_count(), 40u);
-  // A uniform or weighted split would send about 20 to a.
-  EXPECT_LE(trio.a->request_count(), 10u);
+  // A uniform or weighted split would send about 20 to a (14 or fewer only about 4% of the
+  // time); while a is busy, least_requests sends a request there only when both of its two
+  // random draws land on a.
+  EXPECT_LE(trio.a->request_count(), 14u);
 }
 
 }  // namespace
