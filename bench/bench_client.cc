@@ -235,18 +235,6 @@ absl::Status ParseFlags(int argc, char** argv, Flags* flags) {
   return absl::OkStatus();
 }
 
-// Many connections need many descriptors; the hard limit is what an unprivileged process gets.
-void RaiseFileLimit() {
-  rlimit limit{};
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == limit.rlim_max) {
-    return;
-  }
-  limit.rlim_cur = limit.rlim_max;
-  if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
-    std::perror("berry-bench-client: warning: setrlimit(RLIMIT_NOFILE)");
-  }
-}
-
 uint64_t FileLimit() {
   rlimit limit{};
   return getrlimit(RLIMIT_NOFILE, &limit) == 0 ? limit.rlim_cur : 0;
@@ -405,7 +393,7 @@ int main(int argc, char** argv) {
   }
 
   std::signal(SIGPIPE, SIG_IGN);
-  RaiseFileLimit();
+  berry::cli::RaiseOpenFileLimit();
   absl::StatusOr<net::ip::tcp::endpoint> endpoint = Resolve(*target);
   if (!endpoint.ok()) {
     return Fail(1, std::string(endpoint.status().message()));

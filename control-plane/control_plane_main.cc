@@ -1,24 +1,22 @@
 // berry-control-plane: holds the validated config, compiles it into the RouteTable (versioned by
 // content hash) and streams it to every connected berry-proxy over RouteDiscoveryService; watches
 // the config file; serves /healthz, /readyz and /metrics over HTTP.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 
+#include <boost/json.hpp>
 #include <iostream>
 #include <string>
 #include <thread>
 
-#include <boost/json.hpp>
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
-
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "absl/strings/str_cat.h"
 #include "common/cli/flags.h"
-#include "grpc/health/v1/health.pb.h"
 #include "common/cli/process.h"
 #include "common/log/log.h"
 #include "common/metrics/metrics.h"
@@ -30,6 +28,7 @@
 #include "control-plane/health/health_checker.h"
 #include "control-plane/http_status.h"
 #include "control-plane/stats/fleet_stats.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace {
 
@@ -113,9 +112,9 @@ void Publish(Plane& plane) {
 void Reload(Plane& plane, std::string_view why) {
   const ConfigSource::ReloadResult result = plane.source.Reload();
   if (!result.errors.empty()) {
-    berry::log::Error("config rejected; the running config stays in force",
-                      {{"file", plane.source.path()}, {"trigger", why},
-                       {"errors", ErrorList(result.errors)}});
+    berry::log::Error(
+        "config rejected; the running config stays in force",
+        {{"file", plane.source.path()}, {"trigger", why}, {"errors", ErrorList(result.errors)}});
     return;
   }
   if (result.changed) {
@@ -214,6 +213,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   berry::log::SetLevel(*level);
+  berry::log::Info("open-file limit",
+                   {{"limit", std::to_string(berry::cli::RaiseOpenFileLimit())}});
   const bool tls = !flags.tls_ca.empty() || !flags.tls_cert.empty() || !flags.tls_key.empty();
   if (tls && (flags.tls_ca.empty() || flags.tls_cert.empty() || flags.tls_key.empty())) {
     std::cerr << "berry-control-plane: mTLS needs all of --tls-ca, --tls-cert and --tls-key\n";
@@ -226,17 +227,15 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-
   ConfigSource source(flags.config);
   if (const auto result = source.Reload(); !result.errors.empty()) {
-    std::cerr << "berry-control-plane: " << flags.config << " is invalid ("
-              << result.errors.size() << " error" << (result.errors.size() == 1 ? "" : "s")
+    std::cerr << "berry-control-plane: " << flags.config << " is invalid (" << result.errors.size()
+              << " error" << (result.errors.size() == 1 ? "" : "s")
               << "):" << ErrorList(result.errors) << "\n";
     return 1;
   }
-  auto fleet_or = FleetStats::Create(
-      berry::control_plane::FleetStatsOptions::FromSettings(
-          berry::route_table::Compile(*source.Current()).settings()));
+  auto fleet_or = FleetStats::Create(berry::control_plane::FleetStatsOptions::FromSettings(
+      berry::route_table::Compile(*source.Current()).settings()));
   if (!fleet_or.ok()) {
     std::cerr << "berry-control-plane: " << fleet_or.status().message() << "\n";
     return 1;
@@ -280,14 +279,13 @@ int main(int argc, char** argv) {
   (void)registry.AddCallbackGauge("berry_cp_connected_proxies",
                                   "Proxies with an open StreamRoutes stream.",
                                   [&] { return static_cast<double>(publisher.connected_count()); });
-  (void)registry.AddCallbackCounter("berry_cp_config_pushes_total",
-                                  "Route tables sent to proxies.",
-                                  [&] { return static_cast<double>(publisher.pushes()); });
+  (void)registry.AddCallbackCounter("berry_cp_config_pushes_total", "Route tables sent to proxies.",
+                                    [&] { return static_cast<double>(publisher.pushes()); });
   (void)registry.AddCallbackCounter("berry_cp_nacks_total", "Route tables proxies rejected.",
-                                  [&] { return static_cast<double>(publisher.nacks()); });
+                                    [&] { return static_cast<double>(publisher.nacks()); });
   (void)registry.AddCallbackCounter("berry_cp_config_rejected_total",
-                                  "Config reloads rejected by validation.",
-                                  [&] { return static_cast<double>(source.rejected()); });
+                                    "Config reloads rejected by validation.",
+                                    [&] { return static_cast<double>(source.rejected()); });
   (void)registry.AddCallbackCounter(
       "berry_cp_admin_unauthenticated_total",
       "AdminService calls refused for a missing or wrong bearer token.",
@@ -305,23 +303,22 @@ int main(int argc, char** argv) {
   reports.closed = [&fleet](const std::string& node) { fleet.ForgetNode(node); };
   reports.fold = [&fleet](const berry::v1::StreamLoadReportsRequest& report,
                           const std::string& node) {
-        auto acked = fleet.Fold(report, node);
-        if (!acked.ok()) {
-          berry::log::Warn("load report rejected",
-                           {{"node", node}, {"reason", std::string(acked.status().message())}});
-          return fleet.AckedSequence(node);
-        }
-        return *acked;
-      };
+    auto acked = fleet.Fold(report, node);
+    if (!acked.ok()) {
+      berry::log::Warn("load report rejected",
+                       {{"node", node}, {"reason", std::string(acked.status().message())}});
+      return fleet.AckedSequence(node);
+    }
+    return *acked;
+  };
   berry::control_plane::DiscoveryService discovery(publisher, reports,
                                                    absl::Seconds(flags.report_interval_seconds));
-  berry::admin::AdminService admin({source, fleet, publisher, overrides, *admin_auth, events,
-                                    [&plane] { Publish(plane); },
-                                    [&plane] {
-                                      plane.health.Update(
-                                          berry::route_table::Compile(*plane.source.Current()));
-                                      Publish(plane);
-                                    }});
+  berry::admin::AdminService admin(
+      {source, fleet, publisher, overrides, *admin_auth, events, [&plane] { Publish(plane); },
+       [&plane] {
+         plane.health.Update(berry::route_table::Compile(*plane.source.Current()));
+         Publish(plane);
+       }});
 
   grpc::EnableDefaultHealthCheckService(true);
   // Touching the descriptor links grpc/health/v1/health.proto into the pool reflection reads.
@@ -345,9 +342,10 @@ int main(int argc, char** argv) {
     options.pem_key_cert_pairs.push_back({*key, *cert});
     credentials = grpc::SslServerCredentials(options);
   } else {
-    berry::log::Warn("gRPC listener is plaintext: route tables (with provider keys) travel "
-                     "unencrypted; use --tls-* outside a single host",
-                     {{"address", flags.grpc_listen}});
+    berry::log::Warn(
+        "gRPC listener is plaintext: route tables (with provider keys) travel "
+        "unencrypted; use --tls-* outside a single host",
+        {{"address", flags.grpc_listen}});
   }
   int grpc_port = 0;
   builder.AddListeningPort(flags.grpc_listen, credentials, &grpc_port);
@@ -377,8 +375,8 @@ int main(int argc, char** argv) {
   http_options.host = http_listen->first;
   http_options.port = http_listen->second;
   http_options.threads = 1;
-  auto http_server = berry::proxy::HttpServer::Create(
-      http_options, [&](int, berry::proxy::net::io_context&) {
+  auto http_server =
+      berry::proxy::HttpServer::Create(http_options, [&](int, berry::proxy::net::io_context&) {
         return std::make_unique<berry::control_plane::StatusHandler>(endpoints);
       });
   if (!http_server.ok()) {
@@ -387,9 +385,7 @@ int main(int argc, char** argv) {
   }
   (*http_server)->Start();
 
-  if (absl::Status watch =
-          source.Watch([&] { Reload(plane, "file change"); });
-      !watch.ok()) {
+  if (absl::Status watch = source.Watch([&] { Reload(plane, "file change"); }); !watch.ok()) {
     berry::log::Warn(std::string_view(watch.message().data(), watch.message().size()));
   }
 

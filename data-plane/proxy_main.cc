@@ -72,8 +72,8 @@ bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std:
       absl::StrAppend(&all, "\n  ", error.ToString());
     }
     if (at_start) {
-      std::cerr << "berry-proxy: " << path << " is invalid (" << result.errors.size()
-                << " error" << (result.errors.size() == 1 ? "" : "s") << "):" << all << "\n";
+      std::cerr << "berry-proxy: " << path << " is invalid (" << result.errors.size() << " error"
+                << (result.errors.size() == 1 ? "" : "s") << "):" << all << "\n";
     } else {
       berry::log::Error("config rejected; the running route table stays in force",
                         {{"file", path}, {"errors", all}});
@@ -88,17 +88,17 @@ bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std:
     if (at_start) {
       std::cerr << "berry-proxy: " << path << ": " << status.message() << "\n";
     } else {
-      berry::log::Error("config rejected; the running route table stays in force",
-                        {{"file", path},
-                         {"error", std::string_view(status.message().data(), status.message().size())}});
+      berry::log::Error(
+          "config rejected; the running route table stays in force",
+          {{"file", path},
+           {"error", std::string_view(status.message().data(), status.message().size())}});
     }
     return false;
   }
   metrics.route_table_reloads_ok->Increment();
   berry::log::Info("route table loaded", {{"file", path}, {"version", version}});
   if (open) {
-    berry::log::Warn(
-        "no [users] configured: the gateway is open to anyone who can reach it");
+    berry::log::Warn("no [users] configured: the gateway is open to anyone who can reach it");
   }
   return true;
 }
@@ -153,6 +153,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   berry::log::SetLevel(*level);
+  berry::log::Info("open-file limit",
+                   {{"limit", std::to_string(berry::cli::RaiseOpenFileLimit())}});
   if (flags.access_log != "stdout" && flags.access_log != "off") {
     std::cerr << "berry-proxy: --access-log must be stdout or off\n";
     return 2;
@@ -177,7 +179,6 @@ int main(int argc, char** argv) {
     std::cerr << "berry-proxy: " << address.status().message() << "\n";
     return 2;
   }
-
 
   RouteStore routes;
   if (!flags.allowed_upstream_hosts.empty()) {
@@ -235,13 +236,14 @@ int main(int argc, char** argv) {
     client.node.set_build_version("berry-proxy 0.1.0");
     client.state_dir = flags.state_dir;
     auto channel = berry::managed::MakeChannel(client);
-    subscriber = std::make_unique<berry::managed::RouteSubscriber>(client, channel, routes, metrics);
+    subscriber =
+        std::make_unique<berry::managed::RouteSubscriber>(client, channel, routes, metrics);
     reporter = std::make_unique<berry::managed::LoadReporter>(client, channel, routes);
     subscriber->Start();
     reporter->Start();
   }
-  berry::log::Info("listening", {{"address", listening},
-                                 {"threads", std::to_string(flags.threads)}});
+  berry::log::Info("listening",
+                   {{"address", listening}, {"threads", std::to_string(flags.threads)}});
   // A line scripts and tests wait for, on stdout next to the access log.
   std::printf("berry-proxy listening on http://%s\n", listening.c_str());
   std::fflush(stdout);

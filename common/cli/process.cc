@@ -1,6 +1,7 @@
 #include "common/cli/process.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include <fstream>
 #include <sstream>
@@ -48,6 +49,21 @@ absl::StatusOr<std::pair<std::string, uint16_t>> ParseHostPort(const std::string
     return absl::InvalidArgumentError(absl::StrCat(flag, " '", address, "': bad host or port"));
   }
   return std::pair{host, static_cast<uint16_t>(port)};
+}
+
+uint64_t RaiseOpenFileLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return 0;
+  }
+  if (limit.rlim_cur != limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      limit = raised;
+    }
+  }
+  return limit.rlim_cur == RLIM_INFINITY ? UINT64_MAX : static_cast<uint64_t>(limit.rlim_cur);
 }
 
 }  // namespace berry::cli

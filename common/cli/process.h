@@ -17,6 +17,11 @@ namespace berry::cli {
 // before anything (gRPC included) starts a thread that could otherwise take a signal and die.
 sigset_t BlockTerminationSignals();
 
+// Raises the soft limit on open files to the hard limit (a proxy holds two sockets per stream,
+// and distributions often start processes at a soft limit of 1024) and returns the soft limit
+// now in force (0 when it cannot be read).
+uint64_t RaiseOpenFileLimit();
+
 // The whole file, or NotFound naming it.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 

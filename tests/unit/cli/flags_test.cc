@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <string>
 #include <vector>
@@ -153,6 +154,29 @@ TEST(ReadFile, MissingFileIsNotFoundNamingIt) {
   auto text = ReadFile("/nonexistent/berry/file");
   EXPECT_EQ(text.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(text.status().message().find("/nonexistent/berry/file"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace berry::cli
+
+namespace berry::cli {
+namespace {
+
+TEST(RaiseOpenFileLimit, RaisesTheSoftLimitToTheHardOne) {
+  rlimit before{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &before), 0);
+  ASSERT_GT(before.rlim_max, rlim_t{64}) << "the test lowers the soft limit to 64 first";
+  rlimit lowered = before;
+  lowered.rlim_cur = 64;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &lowered), 0);
+
+  const uint64_t now = RaiseOpenFileLimit();
+
+  rlimit after{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &after), 0);
+  EXPECT_EQ(after.rlim_cur, before.rlim_max);
+  EXPECT_EQ(now, after.rlim_max == RLIM_INFINITY ? UINT64_MAX : after.rlim_max);
+  EXPECT_EQ(RaiseOpenFileLimit(), now) << "a second call changes nothing";
 }
 
 }  // namespace
