@@ -2,20 +2,20 @@
 // managed berry-proxy, in-process mock providers "a" and "b". Tests call AdminService over gRPC
 // (and run the berryctl binary) and check what changes in the control plane, in the config file
 // and in what the proxy serves — waiting on conditions, never on bare sleeps.
-#include <openssl/sha.h>
-
-#include <gtest/gtest.h>
-
-#include <cstdio>
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <openssl/sha.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -26,9 +26,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <boost/json.hpp>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -165,8 +162,8 @@ class Admin : public ::testing::Test {
     control_plane_ =
         ControlPlane::Start(config_.path(), "127.0.0.1:0", {"--admin-token-file", token_path_});
     ASSERT_NE(control_plane_, nullptr);
-    auto channel = grpc::CreateChannel(control_plane_->grpc_address,
-                                       grpc::InsecureChannelCredentials());
+    auto channel =
+        grpc::CreateChannel(control_plane_->grpc_address, grpc::InsecureChannelCredentials());
     stub_ = v1::AdminService::NewStub(channel);
     if (!with_proxy) {
       return;
@@ -243,7 +240,7 @@ class Admin : public ::testing::Test {
                std::string* err = nullptr) {
     std::vector<std::string> argv = {BERRYCTL_BINARY};
     argv.insert(argv.end(), args.begin(), args.end());
-    auto process = Process::Spawn(argv);
+    auto process = Process::Spawn(argv, {}, itest::kSigwaitSignals);
     if (process == nullptr) return -1;
     const auto code = process->Wait(30s);
     if (out) *out = process->out();
@@ -353,16 +350,15 @@ TEST_F(Admin, GetConfigNeverContainsAKeyOrToken) {
   const std::string users = absl::StrCat("[users.alice]\ntoken = \"", kUserToken, "\"\n");
   std::string toml = ChatOnA() + users;
   // A provider header value is a secret as well.
-  const std::string header = absl::StrCat("[providers.c]\nbase_url = \"", b_->base_url(),
-                                          "\"\napi_key = \"sk-c-secret-key\"\nmodels = [\"up-b\"]\n",
-                                          "headers = { \"OpenAI-Organization\" = \"",
-                                          kHeaderSecret, "\" }\n");
+  const std::string header =
+      absl::StrCat("[providers.c]\nbase_url = \"", b_->base_url(),
+                   "\"\napi_key = \"sk-c-secret-key\"\nmodels = [\"up-b\"]\n",
+                   "headers = { \"OpenAI-Organization\" = \"", kHeaderSecret, "\" }\n");
   StartFleet(toml + header, /*with_proxy=*/false);
   v1::GetConfigResponse response = GetConfig();
   const std::string bytes = response.SerializeAsString();
-  for (const std::string& secret :
-       {KeyOf("a"), KeyOf("b"), std::string("sk-c-secret-key"), std::string(kUserToken),
-        std::string(kHeaderSecret)}) {
+  for (const std::string& secret : {KeyOf("a"), KeyOf("b"), std::string("sk-c-secret-key"),
+                                    std::string(kUserToken), std::string(kHeaderSecret)}) {
     EXPECT_EQ(bytes.find(secret), std::string::npos) << secret;
   }
   EXPECT_NE(response.redacted_toml().find("<redacted>"), std::string::npos);
@@ -373,7 +369,8 @@ TEST_F(Admin, GetConfigNeverContainsAKeyOrToken) {
   // The diff of an apply names changed secrets without showing them.
   v1::ApplyConfigResponse applied;
   std::string rotated = toml + header;
-  rotated.replace(rotated.find(kUserToken), std::strlen(kUserToken), "berry-user-token-rotated-999");
+  rotated.replace(rotated.find(kUserToken), std::strlen(kUserToken),
+                  "berry-user-token-rotated-999");
   ASSERT_TRUE(Apply(rotated, &applied, /*dry_run=*/true).ok());
   const std::string diff = absl::StrJoin(applied.diff_lines(), "\n");
   EXPECT_NE(diff.find("~ user alice: token changed"), std::string::npos) << diff;
@@ -565,9 +562,9 @@ TEST_F(Admin, BerryctlExitCodesAndJsonOutput) {
   EXPECT_FALSE(boost::json::parse(out).at("diff_lines").as_array().empty()) << out;
   EXPECT_EQ(GetConfig().version(), version);
 
-  EXPECT_EQ(Berryctl(with({"apply", "-f", valid, "--expect-version", "0123456789abcdef"}), &out,
-                     &err),
-            1);
+  EXPECT_EQ(
+      Berryctl(with({"apply", "-f", valid, "--expect-version", "0123456789abcdef"}), &out, &err),
+      1);
   EXPECT_NE(err.find("refused"), std::string::npos) << err;
   EXPECT_EQ(Berryctl(with({"apply", "-f", invalid}), &out, &err), 1);
   EXPECT_NE(err.find("invalid"), std::string::npos) << err;
@@ -585,8 +582,7 @@ TEST_F(Admin, BerryctlExitCodesAndJsonOutput) {
 
   ASSERT_EQ(Berryctl(with({"backend", "drain", "chat/b/up-b"}), &out, &err), 0) << err;
   ASSERT_EQ(Berryctl(with({"-o", "json", "backends"}), &out, &err), 0) << err;
-  EXPECT_EQ(boost::json::parse(out).at("backends").at(0).at("admin_state").as_string(),
-            "draining");
+  EXPECT_EQ(boost::json::parse(out).at("backends").at(0).at("admin_state").as_string(), "draining");
   EXPECT_EQ(Berryctl(with({"backend", "drain", "chat/none/x"}), &out, &err), 1);
 
   ASSERT_EQ(Berryctl(with({"-o", "json", "proxies"}), &out, &err), 0) << err;
@@ -603,12 +599,11 @@ TEST_F(Admin, BerryctlTakesServerAndTokenFileFromTheEnvironment) {
     std::vector<std::string> argv = {"/usr/bin/env"};
     argv.insert(argv.end(), env.begin(), env.end());
     argv.insert(argv.end(), {BERRYCTL_BINARY, "-o", "json", "get", "version"});
-    auto process = Process::Spawn(argv);
+    auto process = Process::Spawn(argv, {}, itest::kSigwaitSignals);
     return process == nullptr ? -1 : process->Wait(30s).value_or(-1);
   };
-  EXPECT_EQ(run({"BERRY_SERVER=" + control_plane_->grpc_address,
-                 "BERRY_TOKEN_FILE=" + token_path_}),
-            0);
+  EXPECT_EQ(
+      run({"BERRY_SERVER=" + control_plane_->grpc_address, "BERRY_TOKEN_FILE=" + token_path_}), 0);
   EXPECT_EQ(run({"BERRY_SERVER=" + control_plane_->grpc_address}), 4) << "no token: refused";
   EXPECT_EQ(run({"BERRY_SERVER=127.0.0.1:1", "BERRY_TOKEN_FILE=" + token_path_}), 3)
       << "the environment's server is the one dialled";
@@ -673,10 +668,10 @@ TEST_F(Admin, BerryctlOverMutualTls) {
   auto files = test_support::WriteTestPki(*pki, dir_.path() + "/pki");
   ASSERT_TRUE(files.ok()) << files.status();
   ASSERT_TRUE(config_.Write(ChatOnA()));
-  control_plane_ = ControlPlane::Start(
-      config_.path(), "127.0.0.1:0",
-      {"--admin-token-file", token_path_, "--tls-ca", files->ca_cert, "--tls-cert",
-       files->server_cert, "--tls-key", files->server_key});
+  control_plane_ =
+      ControlPlane::Start(config_.path(), "127.0.0.1:0",
+                          {"--admin-token-file", token_path_, "--tls-ca", files->ca_cert,
+                           "--tls-cert", files->server_cert, "--tls-key", files->server_key});
   ASSERT_NE(control_plane_, nullptr);
   const std::string server = control_plane_->grpc_address;
   std::string out;
@@ -691,18 +686,16 @@ TEST_F(Admin, BerryctlOverMutualTls) {
   EXPECT_FALSE(std::string(boost::json::parse(out).at("version").as_string()).empty()) << out;
 
   // The server requires a client certificate: without one the handshake fails.
-  const int code = Berryctl(
-      {"--server", server, "--token-file", token_path_, "--tls-ca", files->ca_cert, "get",
-       "version"},
-      &out, &err);
+  const int code = Berryctl({"--server", server, "--token-file", token_path_, "--tls-ca",
+                             files->ca_cert, "get", "version"},
+                            &out, &err);
   EXPECT_EQ(code, 3) << err;
   EXPECT_TRUE(err.starts_with("berryctl: ")) << err;
   EXPECT_NE(err.find(server), std::string::npos) << err;
 
   // Plaintext against the TLS port fails the same way.
-  EXPECT_EQ(Berryctl({"--server", server, "--token-file", token_path_, "get", "version"}, &out,
-                     &err),
-            3)
+  EXPECT_EQ(
+      Berryctl({"--server", server, "--token-file", token_path_, "get", "version"}, &out, &err), 3)
       << err;
 }
 
@@ -750,7 +743,8 @@ TEST_F(Admin, BerryctlWatchPrintsTheVersionChangeAndEndsOnCtrlC) {
                std::string::npos;
       },
       kConvergeTimeout))
-      << "table version " << table_version << "\n" << watch.out() << watch.err();
+      << "table version " << table_version << "\n"
+      << watch.out() << watch.err();
 
   watch.Signal(SIGINT);
   const std::optional<int> status = watch.Wait(10s);
@@ -759,7 +753,8 @@ TEST_F(Admin, BerryctlWatchPrintsTheVersionChangeAndEndsOnCtrlC) {
   // default way.
   EXPECT_TRUE((WIFEXITED(*status) && WEXITSTATUS(*status) == 0) ||
               (WIFSIGNALED(*status) && WTERMSIG(*status) == SIGINT))
-      << DescribeWaitStatus(*status) << "\n" << watch.err();
+      << DescribeWaitStatus(*status) << "\n"
+      << watch.err();
 }
 
 // The buf CLI: $BERRY_BUF, else /tmp/buf/node_modules/.bin/buf, else `npx --yes
@@ -783,7 +778,7 @@ std::vector<std::string> FindBuf(std::string* why) {
     }
     std::vector<std::string> argv = candidate;
     argv.push_back("--version");
-    auto process = Process::Spawn(argv);
+    auto process = Process::Spawn(argv, {}, itest::kSigwaitSignals);
     if (process == nullptr) continue;
     const auto code = process->Wait(60s);
     if (code == 0) return candidate;
@@ -807,7 +802,7 @@ TEST_F(Admin, BufCurlListsAndCallsAdminServiceThroughReflection) {
   auto run = [&](std::vector<std::string> args, std::string* out, std::string* err) {
     std::vector<std::string> argv = buf;
     argv.insert(argv.end(), args.begin(), args.end());
-    auto process = Process::Spawn(argv);
+    auto process = Process::Spawn(argv, {}, itest::kSigwaitSignals);
     if (process == nullptr) return -1;
     const auto code = process->Wait(60s);
     *out = process->out();

@@ -40,158 +40,6 @@ bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds
   }
 }
 
-// --- Process -----------------------------------------------------------------------------------
-
-std::unique_ptr<Process> Process::Spawn(const std::vector<std::string>& args) {
-  std::unique_ptr<Process> process(new Process());
-  int out[2];
-  int err[2];
-  if (pipe2(out, O_CLOEXEC) != 0) {
-    ADD_FAILURE() << "pipe2 failed";
-    return nullptr;
-  }
-  if (pipe2(err, O_CLOEXEC) != 0) {
-    close(out[0]);
-    close(out[1]);
-    ADD_FAILURE() << "pipe2 failed";
-    return nullptr;
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-  std::vector<char*> argv;
-  for (const std::string& arg : args) {
-    argv.push_back(const_cast<char*>(arg.c_str()));
-  }
-  argv.push_back(nullptr);
-  // The flags' environment fallbacks must not leak in from whoever runs the tests.
-  std::vector<char*> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string_view entry(*e);
-    if (!entry.starts_with("CONFIG_PATH=") && !entry.starts_with("BIND_ADDRESS=") &&
-        !entry.starts_with("NODE_ID=")) {
-      env.push_back(*e);
-    }
-  }
-  env.push_back(nullptr);
-  posix_spawnattr_t attributes;
-  posix_spawnattr_init(&attributes);
-  sigset_t mask;
-  sigemptyset(&mask);
-  for (const int signal_number : {SIGHUP, SIGINT, SIGTERM}) {
-    sigaddset(&mask, signal_number);
-  }
-  posix_spawnattr_setsigmask(&attributes, &mask);
-  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-  const int rc =
-      posix_spawn(&process->pid_, argv[0], &actions, &attributes, argv.data(), env.data());
-  posix_spawnattr_destroy(&attributes);
-  posix_spawn_file_actions_destroy(&actions);
-  close(out[1]);
-  close(err[1]);
-  if (rc != 0) {
-    close(out[0]);
-    close(err[0]);
-    ADD_FAILURE() << "posix_spawn " << args[0] << " failed: " << rc;
-    return nullptr;
-  }
-  process->readers_.emplace_back([p = process.get(), fd = out[0]] { p->Read(fd, &p->out_); });
-  process->readers_.emplace_back([p = process.get(), fd = err[0]] { p->Read(fd, &p->err_); });
-  return process;
-}
-
-Process::~Process() {
-  if (!exit_code_) {
-    Kill();
-  }
-  for (std::thread& reader : readers_) {
-    reader.join();
-  }
-}
-
-std::string Process::out() const {
-  absl::MutexLock lock(&mu_);
-  return out_;
-}
-
-std::string Process::err() const {
-  absl::MutexLock lock(&mu_);
-  return err_;
-}
-
-bool Process::WaitForOut(std::string_view needle, std::chrono::milliseconds timeout) const {
-  absl::MutexLock lock(&mu_);
-  auto found = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return out_.find(needle) != std::string::npos;
-  };
-  return mu_.AwaitWithTimeout(absl::Condition(&found), absl::FromChrono(timeout));
-}
-
-std::string Process::LineAfter(std::string_view prefix, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    const std::string text = out();
-    const size_t at = text.find(prefix);
-    if (at != std::string::npos) {
-      const size_t start = at + prefix.size();
-      const size_t end = text.find('\n', start);
-      if (end != std::string::npos) {
-        return text.substr(start, end - start);
-      }
-    }
-    if (Wait(0ms)) {
-      return {};
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  return {};
-}
-
-std::optional<int> Process::Wait(std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!exit_code_) {
-    int status = 0;
-    const pid_t done = waitpid(pid_, &status, WNOHANG);
-    if (done == pid_) {
-      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      break;
-    }
-    if (Clock::now() >= deadline) {
-      break;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-  return exit_code_;
-}
-
-void Process::Signal(int signal_number) {
-  if (!exit_code_) {
-    kill(pid_, signal_number);
-  }
-}
-
-void Process::Kill() {
-  if (exit_code_) {
-    return;
-  }
-  kill(pid_, SIGKILL);
-  Wait(30s);
-}
-
-void Process::Read(int fd, std::string* sink) {
-  char buffer[4096];
-  for (;;) {
-    const ssize_t n = read(fd, buffer, sizeof buffer);
-    if (n <= 0) {
-      break;
-    }
-    absl::MutexLock lock(&mu_);
-    sink->append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-}
-
 // --- files ---------------------------------------------------------------------------------------
 
 TempDir::TempDir(std::string_view prefix) {
@@ -326,7 +174,7 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::TryStart(
                                    "1"};
   args.insert(args.end(), extra.begin(), extra.end());
   auto plane = std::make_unique<ControlPlane>();
-  plane->process = Process::Spawn(args);
+  plane->process = Process::Spawn(args, {}, itest::kSigwaitSignals);
   if (plane->process == nullptr) {
     return absl::InternalError("cannot spawn berry-control-plane");
   }
@@ -449,7 +297,7 @@ std::unique_ptr<Proxy> Proxy::Start(ProxyOptions options) {
   args.insert(args.end(), options.extra.begin(), options.extra.end());
   auto proxy = std::make_unique<Proxy>();
   proxy->options = std::move(options);
-  proxy->process = Process::Spawn(args);
+  proxy->process = Process::Spawn(args, {}, itest::kSigwaitSignals);
   if (proxy->process == nullptr) {
     return nullptr;
   }

@@ -26,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "berry/v1/route_table.pb.h"
+#include "tests/integration/child_process.h"
 #include "tests/support/http_client.h"
 #include "tests/support/mock_upstream.h"
 
@@ -43,46 +44,9 @@ inline constexpr std::chrono::milliseconds kConvergeTimeout = 30s;
 bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
                std::chrono::milliseconds every = 50ms);
 
-// A child process with its stdout and stderr collected by reader threads. The child starts with
-// SIGHUP, SIGINT and SIGTERM blocked: both programs take them with sigwait, and blocking them
-// before the first thread exists keeps gRPC's early threads from dying of one (see
-// KnownBugProcessSignals in proxy_process_test.cc).
-class Process {
- public:
-  // nullptr (with a test failure) when the binary cannot be spawned.
-  static std::unique_ptr<Process> Spawn(const std::vector<std::string>& args);
-
-  Process(const Process&) = delete;
-  Process& operator=(const Process&) = delete;
-  // SIGKILLs the child if it still runs.
-  ~Process();
-
-  pid_t pid() const { return pid_; }
-  std::string out() const;
-  std::string err() const;
-  // Waits until `needle` shows up on stdout; false on timeout.
-  bool WaitForOut(std::string_view needle, std::chrono::milliseconds timeout) const;
-  // The text after `prefix` on stdout up to the end of its line; empty on timeout.
-  std::string LineAfter(std::string_view prefix, std::chrono::milliseconds timeout);
-
-  // The exit status (128 + n when killed by signal n); nullopt while it still runs at the
-  // deadline.
-  std::optional<int> Wait(std::chrono::milliseconds timeout);
-  void Signal(int signal_number);
-  // SIGKILL, then reaps it.
-  void Kill();
-
- private:
-  Process() = default;
-  void Read(int fd, std::string* sink);
-
-  pid_t pid_ = -1;
-  std::optional<int> exit_code_;
-  mutable absl::Mutex mu_;
-  std::string out_ ABSL_GUARDED_BY(mu_);
-  std::string err_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> readers_;
-};
+// Fleet programs take SIGHUP, SIGINT and SIGTERM with sigwait: spawn them with
+// itest::kSigwaitSignals blocked (see KnownBugProcessSignals in proxy_process_test.cc).
+using Process = itest::ChildProcess;
 
 // A fresh directory under $TMPDIR, removed with everything in it.
 class TempDir {

@@ -2,20 +2,20 @@
 // exit codes, the "listening" line, SIGHUP reloads (good and broken configs) and SIGTERM drain.
 // Every wait polls with a deadline; every port is chosen by the kernel.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <atomic>
+#include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <memory>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <string>
@@ -23,12 +23,11 @@
 #include <thread>
 #include <vector>
 
-#include <boost/json.hpp>
-
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "tests/integration/child_process.h"
 #include "tests/support/certs.h"
 #include "tests/support/http_client.h"
 
@@ -49,163 +48,7 @@ constexpr const char* kMock = BERRY_MOCK_UPSTREAM_BINARY;
 constexpr const char* kTestdata = BERRY_TESTDATA_DIR;
 constexpr const char* kProxyMainSource = BERRY_PROXY_MAIN_SOURCE;
 
-// A child process with its stdout and stderr collected by reader threads.
-class Process {
- public:
-  // `extra_env` ("NAME=value") is added to the environment the child inherits. The child starts
-  // with `blocked_signals` blocked (an init system starts services with none blocked).
-  static std::unique_ptr<Process> Spawn(const std::vector<std::string>& args,
-                                        const std::vector<std::string>& extra_env = {},
-                                        const std::vector<int>& blocked_signals = {}) {
-    std::unique_ptr<Process> process(new Process());
-    int out[2];
-    int err[2];
-    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-      ADD_FAILURE() << "pipe2 failed";
-      return nullptr;
-    }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-    posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-    std::vector<char*> argv;
-    for (const std::string& arg : args) {
-      argv.push_back(const_cast<char*>(arg.c_str()));
-    }
-    argv.push_back(nullptr);
-    // The flags' environment fallbacks must not leak in from whoever runs the tests.
-    std::vector<char*> env;
-    for (char** e = environ; *e != nullptr; ++e) {
-      const std::string_view entry(*e);
-      if (!entry.starts_with("CONFIG_PATH=") && !entry.starts_with("BIND_ADDRESS=")) {
-        env.push_back(*e);
-      }
-    }
-    for (const std::string& entry : extra_env) {
-      env.push_back(const_cast<char*>(entry.c_str()));
-    }
-    env.push_back(nullptr);
-    posix_spawnattr_t attributes;
-    posix_spawnattr_init(&attributes);
-    sigset_t mask;
-    sigemptyset(&mask);
-    for (const int signal_number : blocked_signals) {
-      sigaddset(&mask, signal_number);
-    }
-    posix_spawnattr_setsigmask(&attributes, &mask);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
-    const int rc =
-        posix_spawn(&process->pid_, argv[0], &actions, &attributes, argv.data(), env.data());
-    posix_spawnattr_destroy(&attributes);
-    posix_spawn_file_actions_destroy(&actions);
-    close(out[1]);
-    close(err[1]);
-    if (rc != 0) {
-      close(out[0]);
-      close(err[0]);
-      ADD_FAILURE() << "posix_spawn " << args[0] << " failed: " << rc;
-      return nullptr;
-    }
-    process->readers_.emplace_back([p = process.get(), fd = out[0]] { p->Read(fd, &p->out_); });
-    process->readers_.emplace_back([p = process.get(), fd = err[0]] { p->Read(fd, &p->err_); });
-    return process;
-  }
-
-  ~Process() {
-    if (!exit_code_) {
-      kill(pid_, SIGKILL);
-      Wait(10s);
-    }
-    for (std::thread& reader : readers_) {
-      reader.join();
-    }
-  }
-
-  pid_t pid() const { return pid_; }
-  std::string out() const {
-    absl::MutexLock lock(&mu_);
-    return out_;
-  }
-  std::string err() const {
-    absl::MutexLock lock(&mu_);
-    return err_;
-  }
-
-  // Waits until `needle` shows up on stdout (or stderr); false on timeout.
-  bool WaitForOut(std::string_view needle, std::chrono::milliseconds timeout = 10s) const {
-    return WaitForText(&out_, needle, timeout);
-  }
-  bool WaitForErr(std::string_view needle, std::chrono::milliseconds timeout = 10s) const {
-    return WaitForText(&err_, needle, timeout);
-  }
-
-  // The exit status (128 + n when killed by signal n); nullopt while still running at the
-  // deadline.
-  std::optional<int> Wait(std::chrono::milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    while (!exit_code_) {
-      int status = 0;
-      const pid_t done = waitpid(pid_, &status, WNOHANG);
-      if (done == pid_) {
-        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        break;
-      }
-      if (Clock::now() >= deadline) {
-        break;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    return exit_code_;
-  }
-
-  void Signal(int signal_number) { kill(pid_, signal_number); }
-
- private:
-  Process() = default;
-
-  void Read(int fd, std::string* sink) {
-    char buffer[4096];
-    for (;;) {
-      const ssize_t n = read(fd, buffer, sizeof buffer);
-      if (n <= 0) {
-        break;
-      }
-      absl::MutexLock lock(&mu_);
-      sink->append(buffer, static_cast<size_t>(n));
-    }
-    close(fd);
-  }
-
-  bool WaitForText(const std::string* text, std::string_view needle,
-                   std::chrono::milliseconds timeout) const {
-    absl::MutexLock lock(&mu_);
-    auto found = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return text->find(needle) != std::string::npos;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&found), absl::FromChrono(timeout));
-  }
-
-  pid_t pid_ = -1;
-  std::optional<int> exit_code_;
-  mutable absl::Mutex mu_;
-  std::string out_ ABSL_GUARDED_BY(mu_);
-  std::string err_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> readers_;
-};
-
-// The text after `prefix` up to the end of its line, once it appeared on stdout.
-std::string LineAfter(const Process& process, std::string_view prefix) {
-  if (!process.WaitForOut(prefix)) {
-    return {};
-  }
-  const std::string out = process.out();
-  const size_t start = out.find(prefix) + prefix.size();
-  const size_t end = out.find('\n', start);
-  if (end == std::string::npos) {
-    return {};
-  }
-  return out.substr(start, end - start);
-}
+using Process = ChildProcess;
 
 // A berry-mock-upstream process named `name`; base_url() once it listens.
 struct MockProcess {
@@ -219,7 +62,7 @@ MockProcess StartMockProcess(std::string_view name, std::vector<std::string> ext
   MockProcess mock;
   mock.process = Process::Spawn(args);
   if (mock.process != nullptr) {
-    mock.base_url = LineAfter(*mock.process, "listening on ");
+    mock.base_url = mock.process->LineAfter("listening on ", 10s);
   }
   return mock;
 }
@@ -273,13 +116,13 @@ const std::vector<int> kMainsSignals = {};
 ProxyProcess StartProxyProcess(const ConfigFile& config, std::vector<std::string> extra = {},
                                const std::vector<std::string>& extra_env = {},
                                const std::vector<int>& blocked_signals = kMainsSignals) {
-  std::vector<std::string> args = {kProxy, "--config", config.path(), "--listen", "127.0.0.1:0",
-                                   "--threads", "2"};
+  std::vector<std::string> args = {
+      kProxy, "--config", config.path(), "--listen", "127.0.0.1:0", "--threads", "2"};
   args.insert(args.end(), extra.begin(), extra.end());
   ProxyProcess proxy;
   proxy.process = Process::Spawn(args, extra_env, blocked_signals);
   if (proxy.process != nullptr) {
-    proxy.url = LineAfter(*proxy.process, "berry-proxy listening on ");
+    proxy.url = proxy.process->LineAfter("berry-proxy listening on ", 10s);
   }
   return proxy;
 }
@@ -314,7 +157,8 @@ std::vector<std::string> RegisteredFlags() {
   std::ifstream in(kProxyMainSource);
   const std::string source((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::vector<std::string> flags;
-  static const std::regex kRegistration(R"re(set\.(String|Int|Bool|Duration)\(\s*"([a-z0-9-]+)")re");
+  static const std::regex kRegistration(
+      R"re(set\.(String|Int|Bool|Duration)\(\s*"([a-z0-9-]+)")re");
   for (auto it = std::sregex_iterator(source.begin(), source.end(), kRegistration);
        it != std::sregex_iterator(); ++it) {
     flags.push_back("--" + (*it)[2].str());
@@ -451,7 +295,8 @@ TEST(ProxyProcess, SighupWithABrokenConfigKeepsTheRunningOne) {
 }
 
 TEST(ProxyProcess, SigtermLetsAStreamInFlightFinishThenExitsZero) {
-  MockProcess mock = StartMockProcess("slow", {"--stream-events", "6", "--stream-interval-ms", "200"});
+  MockProcess mock =
+      StartMockProcess("slow", {"--stream-events", "6", "--stream-interval-ms", "200"});
   ASSERT_FALSE(mock.base_url.empty());
   ConfigFile config;
   config.Write(ChatConfig(mock.base_url));
@@ -461,12 +306,13 @@ TEST(ProxyProcess, SigtermLetsAStreamInFlightFinishThenExitsZero) {
   std::atomic<bool> started{false};
   absl::StatusOr<StreamedResponse> streamed;
   std::thread client([&] {
-    streamed = test_support::FetchStreaming(
-        HttpRequest::Post(proxy.url + "/v1/chat/completions", ChatBody("chat", R"(,"stream":true)")),
-        [&](const SseEvent&) {
-          started = true;
-          return true;
-        });
+    streamed =
+        test_support::FetchStreaming(HttpRequest::Post(proxy.url + "/v1/chat/completions",
+                                                       ChatBody("chat", R"(,"stream":true)")),
+                                     [&](const SseEvent&) {
+                                       started = true;
+                                       return true;
+                                     });
   });
   const auto deadline = Clock::now() + 10s;
   while (!started && Clock::now() < deadline) {
@@ -545,7 +391,8 @@ TEST(RegressionProcessSignals, BurstOfSighupsReloadsAndNeverKillsTheProxy) {
 
   EXPECT_TRUE(proxy.process->WaitForErr("route table loaded", 5s));
   ASSERT_EQ(proxy.process->Wait(500ms), std::nullopt)
-      << "berry-proxy died of a SIGHUP (128 + 1 = 129)\n" << proxy.process->err();
+      << "berry-proxy died of a SIGHUP (128 + 1 = 129)\n"
+      << proxy.process->err();
   EXPECT_TRUE(WaitUntilServedBy(proxy.url, "chat", "one", 2s));
 }
 
