@@ -58,7 +58,7 @@ struct HttpServer::Worker {
   net::ip::tcp::acceptor acceptor{io_context};
   absl::BitGen rng;  // request ids
   // Connections waiting for their next request; closed on drain. Worker thread only.
-  absl::flat_hash_set<beast::tcp_stream*> idle;
+  absl::flat_hash_set<net::ip::tcp::socket*> idle;
 };
 
 namespace {
@@ -76,10 +76,12 @@ std::string NewRequestId(absl::BitGen& rng) {
 
 }  // namespace
 
-Downstream::Downstream(beast::tcp_stream& stream, beast::flat_buffer& read_buffer,
-                       std::string& head_buffer, std::string request_id, bool keep_alive,
+Downstream::Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
+                       beast::flat_buffer& read_buffer, std::string& head_buffer,
+                       std::string request_id, bool keep_alive,
                        std::chrono::milliseconds write_timeout)
-    : stream_(stream),
+    : socket_(socket),
+      deadline_(deadline),
       head_(head_buffer),
       request_id_(std::move(request_id)),
       keep_alive_(keep_alive),
@@ -107,36 +109,50 @@ void Downstream::FinishHead(bool chunked, size_t body_size) {
   started_ = true;
 }
 
+namespace {
+
+net::awaitable<bool> Immediately(bool result) { co_return result; }
+
+}  // namespace
+
+// The Write* functions below are not coroutines themselves: each returns this one's awaitable,
+// so a write costs one coroutine frame, not two.
+template <typename Buffers>
+net::awaitable<bool> Downstream::Send(Buffers buffers) {
+  if (watchdog_writes_) {
+    write_started_ = std::chrono::steady_clock::now();
+  } else {
+    deadline_.ExpiresAfter(write_timeout_);
+  }
+  auto [ec, n] = co_await net::async_write(socket_, buffers, kNoThrow);
+  write_started_ = {};
+  failed_ = static_cast<bool>(ec);
+  co_return !failed_;
+}
+
 net::awaitable<bool> Downstream::WriteWithBody(std::string_view body) {
   if (wire::StatusHasNoBody(status_)) {
     body = {};
   }
   FinishHead(false, body.size());
-  const std::array<net::const_buffer, 2> buffers{net::buffer(head_), net::buffer(body)};
-  stream_.expires_after(write_timeout_);
-  auto [ec, n] = co_await net::async_write(stream_, buffers, kNoThrow);
-  failed_ = static_cast<bool>(ec);
-  co_return !failed_;
+  return Send(std::array<net::const_buffer, 2>{net::buffer(head_), net::buffer(body)});
 }
 
 net::awaitable<bool> Downstream::Write(Response& response) {
   wire::AppendFieldsExceptFraming(BeginHead(response.result_int()), response.base(),
                                   "x-request-id");
-  co_return co_await WriteWithBody(response.body());
+  return WriteWithBody(response.body());
 }
 
 net::awaitable<bool> Downstream::WriteHeader(ResponseHeader& header) {
   wire::AppendFieldsExceptFraming(BeginHead(header.result_int()), header.base(), "x-request-id");
   FinishHead(true, 0);
-  stream_.expires_after(write_timeout_);
-  auto [ec, n] = co_await net::async_write(stream_, net::buffer(head_), kNoThrow);
-  failed_ = static_cast<bool>(ec);
-  co_return !failed_;
+  return Send(net::buffer(head_));
 }
 
 void Downstream::UseWatchdogForWrites() {
   watchdog_writes_ = true;
-  stream_.expires_never();
+  deadline_.ExpiresNever();
 }
 
 std::optional<std::chrono::steady_clock::time_point> Downstream::write_pending_since() const {
@@ -148,43 +164,26 @@ std::optional<std::chrono::steady_clock::time_point> Downstream::write_pending_s
 
 void Downstream::Abort() {
   beast::error_code ignored;
-  stream_.socket().cancel(ignored);
+  socket_.cancel(ignored);
 }
 
 net::awaitable<bool> Downstream::WriteChunk(std::string_view data) {
   if (failed_) {
-    co_return false;
+    return Immediately(false);
   }
   if (data.empty()) {
-    co_return true;  // an empty chunk would end the body
+    return Immediately(true);  // an empty chunk would end the body
   }
-  const std::array<net::const_buffer, 3> buffers{
+  return Send(std::array<net::const_buffer, 3>{
       net::buffer(wire::ChunkSizeLine(data.size(), chunk_line_)), net::buffer(data),
-      net::buffer(wire::kCrLf)};
-  if (watchdog_writes_) {
-    write_started_ = std::chrono::steady_clock::now();
-  } else {
-    stream_.expires_after(write_timeout_);
-  }
-  auto [ec, n] = co_await net::async_write(stream_, buffers, kNoThrow);
-  write_started_ = {};
-  failed_ = static_cast<bool>(ec);
-  co_return !failed_;
+      net::buffer(wire::kCrLf)});
 }
 
 net::awaitable<bool> Downstream::WriteEnd() {
   if (failed_) {
-    co_return false;
+    return Immediately(false);
   }
-  if (watchdog_writes_) {
-    write_started_ = std::chrono::steady_clock::now();
-  } else {
-    stream_.expires_after(write_timeout_);
-  }
-  auto [ec, n] = co_await net::async_write(stream_, net::buffer(wire::kLastChunk), kNoThrow);
-  write_started_ = {};
-  failed_ = static_cast<bool>(ec);
-  co_return !failed_;
+  return Send(net::buffer(wire::kLastChunk));
 }
 
 void Downstream::WatchForDisconnect(std::function<void()> on_gone) {
@@ -197,7 +196,8 @@ void Downstream::WatchForDisconnect(std::function<void()> on_gone) {
     return;
   }
   watch_pending_ = true;
-  stream_.socket().async_read_some(
+  deadline_.ExpiresNever();  // the wait for the upstream has timeouts of its own
+  socket_.async_read_some(
       read_buffer_.prepare(4096),
       net::bind_cancellation_slot(
           watch_cancel_.slot(), [this](boost::system::error_code ec, size_t n) {
@@ -229,7 +229,7 @@ net::awaitable<void> Downstream::EndWatch() {
   }
   // The read's handler was queued when it completed or was cancelled; it runs before this.
   while (watch_pending_) {
-    co_await net::post(stream_.get_executor(), net::use_awaitable);
+    co_await net::post(socket_.get_executor(), net::use_awaitable);
   }
 }
 
@@ -238,7 +238,8 @@ namespace {
 net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions& options,
                                 std::atomic<int64_t>& active_requests,
                                 const std::atomic<bool>& draining, net::ip::tcp::socket socket) {
-  beast::tcp_stream stream(std::move(socket));
+  // Cancel, not close: a client cut off reading its request still gets its 408.
+  deadline::SocketDeadline deadline(socket, deadline::SocketDeadline::OnExpiry::kCancel);
   beast::flat_buffer buffer;
   std::string head_buffer;  // response heads, reused by every request on this connection
   Handler& handler = *worker.handler;
@@ -248,10 +249,10 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
         break;
       }
       // Idle between requests: the only state a drain may close the connection in.
-      worker.idle.insert(&stream);
-      stream.expires_after(options.idle_timeout);
-      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kNoThrow);
-      worker.idle.erase(&stream);
+      worker.idle.insert(&socket);
+      deadline.ExpiresAfter(options.idle_timeout);
+      auto [ec, n] = co_await socket.async_read_some(buffer.prepare(4096), kNoThrow);
+      worker.idle.erase(&socket);
       if (ec) {
         break;
       }
@@ -261,8 +262,10 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     http::request_parser<http::string_body> parser;
     parser.header_limit(options.header_limit_bytes);
     parser.body_limit(handler.body_limit());
-    stream.expires_after(options.header_timeout);
-    auto [header_ec, header_n] = co_await http::async_read_header(stream, buffer, parser, kNoThrow);
+    deadline.ExpiresAfter(options.header_timeout);
+    auto [header_read_ec, header_n] =
+        co_await http::async_read_header(socket, buffer, parser, kNoThrow);
+    const beast::error_code header_ec = deadline.Translate(header_read_ec);
     std::string_view bad_reason;
     http::status bad_status = http::status::bad_request;
     if (header_ec == http::error::header_limit) {
@@ -285,14 +288,15 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
       const auto expect = parser.get()[http::field::expect];
       if (!parser.is_done() && beast::iequals(expect, "100-continue")) {
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        stream.expires_after(options.write_timeout);
-        auto [ec, n] = co_await net::async_write(stream, net::buffer(kContinue), kNoThrow);
+        deadline.ExpiresAfter(options.write_timeout);
+        auto [ec, n] = co_await net::async_write(socket, net::buffer(kContinue), kNoThrow);
         if (ec) {
           break;
         }
       }
-      stream.expires_after(options.body_timeout);
-      auto [body_ec, body_n] = co_await http::async_read(stream, buffer, parser, kNoThrow);
+      deadline.ExpiresAfter(options.body_timeout);
+      auto [body_read_ec, body_n] = co_await http::async_read(socket, buffer, parser, kNoThrow);
+      const beast::error_code body_ec = deadline.Translate(body_read_ec);
       if (body_ec == http::error::body_limit) {
         bad_status = http::status::payload_too_large;
         bad_reason = "request body is larger than the limit";
@@ -311,7 +315,7 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     active_requests.fetch_add(1, std::memory_order_relaxed);
     if (!bad_reason.empty()) {
       // The stream is out of sync with the framing: answer and close.
-      Downstream downstream(stream, buffer, head_buffer, NewRequestId(worker.rng), false,
+      Downstream downstream(socket, deadline, buffer, head_buffer, NewRequestId(worker.rng), false,
                             options.write_timeout);
       co_await handler.HandleBadRequest(bad_status, bad_reason, downstream);
       active_requests.fetch_sub(1, std::memory_order_relaxed);
@@ -321,7 +325,7 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     const auto client_id = request["x-request-id"];
     std::string request_id =
         AcceptableRequestId(client_id) ? std::string(client_id) : NewRequestId(worker.rng);
-    Downstream downstream(stream, buffer, head_buffer, std::move(request_id),
+    Downstream downstream(socket, deadline, buffer, head_buffer, std::move(request_id),
                           request.keep_alive() && !draining.load(std::memory_order_relaxed),
                           options.write_timeout);
     co_await handler.Handle(request, downstream);
@@ -332,8 +336,8 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     }
   }
   beast::error_code ignored;
-  stream.socket().shutdown(net::ip::tcp::socket::shutdown_send, ignored);
-  stream.close();
+  socket.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  socket.close(ignored);
 }
 
 net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions& options,
@@ -415,8 +419,8 @@ void HttpServer::BeginDrain() {
     net::post(worker->io_context, [w = worker.get()] {
       beast::error_code ignored;
       w->acceptor.close(ignored);
-      for (beast::tcp_stream* stream : w->idle) {
-        stream->socket().cancel(ignored);  // its session sees the error and closes
+      for (net::ip::tcp::socket* socket : w->idle) {
+        socket->cancel(ignored);  // its session sees the error and closes
       }
     });
   }

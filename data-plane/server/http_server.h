@@ -17,7 +17,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -31,6 +30,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "data-plane/deadline/deadline.h"
 #include "data-plane/wire/http_wire.h"
 
 namespace berry::proxy {
@@ -61,10 +61,11 @@ struct ServerOptions {
 // One client connection as a handler sees it while answering one request.
 class Downstream {
  public:
-  // `read_buffer` is the session's (where a pipelined request waits); `head_buffer` its scratch
-  // for response heads, reused request after request.
-  Downstream(beast::tcp_stream& stream, beast::flat_buffer& read_buffer, std::string& head_buffer,
-             std::string request_id, bool keep_alive, std::chrono::milliseconds write_timeout);
+  // `socket` and `deadline` are the session's; `read_buffer` too (where a pipelined request
+  // waits); `head_buffer` is its scratch for response heads, reused request after request.
+  Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
+             beast::flat_buffer& read_buffer, std::string& head_buffer, std::string request_id,
+             bool keep_alive, std::chrono::milliseconds write_timeout);
 
   const std::string& request_id() const { return request_id_; }
   // Whether the connection stays open after this response; a handler may turn it off.
@@ -115,7 +116,12 @@ class Downstream {
   // Ends head_ with x-request-id, the framing headers and the empty line.
   void FinishHead(bool chunked, size_t body_size);
 
-  beast::tcp_stream& stream_;
+  // Writes `buffers` under the write timeout (or the watchdog); false once the client is gone.
+  template <typename Buffers>
+  net::awaitable<bool> Send(Buffers buffers);
+
+  net::ip::tcp::socket& socket_;
+  deadline::SocketDeadline& deadline_;
   std::string& head_;
   wire::ChunkLineStorage chunk_line_;
   std::string request_id_;

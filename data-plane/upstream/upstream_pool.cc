@@ -5,6 +5,7 @@
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
@@ -110,36 +111,37 @@ Connection::Connection(net::io_context& io_context, const Endpoint& endpoint,
   } else {
     plain_.emplace(io_context);
   }
+  deadline_.emplace(tcp(), deadline::SocketDeadline::OnExpiry::kClose);
 }
 
-beast::tcp_stream& Connection::tcp() {
+net::ip::tcp::socket& Connection::tcp() {
   return secure_ ? beast::get_lowest_layer(*secure_) : *plain_;
 }
 
 void Connection::Cancel() {
   beast::error_code ignored;
-  tcp().socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
-  tcp().socket().close(ignored);
+  tcp().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  tcp().close(ignored);
 }
 
 net::awaitable<beast::error_code> Connection::Write(std::string_view head, std::string_view body) {
   const std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
   if (secure_) {
     auto [ec, n] = co_await net::async_write(*secure_, buffers, kNoThrow);
-    co_return ec;
+    co_return deadline_->Translate(ec);
   }
   auto [ec, n] = co_await net::async_write(*plain_, buffers, kNoThrow);
-  co_return ec;
+  co_return deadline_->Translate(ec);
 }
 
 net::awaitable<beast::error_code> Connection::ReadHeader(
     http::response_parser<http::buffer_body>& parser) {
   if (secure_) {
     auto [ec, n] = co_await http::async_read_header(*secure_, buffer_, parser, kNoThrow);
-    co_return ec;
+    co_return deadline_->Translate(ec);
   }
   auto [ec, n] = co_await http::async_read_header(*plain_, buffer_, parser, kNoThrow);
-  co_return ec;
+  co_return deadline_->Translate(ec);
 }
 
 net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(
@@ -156,7 +158,7 @@ net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(
   if (ec == http::error::need_buffer) {
     ec = {};
   }
-  co_return std::pair{ec, size - body.size};
+  co_return std::pair{deadline_->Translate(ec), size - body.size};
 }
 
 Pool::Pool(net::io_context& io_context, std::shared_ptr<const TlsContexts> tls_contexts,
@@ -186,8 +188,9 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
     const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
     ConnectError* error_kind) {
   auto connection = std::make_unique<Connection>(io_context_, endpoint, *tls_contexts_);
-  beast::tcp_stream& tcp = connection->tcp();
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  net::ip::tcp::socket& tcp = connection->tcp();
+  deadline::SocketDeadline& deadline = *connection->deadline_;
+  const auto expiry = std::chrono::steady_clock::now() + timeout;
 
   net::ip::tcp::resolver resolver(io_context_);
   auto [resolve_ec, results] =
@@ -197,8 +200,9 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
     co_return absl::UnavailableError(
         absl::StrCat("cannot resolve ", endpoint.host, ": ", resolve_ec.message()));
   }
-  tcp.expires_at(deadline);
-  auto [connect_ec, connected] = co_await tcp.async_connect(results, kNoThrow);
+  deadline.ExpiresAt(expiry);
+  auto [connect_error, connected] = co_await net::async_connect(tcp, results, kNoThrow);
+  const beast::error_code connect_ec = deadline.Translate(connect_error);
   if (connect_ec) {
     *error_kind =
         connect_ec == beast::error::timeout ? ConnectError::kTimeout : ConnectError::kConnect;
@@ -206,7 +210,7 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
         absl::StrCat("cannot connect to ", endpoint.host_header, ": ", connect_ec.message()));
   }
   beast::error_code ignored;
-  tcp.socket().set_option(net::ip::tcp::no_delay(true), ignored);
+  tcp.set_option(net::ip::tcp::no_delay(true), ignored);
   if (connection->secure_) {
     auto& secure = *connection->secure_;
     if (!IsIpLiteral(endpoint.host)) {
@@ -215,14 +219,16 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
     if (endpoint.verify) {
       secure.set_verify_callback(net::ssl::host_name_verification(endpoint.host));
     }
-    auto [tls_ec] = co_await secure.async_handshake(net::ssl::stream_base::client, kNoThrow);
+    auto [handshake_ec] =
+        co_await secure.async_handshake(net::ssl::stream_base::client, kNoThrow);
+    const beast::error_code tls_ec = deadline.Translate(handshake_ec);
     if (tls_ec) {
       *error_kind = tls_ec == beast::error::timeout ? ConnectError::kTimeout : ConnectError::kTls;
       co_return absl::UnavailableError(
           absl::StrCat("TLS handshake with ", endpoint.host_header, " failed: ", tls_ec.message()));
     }
   }
-  tcp.expires_never();
+  deadline.ExpiresNever();
   *error_kind = ConnectError::kNone;
   co_return connection;
 }
@@ -232,7 +238,7 @@ void Pool::Release(std::unique_ptr<Connection> connection) {
   if (idle.size() >= options_.max_idle_per_endpoint) {
     return;  // closes it
   }
-  connection->tcp().expires_never();
+  connection->ExpiresNever();
   connection->idle_since_ = std::chrono::steady_clock::now();
   idle.push_back(std::move(connection));
 }

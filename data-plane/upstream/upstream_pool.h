@@ -12,7 +12,6 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -26,6 +25,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "data-plane/deadline/deadline.h"
 
 namespace berry::upstream {
 
@@ -77,14 +77,17 @@ class Connection {
 
   bool reused() const { return reused_; }
   const std::string& pool_key() const { return pool_key_; }
-  beast::tcp_stream& tcp();
+  net::ip::tcp::socket& tcp();
   beast::flat_buffer& buffer() { return buffer_; }
   // Closes the socket; a pending operation completes with an error. Safe to call twice.
   void Cancel();
 
-  // Deadline for everything that follows (until the next call).
-  void ExpiresAfter(std::chrono::steady_clock::duration timeout) { tcp().expires_after(timeout); }
-  void ExpiresNever() { tcp().expires_never(); }
+  // Deadline for everything that follows (until the next call); an operation it cuts off fails
+  // with beast::error::timeout.
+  void ExpiresAfter(std::chrono::steady_clock::duration timeout) {
+    deadline_->ExpiresAfter(timeout);
+  }
+  void ExpiresNever() { deadline_->ExpiresNever(); }
 
   // Sends a request: `head` (request line and fields, ending in an empty line, see
   // data-plane/wire) and `body`, in one gather write.
@@ -101,8 +104,9 @@ class Connection {
   std::string pool_key_;
   bool reused_ = false;
   std::chrono::steady_clock::time_point idle_since_;
-  std::optional<beast::tcp_stream> plain_;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> secure_;
+  std::optional<net::ip::tcp::socket> plain_;
+  std::optional<beast::ssl_stream<net::ip::tcp::socket>> secure_;
+  std::optional<deadline::SocketDeadline> deadline_;  // on whichever socket is in use
   beast::flat_buffer buffer_;
 };
 
