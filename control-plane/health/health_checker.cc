@@ -369,11 +369,8 @@ net::awaitable<HealthChecker::Result> HealthChecker::Probe(std::shared_ptr<const
   connection->ExpiresAfter(std::max(deadline - SteadyClock::now(), SteadyClock::duration::zero()));
   std::string head;
   wire::AppendRequestHead(head, request);
-  beast::error_code ec = co_await connection->Write(head, {});
   http::response_parser<http::buffer_body> parser;
-  if (!ec) {
-    ec = co_await connection->ReadHeader(parser);
-  }
+  const beast::error_code ec = co_await connection->RoundTrip(head, {}, parser);
   state.connection = nullptr;
   connection->Cancel();  // the body is not needed; see the header comment
   if (state.retired) {

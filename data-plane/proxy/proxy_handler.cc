@@ -351,6 +351,13 @@ net::awaitable<void> ProxyHandler::SendError(Exchange& exchange, int status, std
 }
 
 net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
+  if (exchange.request.method() == http::verb::post && !RelayedPath(exchange.path).empty()) {
+    return Proxy(exchange);
+  }
+  return ServeLocal(exchange);
+}
+
+net::awaitable<void> ProxyHandler::ServeLocal(Exchange& exchange) {
   const std::string_view path = exchange.path;
   const http::verb method = exchange.request.method();
   const auto json_reply = [&](http::status status, std::string body) -> net::awaitable<void> {
@@ -409,11 +416,7 @@ net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
     co_return;
   }
   if (!RelayedPath(path).empty()) {
-    if (method != http::verb::post) {
-      co_await method_not_allowed("POST");
-    } else {
-      co_await Proxy(exchange);
-    }
+    co_await method_not_allowed("POST");  // Route() sent the POSTs to Proxy()
     co_return;
   }
   if (path == "/v1/models" || path.starts_with("/v1/models/")) {
@@ -499,12 +502,11 @@ net::awaitable<void> ProxyHandler::ListModels(Exchange& exchange, std::string_vi
   co_await Send(exchange, response);
 }
 
-net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
+std::optional<ProxyHandler::ErrorReply> ProxyHandler::Admit(Exchange& exchange) {
   if (exchange.generation == nullptr) {
     exchange.error = "no route table loaded";
-    co_await SendError(exchange, 503,
-                       openai::ErrorJson(ErrorKind::kNoBackendAvailable, "no route table loaded"));
-    co_return;
+    return ErrorReply{503,
+                      openai::ErrorJson(ErrorKind::kNoBackendAvailable, "no route table loaded")};
   }
   const RouteGeneration& generation = *exchange.generation;
 
@@ -512,8 +514,7 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   exchange.client = Authenticate(exchange, &error);
   if (exchange.client == nullptr) {
     exchange.error = error;
-    co_await SendError(exchange, 401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error));
-    co_return;
+    return ErrorReply{401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error)};
   }
   const auth::Client& client = *exchange.client;
 
@@ -523,97 +524,115 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   const auth::Decision decision = generation.limiter->Check(client, now_unix);
   if (!decision.allowed) {
     metrics_.CountRateLimited(client.id());
-    exchange.error = absl::StrCat("rate limit: ", decision.limit, " requests per ",
-                                  std::string(auth::WindowName(decision.window)));
-    co_await SendError(
-        exchange, 429,
+    const std::string window(auth::WindowName(decision.window));
+    exchange.error = absl::StrCat("rate limit: ", decision.limit, " requests per ", window);
+    return ErrorReply{
+        429,
         openai::ErrorJson(ErrorKind::kRateLimited,
                           absl::StrCat("Rate limit reached: ", decision.limit, " requests per ",
-                                       std::string(auth::WindowName(decision.window)),
-                                       ". Retry after ", decision.reset_after_seconds, "s.")),
-        static_cast<int>(decision.reset_after_seconds));
-    co_return;
+                                       window, ". Retry after ", decision.reset_after_seconds,
+                                       "s.")),
+        static_cast<int>(decision.reset_after_seconds)};
   }
 
   auto fields = openai::ScanRequestBody(exchange.request.body());
   if (!fields.ok()) {
     exchange.error = std::string(fields.status().message());
-    co_await SendError(
-        exchange, 400,
-        openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message())));
-    co_return;
+    return ErrorReply{
+        400, openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message()))};
   }
   exchange.fields = *std::move(fields);
 
   auto model = generation.snapshot().FindModel(exchange.fields.model);
   if (!model.ok()) {
     exchange.error = "model not found";
-    co_await SendError(
-        exchange, 404,
-        openai::ErrorJson(ErrorKind::kModelNotFound,
-                          absl::StrCat("The model '", exchange.fields.model, "' does not exist"),
-                          "model"));
-    co_return;
+    return ErrorReply{
+        404, openai::ErrorJson(
+                 ErrorKind::kModelNotFound,
+                 absl::StrCat("The model '", exchange.fields.model, "' does not exist"), "model")};
   }
   if (!client.MayUse((*model)->name())) {
     exchange.error = "model not allowed";
-    co_await SendError(exchange, 403,
-                       openai::ErrorJson(ErrorKind::kModelNotAllowed,
-                                         absl::StrCat("This API key may not use the model '",
-                                                      exchange.fields.model, "'"),
-                                         "model"));
-    co_return;
+    return ErrorReply{403, openai::ErrorJson(ErrorKind::kModelNotAllowed,
+                                             absl::StrCat("This API key may not use the model '",
+                                                          exchange.fields.model, "'"),
+                                             "model")};
   }
   exchange.model = *model;
+  return std::nullopt;
+}
 
-  const selection::UserTags& tags =
-      client.anonymous() ? generation.untagged : generation.user_tags[client.index()];
-  const uint32_t max_attempts = generation.settings().max_retries() + 1;
-  std::string last_pick_error;
+const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
+                                                            std::string* error) {
+  const RouteGeneration& generation = *exchange.generation;
+  const auth::Client& client = *exchange.client;
+  selection::PickRequest pick_request;
+  pick_request.user_tags =
+      client.anonymous() ? &generation.untagged : &generation.user_tags[client.index()];
+  pick_request.tried = exchange.tried;
+  pick_request.now_ns = MonotonicNs(Clock::now());
+  auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
+  if (!pick.ok()) {
+    *error = std::string(pick.status().message());
+    return nullptr;
+  }
+  if (pick->panic) {
+    exchange.panic = true;
+    metrics_.CountPanic(*exchange.model);
+  }
+  if (!exchange.tried.empty()) {
+    ++exchange.retries;
+    metrics_.CountRetry(*exchange.model);
+  }
+  exchange.tried.push_back(pick->backend->index());
+  return pick->backend;
+}
+
+ProxyHandler::ErrorReply ProxyHandler::FailureReply(Exchange& exchange,
+                                                    std::string_view pick_error) {
+  if (exchange.tried.empty()) {
+    exchange.error = std::string(pick_error);
+    return {503, openai::ErrorJson(ErrorKind::kNoBackendAvailable, pick_error)};
+  }
+  if (exchange.last_timed_out) {
+    return {504, openai::ErrorJson(ErrorKind::kUpstreamTimeout,
+                                   absl::StrCat("no backend answered in time after ",
+                                                exchange.tried.size(), " attempt(s)"))};
+  }
+  return {502, openai::ErrorJson(ErrorKind::kBadGateway,
+                                 absl::StrCat("no backend could be reached after ",
+                                              exchange.tried.size(),
+                                              " attempt(s): ", exchange.error))};
+}
+
+// The hot path keeps its coroutine frame small (what is decided without waiting is done in
+// plain functions): a frame over 1020 bytes bypasses Asio's recycling allocator and costs a
+// malloc and a free per request.
+net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
+  if (std::optional<ErrorReply> rejected = Admit(exchange)) {
+    co_await SendError(exchange, rejected->status, std::move(rejected->body),
+                       rejected->retry_after_seconds);
+    co_return;
+  }
+  const uint32_t max_attempts = exchange.generation->settings().max_retries() + 1;
+  std::string pick_error;
   for (uint32_t attempt = 0; attempt < max_attempts; ++attempt) {
-    selection::PickRequest pick_request;
-    pick_request.user_tags = &tags;
-    pick_request.tried = exchange.tried;
-    pick_request.now_ns = MonotonicNs(Clock::now());
-    auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
-    if (!pick.ok()) {
-      last_pick_error = std::string(pick.status().message());
+    const selection::CompiledBackend* backend = PickBackend(exchange, &pick_error);
+    if (backend == nullptr) {
       break;
     }
-    if (pick->panic) {
-      exchange.panic = true;
-      metrics_.CountPanic(*exchange.model);
-    }
-    if (attempt > 0) {
-      ++exchange.retries;
-      metrics_.CountRetry(*exchange.model);
-    }
-    exchange.tried.push_back(pick->backend->index());
-    co_await Attempt(exchange, *pick->backend);
+    co_await Attempt(exchange, *backend);
     if (exchange.answered || exchange.client_gone) {
       co_return;
     }
   }
-
   // Every attempt failed, or nothing could be picked.
-  if (exchange.tried.empty()) {
-    exchange.error = last_pick_error;
-    co_await SendError(exchange, 503,
-                       openai::ErrorJson(ErrorKind::kNoBackendAvailable, last_pick_error));
-  } else if (exchange.last_upstream_response) {
+  if (!exchange.tried.empty() && exchange.last_upstream_response) {
     co_await Send(exchange, *exchange.last_upstream_response);
-  } else if (exchange.last_timed_out) {
-    co_await SendError(exchange, 504,
-                       openai::ErrorJson(ErrorKind::kUpstreamTimeout,
-                                         absl::StrCat("no backend answered in time after ",
-                                                      exchange.tried.size(), " attempt(s)")));
-  } else {
-    co_await SendError(
-        exchange, 502,
-        openai::ErrorJson(ErrorKind::kBadGateway,
-                          absl::StrCat("no backend could be reached after ", exchange.tried.size(),
-                                       " attempt(s): ", exchange.error)));
+    co_return;
   }
+  ErrorReply reply = FailureReply(exchange, pick_error);
+  co_await SendError(exchange, reply.status, std::move(reply.body));
 }
 
 namespace {
@@ -630,21 +649,19 @@ void RecordOutcome(const RouteGeneration& generation, const selection::CompiledB
   }
 }
 
-}  // namespace
+void FailAttempt(ProxyHandler::Exchange& exchange, const selection::CompiledBackend& backend,
+                 outlier::Outcome outcome, std::string message) {
+  exchange.last_timed_out = outcome == outlier::Outcome::kTimeout;
+  exchange.error = std::move(message);
+  exchange.backend = &backend;
+  RecordOutcome(*exchange.generation, backend, outcome);
+}
 
-net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
-                                           const selection::CompiledBackend& backend) {
-  const RouteGeneration& generation = *exchange.generation;
-  const ProviderRoute& route = generation.provider_for(backend);
-  const berry::v1::Settings& settings = generation.settings();
-  selection::BackendRuntime& runtime = generation.runtime->backend(backend);
-  BackendLoad& load = generation.load->backend(backend.index());
-  runtime.BeginRequest();
-  load.RecordIssued();
-  absl::Cleanup end_request = [&runtime] { runtime.EndRequest(); };
-
-  // The upstream request: the client's end-to-end headers, the provider's key and headers, the
-  // body with `model` rewritten. Written straight into one buffer (data-plane/wire).
+// The upstream request: the client's end-to-end headers, the provider's key and headers, the
+// body with `model` rewritten. Written straight into `head` and `body` (data-plane/wire).
+void BuildUpstreamRequest(const ProxyHandler::Exchange& exchange,
+                          const selection::CompiledBackend& backend, const ProviderRoute& route,
+                          std::string& head, std::string& body) {
   const auto configured = [&route](std::string_view name) {
     for (const auto& header : route.headers) {
       if (beast::iequals(header.first, name)) {
@@ -653,15 +670,12 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     }
     return false;
   };
-  std::string upstream_body;
   openai::RewriteModel(exchange.request.body(), exchange.fields, backend.config().upstream_model(),
-                       upstream_body);
-  std::string upstream_head;
-  upstream_head.reserve(1024);
-  std::string target = route.endpoint.path_prefix;
-  target.append(RelayedPath(exchange.path)).append(exchange.query);
+                       body);
+  head.reserve(1024);
   const auto method = exchange.request.method_string();
-  wire::AppendRequestLine(upstream_head, std::string_view(method.data(), method.size()), target);
+  wire::AppendRequestLine(head, std::string_view(method.data(), method.size()),
+                          {route.endpoint.path_prefix, RelayedPath(exchange.path), exchange.query});
   const std::string_view connection_tokens = exchange.request[http::field::connection];
   for (const auto& field : exchange.request) {
     const http::field name = field.name();
@@ -674,72 +688,93 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     if (!route.headers.empty() && configured(name_string)) {
       continue;  // the provider's configured value wins
     }
-    wire::AppendField(upstream_head, name_string,
+    wire::AppendField(head, name_string,
                       std::string_view(field.value().data(), field.value().size()));
   }
   if (!configured("host")) {
-    wire::AppendField(upstream_head, "Host", route.endpoint.host_header);
+    wire::AppendField(head, "Host", route.endpoint.host_header);
   }
   if (!route.authorization.empty() && !configured("authorization")) {
-    wire::AppendField(upstream_head, "Authorization", route.authorization);
+    wire::AppendField(head, "Authorization", route.authorization);
   }
   if (!configured("x-request-id")) {
-    wire::AppendField(upstream_head, "x-request-id", exchange.downstream.request_id());
+    wire::AppendField(head, "x-request-id", exchange.downstream.request_id());
   }
   for (const auto& [name, value] : route.headers) {
-    wire::AppendField(upstream_head, name, value);
+    wire::AppendField(head, name, value);
   }
   const http::verb verb = exchange.request.method();
-  if (!upstream_body.empty() || verb == http::verb::post || verb == http::verb::put ||
+  if (!body.empty() || verb == http::verb::post || verb == http::verb::put ||
       verb == http::verb::patch) {
-    wire::AppendContentLength(upstream_head, upstream_body.size());
+    wire::AppendContentLength(head, body.size());
   }
-  upstream_head.append(wire::kCrLf);
+  head.append(wire::kCrLf);
+}
+
+// A retryable upstream answer (429/5xx), kept as a message: it is what the client gets if no
+// other backend answers.
+Response KeptForRetry(int status, const http::fields& upstream_fields, std::string body) {
+  Response response{static_cast<http::status>(status), 11};
+  const std::string_view upstream_connection = upstream_fields[http::field::connection];
+  for (const auto& field : upstream_fields) {
+    if (!IsHopByHopOrOwn(field.name(), field.name_string(), upstream_connection)) {
+      response.insert(field.name_string(), field.value());
+    }
+  }
+  response.body() = std::move(body);
+  return response;
+}
+
+}  // namespace
+
+net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
+                                           const selection::CompiledBackend& backend) {
+  const RouteGeneration& generation = *exchange.generation;
+  const ProviderRoute& route = generation.provider_for(backend);
+  selection::BackendRuntime& runtime = generation.runtime->backend(backend);
+  BackendLoad& load = generation.load->backend(backend.index());
+  runtime.BeginRequest();
+  load.RecordIssued();
+  absl::Cleanup end_request = [&runtime] { runtime.EndRequest(); };
+
+  std::string upstream_head;
+  std::string upstream_body;
+  BuildUpstreamRequest(exchange, backend, route, upstream_head, upstream_body);
 
   const Clock::time_point attempt_start = Clock::now();
-  const auto request_timeout = Seconds(settings.request_timeout(), 30);
+  const auto request_timeout = Seconds(generation.settings().request_timeout(), 30);
   const auto first_byte_timeout =
       std::min(request_timeout, Seconds(backend.provider().timeout(), 30));
-
-  const auto fail = [&](outlier::Outcome outcome, std::string message) {
-    exchange.last_timed_out = outcome == outlier::Outcome::kTimeout;
-    exchange.error = std::move(message);
-    exchange.backend = &backend;
-    RecordOutcome(generation, backend, outcome);
-  };
 
   std::unique_ptr<upstream::Connection> connection;
   std::optional<http::response_parser<http::buffer_body>> parser;
   // A kept-alive connection the provider already closed fails before any response byte: that is
   // retried once on a fresh connection and is not the backend's fault.
   for (bool fresh = false;; fresh = true) {
-    upstream::ConnectError connect_error = upstream::ConnectError::kNone;
-    // (Not a conditional expression: GCC 12 miscompiles co_await inside `?:`.)
-    absl::StatusOr<std::unique_ptr<upstream::Connection>> acquired;
-    if (fresh) {
-      acquired = co_await pool_.Connect(route.endpoint, first_byte_timeout, &connect_error);
-    } else {
-      acquired = co_await pool_.Acquire(route.endpoint, first_byte_timeout, &connect_error);
+    connection = fresh ? nullptr : pool_.TakeIdle(route.endpoint);
+    if (connection == nullptr) {
+      upstream::ConnectError connect_error = upstream::ConnectError::kNone;
+      auto connected = co_await pool_.Connect(route.endpoint, first_byte_timeout, &connect_error);
+      if (!connected.ok()) {
+        FailAttempt(exchange, backend,
+                    connect_error == upstream::ConnectError::kTimeout
+                        ? outlier::Outcome::kTimeout
+                        : outlier::Outcome::kConnectError,
+                    std::string(connected.status().message()));
+        co_return;
+      }
+      connection = *std::move(connected);
     }
-    if (!acquired.ok()) {
-      fail(connect_error == upstream::ConnectError::kTimeout ? outlier::Outcome::kTimeout
-                                                             : outlier::Outcome::kConnectError,
-           std::string(acquired.status().message()));
-      co_return;
-    }
-    connection = *std::move(acquired);
     upstream::Connection* raw = connection.get();
     exchange.downstream.WatchForDisconnect([&exchange, raw] {
       exchange.client_gone = true;
       raw->Cancel();
     });
     connection->ExpiresAfter(first_byte_timeout - (Clock::now() - attempt_start));
-    beast::error_code ec = co_await connection->Write(upstream_head, upstream_body);
-    if (!ec) {
-      parser.emplace();
-      parser->body_limit(boost::none);
-      ec = co_await connection->ReadHeader(*parser);
-    }
+    parser.emplace();
+    parser->body_limit(boost::none);
+    const beast::error_code ec =
+        co_await connection->RoundTrip(upstream_head, upstream_body, *parser);
     exchange.downstream.StopWatching();
     if (exchange.client_gone) {
       co_return;
@@ -748,14 +783,15 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
       break;
     }
     if (ec == beast::error::timeout) {
-      fail(outlier::Outcome::kTimeout, "upstream timed out before the first byte");
+      FailAttempt(exchange, backend, outlier::Outcome::kTimeout,
+                  "upstream timed out before the first byte");
       co_return;
     }
     if (connection->reused() && !fresh && connection->buffer().size() == 0) {
       continue;
     }
-    fail(outlier::Outcome::kConnectError,
-         absl::StrCat("upstream connection failed: ", ec.message()));
+    FailAttempt(exchange, backend, outlier::Outcome::kConnectError,
+                absl::StrCat("upstream connection failed: ", ec.message()));
     co_return;
   }
 
@@ -765,9 +801,8 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
   metrics_.ObserveTtfb(*exchange.model, backend, exchange.ttfb);
   const int status = parser->get().result_int();
   const bool retryable = IsRetryableStatus(status);
-  const bool event_stream = IsEventStream(parser->get()[http::field::content_type]);
 
-  if (event_stream && !retryable && status < 300) {
+  if (!retryable && status < 300 && IsEventStream(parser->get()[http::field::content_type])) {
     exchange.backend = &backend;
     if (co_await RelayStream(exchange, backend, *connection, *parser)) {
       pool_.Release(std::move(connection));
@@ -813,31 +848,22 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     co_return;
   }
   if (ec) {
-    fail(ec == beast::error::timeout ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken,
-         absl::StrCat("upstream response broke off: ", ec.message()));
+    FailAttempt(exchange, backend,
+                ec == beast::error::timeout ? outlier::Outcome::kTimeout
+                                            : outlier::Outcome::kStreamBroken,
+                absl::StrCat("upstream response broke off: ", ec.message()));
     co_return;
   }
   if (parser->get().keep_alive()) {
     pool_.Release(std::move(connection));
   }
 
-  const outlier::Outcome outcome = outlier::OutcomeForStatus(status);
-  RecordOutcome(generation, backend, outcome);
+  RecordOutcome(generation, backend, outlier::OutcomeForStatus(status));
   exchange.backend = &backend;
-  const auto& upstream_fields = parser->get().base();
-  const std::string_view upstream_connection = upstream_fields[http::field::connection];
   if (retryable) {
-    // Kept as a message: it is what the client gets if no other backend answers.
-    Response response{static_cast<http::status>(status), 11};
-    for (const auto& field : upstream_fields) {
-      if (!IsHopByHopOrOwn(field.name(), field.name_string(), upstream_connection)) {
-        response.insert(field.name_string(), field.value());
-      }
-    }
-    response.body() = std::move(body);
     exchange.last_timed_out = false;
     exchange.error = absl::StrCat("upstream answered ", status);
-    exchange.last_upstream_response = std::move(response);
+    exchange.last_upstream_response = KeptForRetry(status, parser->get().base(), std::move(body));
     co_return;
   }
   exchange.error.clear();  // an earlier attempt may have failed; this one answers
@@ -847,8 +873,9 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     metrics_.CountTokens(*exchange.model, backend, usage->prompt_tokens, usage->completion_tokens);
   }
   // Relayed without building a response message: the upstream fields go straight into the head.
+  const auto& upstream_fields = parser->get().base();
   std::string& head = exchange.downstream.BeginHead(status);
-  AppendRelayedFields(head, upstream_fields, upstream_connection);
+  AppendRelayedFields(head, upstream_fields, upstream_fields[http::field::connection]);
   exchange.status = status;
   exchange.answered = true;
   co_await exchange.downstream.WriteWithBody(body);

@@ -47,8 +47,24 @@ class ProxyHandler final : public Handler {
   // Picks up a new route-table generation if one was published (one atomic load otherwise).
   void Refresh();
 
+  // An error answer decided without waiting for anything.
+  struct ErrorReply {
+    int status;
+    std::string body;
+    int retry_after_seconds = 0;
+  };
+
+  // Not a coroutine: sends the relayed POST straight to Proxy, the rest to ServeLocal.
   net::awaitable<void> Route(Exchange& exchange);
+  net::awaitable<void> ServeLocal(Exchange& exchange);
   net::awaitable<void> Proxy(Exchange& exchange);
+  // Authentication, rate limit, body scan and model lookup: the error to answer, if any.
+  std::optional<ErrorReply> Admit(Exchange& exchange);
+  // The next backend to try (recorded in exchange.tried), or nullptr with the reason.
+  const selection::CompiledBackend* PickBackend(Exchange& exchange, std::string* error);
+  // The answer when every attempt failed (or none could be made) and no upstream error
+  // response is kept to pass through.
+  ErrorReply FailureReply(Exchange& exchange, std::string_view pick_error);
   net::awaitable<void> ListModels(Exchange& exchange, std::string_view model_id);
   net::awaitable<void> Attempt(Exchange& exchange, const selection::CompiledBackend& backend);
   // Relays an SSE response; true when the upstream connection may be kept alive afterwards.

@@ -124,23 +124,24 @@ void Connection::Cancel() {
   tcp().close(ignored);
 }
 
-net::awaitable<beast::error_code> Connection::Write(std::string_view head, std::string_view body) {
-  const std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
-  if (secure_) {
-    auto [ec, n] = co_await net::async_write(*secure_, buffers, kNoThrow);
-    co_return deadline_->Translate(ec);
-  }
-  auto [ec, n] = co_await net::async_write(*plain_, buffers, kNoThrow);
-  co_return deadline_->Translate(ec);
-}
-
-net::awaitable<beast::error_code> Connection::ReadHeader(
+net::awaitable<beast::error_code> Connection::RoundTrip(
+    std::string_view head, std::string_view body,
     http::response_parser<http::buffer_body>& parser) {
+  const std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
+  beast::error_code ec;
   if (secure_) {
-    auto [ec, n] = co_await http::async_read_header(*secure_, buffer_, parser, kNoThrow);
-    co_return deadline_->Translate(ec);
+    std::tie(ec, std::ignore) = co_await net::async_write(*secure_, buffers, kNoThrow);
+    if (!ec) {
+      std::tie(ec, std::ignore) =
+          co_await http::async_read_header(*secure_, buffer_, parser, kNoThrow);
+    }
+  } else {
+    std::tie(ec, std::ignore) = co_await net::async_write(*plain_, buffers, kNoThrow);
+    if (!ec) {
+      std::tie(ec, std::ignore) =
+          co_await http::async_read_header(*plain_, buffer_, parser, kNoThrow);
+    }
   }
-  auto [ec, n] = co_await http::async_read_header(*plain_, buffer_, parser, kNoThrow);
   co_return deadline_->Translate(ec);
 }
 
@@ -165,23 +166,22 @@ Pool::Pool(net::io_context& io_context, std::shared_ptr<const TlsContexts> tls_c
            PoolOptions options)
     : io_context_(io_context), tls_contexts_(std::move(tls_contexts)), options_(options) {}
 
-net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Acquire(
-    const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
-    ConnectError* error_kind) {
-  if (auto it = idle_.find(endpoint.pool_key); it != idle_.end()) {
-    auto& idle = it->second;
-    const auto now = std::chrono::steady_clock::now();
-    while (!idle.empty()) {
-      std::unique_ptr<Connection> connection = std::move(idle.back());
-      idle.pop_back();
-      if (now - connection->idle_since_ < options_.idle_timeout) {
-        connection->reused_ = true;
-        *error_kind = ConnectError::kNone;
-        co_return connection;
-      }
+std::unique_ptr<Connection> Pool::TakeIdle(const Endpoint& endpoint) {
+  auto it = idle_.find(endpoint.pool_key);
+  if (it == idle_.end()) {
+    return nullptr;
+  }
+  auto& idle = it->second;
+  const auto now = std::chrono::steady_clock::now();
+  while (!idle.empty()) {
+    std::unique_ptr<Connection> connection = std::move(idle.back());
+    idle.pop_back();
+    if (now - connection->idle_since_ < options_.idle_timeout) {
+      connection->reused_ = true;
+      return connection;
     }
   }
-  co_return co_await Connect(endpoint, timeout, error_kind);
+  return nullptr;
 }
 
 net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(

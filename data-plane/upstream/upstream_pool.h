@@ -89,10 +89,11 @@ class Connection {
   }
   void ExpiresNever() { deadline_->ExpiresNever(); }
 
-  // Sends a request: `head` (request line and fields, ending in an empty line, see
-  // data-plane/wire) and `body`, in one gather write.
-  net::awaitable<beast::error_code> Write(std::string_view head, std::string_view body);
-  net::awaitable<beast::error_code> ReadHeader(http::response_parser<http::buffer_body>& parser);
+  // Sends a request, `head` (request line and fields, ending in an empty line, see
+  // data-plane/wire) and `body` in one gather write, and reads the response's header into
+  // `parser`.
+  net::awaitable<beast::error_code> RoundTrip(std::string_view head, std::string_view body,
+                                              http::response_parser<http::buffer_body>& parser);
   // Reads some body bytes into `data`/`size`; returns the error (need_buffer is not one) and
   // the number of body bytes placed.
   net::awaitable<std::pair<beast::error_code, size_t>> ReadSome(
@@ -120,12 +121,10 @@ class Pool {
   Pool(net::io_context& io_context, std::shared_ptr<const TlsContexts> tls_contexts,
        PoolOptions options = {});
 
-  // A kept-alive connection to `endpoint` when one is idle (reused() is true), else a new one
-  // connected (and TLS-handshaken) within `timeout`.
-  net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Acquire(
-      const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
-      ConnectError* error_kind);
-  // A fresh connection, never a pooled one (the retry after a stale pooled connection).
+  // A kept-alive connection to `endpoint` if one is idle (reused() is true), else nullptr: then
+  // Connect(). (Not a coroutine: the common case costs no coroutine frame.)
+  std::unique_ptr<Connection> TakeIdle(const Endpoint& endpoint);
+  // A fresh connection, connected (and TLS-handshaken) within `timeout`.
   net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Connect(
       const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
       ConnectError* error_kind);

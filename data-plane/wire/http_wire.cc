@@ -17,10 +17,13 @@ void AppendStatusLine(std::string& out, unsigned status) {
   out.append(kCrLf);
 }
 
-void AppendRequestLine(std::string& out, std::string_view method, std::string_view target) {
+void AppendRequestLine(std::string& out, std::string_view method,
+                       std::initializer_list<std::string_view> target) {
   out.append(method);
   out.push_back(' ');
-  out.append(target);
+  for (const std::string_view part : target) {
+    out.append(part);
+  }
   out.append(" HTTP/1.1\r\n");
 }
 
@@ -62,7 +65,7 @@ void AppendRequestHead(std::string& out, const http::request_header<>& request) 
   const auto method = request.method_string();
   const auto target = request.target();
   AppendRequestLine(out, std::string_view(method.data(), method.size()),
-                    std::string_view(target.data(), target.size()));
+                    {std::string_view(target.data(), target.size())});
   for (const auto& field : request) {
     const auto name = field.name_string();
     const auto value = field.value();

@@ -13,6 +13,7 @@
 #include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/message.hpp>
 #include <cstddef>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -22,8 +23,10 @@ namespace http = boost::beast::http;
 
 // "HTTP/1.1 200 OK\r\n"
 void AppendStatusLine(std::string& out, unsigned status);
-// "POST /v1/chat/completions HTTP/1.1\r\n"
-void AppendRequestLine(std::string& out, std::string_view method, std::string_view target);
+// "POST /v1/chat/completions HTTP/1.1\r\n"; the target is given in pieces (base path, path,
+// query) so that nobody has to concatenate it first.
+void AppendRequestLine(std::string& out, std::string_view method,
+                       std::initializer_list<std::string_view> target);
 // "name: value\r\n"
 void AppendField(std::string& out, std::string_view name, std::string_view value);
 // "Content-Length: N\r\n"

@@ -27,8 +27,14 @@ TEST(AppendStatusLine, UnknownCodeKeepsTheCode) {
 
 TEST(AppendRequestLine, MethodTargetVersion) {
   std::string out;
-  AppendRequestLine(out, "POST", "/v1/chat/completions?x=1");
+  AppendRequestLine(out, "POST", {"/v1/chat/completions?x=1"});
   EXPECT_EQ(out, "POST /v1/chat/completions?x=1 HTTP/1.1\r\n");
+}
+
+TEST(AppendRequestLine, TargetInPiecesIsJoined) {
+  std::string out;
+  AppendRequestLine(out, "POST", {"/openai/v1", "/chat/completions", "?api-version=2", ""});
+  EXPECT_EQ(out, "POST /openai/v1/chat/completions?api-version=2 HTTP/1.1\r\n");
 }
 
 TEST(AppendField, NameColonValue) {
