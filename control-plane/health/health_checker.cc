@@ -369,7 +369,7 @@ net::awaitable<HealthChecker::Result> HealthChecker::Probe(std::shared_ptr<const
   connection->ExpiresAfter(std::max(deadline - SteadyClock::now(), SteadyClock::duration::zero()));
   std::string head;
   wire::AppendRequestHead(head, request);
-  http::response_parser<http::buffer_body> parser;
+  upstream::ResponseParser parser;
   const beast::error_code ec = co_await connection->RoundTrip(head, {}, parser);
   state.connection = nullptr;
   connection->Cancel();  // the body is not needed; see the header comment

@@ -73,7 +73,7 @@ bool IsHopByHopOrOwn(http::field field, std::string_view name, std::string_view 
 
 // The upstream response's end-to-end fields, then the CORS fields every /v1/ answer carries
 // (replacing any the provider sent).
-void AppendRelayedFields(std::string& head, const http::fields& fields,
+void AppendRelayedFields(std::string& head, const upstream::ResponseFields& fields,
                          std::string_view connection_tokens) {
   for (const auto& field : fields) {
     const http::field name = field.name();
@@ -94,7 +94,7 @@ void AppendRelayedFields(std::string& head, const http::fields& fields,
 // buffered, without waiting for the network: any buffered byte of a body that is not chunked; a
 // whole next chunk (size line and data) of a chunked one. A stream relay that fell behind takes
 // that along into the same write, but must not wait for an event that has not arrived yet.
-bool CanContinueWithoutReading(const http::response_parser<http::buffer_body>& parser,
+bool CanContinueWithoutReading(const upstream::ResponseParser& parser,
                                const beast::flat_buffer& buffer) {
   const auto bytes = buffer.data();
   std::string_view buffered(static_cast<const char*>(bytes.data()), bytes.size());
@@ -526,13 +526,12 @@ std::optional<ProxyHandler::ErrorReply> ProxyHandler::Admit(Exchange& exchange) 
     metrics_.CountRateLimited(client.id());
     const std::string window(auth::WindowName(decision.window));
     exchange.error = absl::StrCat("rate limit: ", decision.limit, " requests per ", window);
-    return ErrorReply{
-        429,
-        openai::ErrorJson(ErrorKind::kRateLimited,
-                          absl::StrCat("Rate limit reached: ", decision.limit, " requests per ",
-                                       window, ". Retry after ", decision.reset_after_seconds,
-                                       "s.")),
-        static_cast<int>(decision.reset_after_seconds)};
+    return ErrorReply{429,
+                      openai::ErrorJson(ErrorKind::kRateLimited,
+                                        absl::StrCat("Rate limit reached: ", decision.limit,
+                                                     " requests per ", window, ". Retry after ",
+                                                     decision.reset_after_seconds, "s.")),
+                      static_cast<int>(decision.reset_after_seconds)};
   }
 
   auto fields = openai::ScanRequestBody(exchange.request.body());
@@ -599,10 +598,10 @@ ProxyHandler::ErrorReply ProxyHandler::FailureReply(Exchange& exchange,
                                    absl::StrCat("no backend answered in time after ",
                                                 exchange.tried.size(), " attempt(s)"))};
   }
-  return {502, openai::ErrorJson(ErrorKind::kBadGateway,
-                                 absl::StrCat("no backend could be reached after ",
-                                              exchange.tried.size(),
-                                              " attempt(s): ", exchange.error))};
+  return {502,
+          openai::ErrorJson(ErrorKind::kBadGateway,
+                            absl::StrCat("no backend could be reached after ",
+                                         exchange.tried.size(), " attempt(s): ", exchange.error))};
 }
 
 // The hot path keeps its coroutine frame small (what is decided without waiting is done in
@@ -713,7 +712,8 @@ void BuildUpstreamRequest(const ProxyHandler::Exchange& exchange,
 
 // A retryable upstream answer (429/5xx), kept as a message: it is what the client gets if no
 // other backend answers.
-Response KeptForRetry(int status, const http::fields& upstream_fields, std::string body) {
+Response KeptForRetry(int status, const upstream::ResponseFields& upstream_fields,
+                      std::string body) {
   Response response{static_cast<http::status>(status), 11};
   const std::string_view upstream_connection = upstream_fields[http::field::connection];
   for (const auto& field : upstream_fields) {
@@ -737,9 +737,9 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
   load.RecordIssued();
   absl::Cleanup end_request = [&runtime] { runtime.EndRequest(); };
 
-  std::string upstream_head;
-  std::string upstream_body;
-  BuildUpstreamRequest(exchange, backend, route, upstream_head, upstream_body);
+  PooledString upstream_head(strings_);
+  PooledString upstream_body(strings_);
+  BuildUpstreamRequest(exchange, backend, route, *upstream_head, *upstream_body);
 
   const Clock::time_point attempt_start = Clock::now();
   const auto request_timeout = Seconds(generation.settings().request_timeout(), 30);
@@ -747,7 +747,7 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
       std::min(request_timeout, Seconds(backend.provider().timeout(), 30));
 
   std::unique_ptr<upstream::Connection> connection;
-  std::optional<http::response_parser<http::buffer_body>> parser;
+  std::optional<upstream::ResponseParser> parser;
   // A kept-alive connection the provider already closed fails before any response byte: that is
   // retried once on a fresh connection and is not the backend's fault.
   for (bool fresh = false;; fresh = true) {
@@ -771,10 +771,11 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
       raw->Cancel();
     });
     connection->ExpiresAfter(first_byte_timeout - (Clock::now() - attempt_start));
-    parser.emplace();
+    parser.emplace(std::piecewise_construct, std::make_tuple(),
+                   std::make_tuple(exchange.downstream.arena()));
     parser->body_limit(boost::none);
     const beast::error_code ec =
-        co_await connection->RoundTrip(upstream_head, upstream_body, *parser);
+        co_await connection->RoundTrip(*upstream_head, *upstream_body, *parser);
     exchange.downstream.StopWatching();
     if (exchange.client_gone) {
       co_return;
@@ -812,7 +813,8 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
 
   // A whole response: read it completely before the client sees anything, so a failure here can
   // still go to another backend. The body is read straight into its string.
-  std::string body;
+  PooledString pooled_body(strings_);
+  std::string& body = *pooled_body;
   if (const auto length = parser->content_length()) {
     body.reserve(std::min<uint64_t>(*length, options_.max_response_body_bytes + 1));
   }
@@ -848,10 +850,10 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     co_return;
   }
   if (ec) {
-    FailAttempt(exchange, backend,
-                ec == beast::error::timeout ? outlier::Outcome::kTimeout
-                                            : outlier::Outcome::kStreamBroken,
-                absl::StrCat("upstream response broke off: ", ec.message()));
+    FailAttempt(
+        exchange, backend,
+        ec == beast::error::timeout ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken,
+        absl::StrCat("upstream response broke off: ", ec.message()));
     co_return;
   }
   if (parser->get().keep_alive()) {
@@ -884,7 +886,7 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
 net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
                                                const selection::CompiledBackend& backend,
                                                upstream::Connection& connection,
-                                               http::response_parser<http::buffer_body>& parser) {
+                                               upstream::ResponseParser& parser) {
   const RouteGeneration& generation = *exchange.generation;
   ResponseHeader header{static_cast<http::status>(parser.get().result_int()), 11};
   const std::string_view upstream_connection = parser.get()[http::field::connection];
@@ -926,7 +928,8 @@ net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
     size_t n = 0;
     beast::error_code ec;
     do {
-      auto [read_ec, got] = co_await connection.ReadSome(parser, piece.data() + n, piece.size() - n);
+      auto [read_ec, got] =
+          co_await connection.ReadSome(parser, piece.data() + n, piece.size() - n);
       ec = read_ec;
       n += got;
     } while (!ec && !parser.is_done() && piece.size() - n >= 1024 &&

@@ -70,7 +70,7 @@ class ProxyHandler final : public Handler {
   // Relays an SSE response; true when the upstream connection may be kept alive afterwards.
   net::awaitable<bool> RelayStream(Exchange& exchange, const selection::CompiledBackend& backend,
                                    upstream::Connection& connection,
-                                   http::response_parser<http::buffer_body>& parser);
+                                   upstream::ResponseParser& parser);
   net::awaitable<void> SendError(Exchange& exchange, int status, std::string body,
                                  int retry_after_seconds = 0);
   net::awaitable<void> Send(Exchange& exchange, Response& response);
@@ -84,6 +84,7 @@ class ProxyHandler final : public Handler {
   AccessLog& access_log_;
   ProxyOptions options_;
   absl::InsecureBitGen rng_;
+  StringPool strings_;  // upstream request heads and bodies, upstream response bodies
   std::shared_ptr<const RouteGeneration> generation_;
   uint64_t seen_generation_ = 0;
   std::optional<selection::Picker> picker_;

@@ -54,6 +54,8 @@ struct HttpServer::Worker {
   // Destroyed after io_context (declared first): the coroutine frames the io_context destroys
   // still refer to the handler. The handler's own sockets go earlier, in Handler::Shutdown().
   std::unique_ptr<Handler> handler;
+  // For the requests in progress; destroyed after io_context too (their frames give blocks back).
+  ArenaBlocks arena_blocks;
   net::io_context io_context;
   net::ip::tcp::acceptor acceptor{io_context};
   absl::BitGen rng;  // request ids
@@ -63,10 +65,11 @@ struct HttpServer::Worker {
 
 namespace {
 
-std::string NewRequestId(absl::BitGen& rng) {
+// Into the session's string, which keeps its capacity from request to request.
+std::string_view NewRequestId(absl::BitGen& rng, std::string& id) {
   static constexpr char kHex[] = "0123456789abcdef";
   uint64_t bits = absl::Uniform<uint64_t>(rng);
-  std::string id(16, '0');
+  id.resize(16);
   for (char& c : id) {
     c = kHex[bits & 0xf];
     bits >>= 4;
@@ -78,14 +81,15 @@ std::string NewRequestId(absl::BitGen& rng) {
 
 Downstream::Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
                        beast::flat_buffer& read_buffer, std::string& head_buffer,
-                       std::string request_id, bool keep_alive,
-                       std::chrono::milliseconds write_timeout)
+                       std::string_view request_id, bool keep_alive,
+                       std::chrono::milliseconds write_timeout, ArenaAllocator arena)
     : socket_(socket),
       deadline_(deadline),
       head_(head_buffer),
-      request_id_(std::move(request_id)),
+      request_id_(request_id),
       keep_alive_(keep_alive),
       write_timeout_(write_timeout),
+      arena_(arena),
       read_buffer_(read_buffer) {}
 
 std::string& Downstream::BeginHead(unsigned status) {
@@ -174,9 +178,9 @@ net::awaitable<bool> Downstream::WriteChunk(std::string_view data) {
   if (data.empty()) {
     return Immediately(true);  // an empty chunk would end the body
   }
-  return Send(std::array<net::const_buffer, 3>{
-      net::buffer(wire::ChunkSizeLine(data.size(), chunk_line_)), net::buffer(data),
-      net::buffer(wire::kCrLf)});
+  return Send(
+      std::array<net::const_buffer, 3>{net::buffer(wire::ChunkSizeLine(data.size(), chunk_line_)),
+                                       net::buffer(data), net::buffer(wire::kCrLf)});
 }
 
 net::awaitable<bool> Downstream::WriteEnd() {
@@ -242,6 +246,7 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
   deadline::SocketDeadline deadline(socket, deadline::SocketDeadline::OnExpiry::kCancel);
   beast::flat_buffer buffer;
   std::string head_buffer;  // response heads, reused by every request on this connection
+  std::string request_id;   // the same
   Handler& handler = *worker.handler;
   for (;;) {
     if (buffer.size() == 0) {
@@ -259,7 +264,10 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
       buffer.commit(n);
     }
 
-    http::request_parser<http::string_body> parser;
+    RequestArena arena(worker.arena_blocks);
+    http::request_parser<RequestBody, ArenaAllocator> parser(std::piecewise_construct,
+                                                             std::make_tuple(arena.allocator()),
+                                                             std::make_tuple(arena.allocator()));
     parser.header_limit(options.header_limit_bytes);
     parser.body_limit(handler.body_limit());
     deadline.ExpiresAfter(options.header_timeout);
@@ -315,19 +323,23 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     active_requests.fetch_add(1, std::memory_order_relaxed);
     if (!bad_reason.empty()) {
       // The stream is out of sync with the framing: answer and close.
-      Downstream downstream(socket, deadline, buffer, head_buffer, NewRequestId(worker.rng), false,
-                            options.write_timeout);
+      Downstream downstream(socket, deadline, buffer, head_buffer,
+                            NewRequestId(worker.rng, request_id), false, options.write_timeout,
+                            arena.allocator());
       co_await handler.HandleBadRequest(bad_status, bad_reason, downstream);
       active_requests.fetch_sub(1, std::memory_order_relaxed);
       break;
     }
     Request request = parser.release();
     const auto client_id = request["x-request-id"];
-    std::string request_id =
-        AcceptableRequestId(client_id) ? std::string(client_id) : NewRequestId(worker.rng);
-    Downstream downstream(socket, deadline, buffer, head_buffer, std::move(request_id),
+    if (AcceptableRequestId(client_id)) {
+      request_id.assign(client_id.data(), client_id.size());
+    } else {
+      NewRequestId(worker.rng, request_id);
+    }
+    Downstream downstream(socket, deadline, buffer, head_buffer, request_id,
                           request.keep_alive() && !draining.load(std::memory_order_relaxed),
-                          options.write_timeout);
+                          options.write_timeout, arena.allocator());
     co_await handler.Handle(request, downstream);
     co_await downstream.EndWatch();
     active_requests.fetch_sub(1, std::memory_order_relaxed);

@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "data-plane/deadline/deadline.h"
+#include "data-plane/server/request_arena.h"
 #include "data-plane/wire/http_wire.h"
 
 namespace berry::proxy {
@@ -39,7 +40,9 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-using Request = http::request<http::string_body>;
+// A request's fields and body live in its arena (request_arena.h).
+using RequestBody = http::basic_string_body<char, std::char_traits<char>, ArenaAllocator>;
+using Request = http::request<RequestBody, ArenaFields>;
 using Response = http::response<http::string_body>;
 using ResponseHeader = http::response<http::empty_body>;
 
@@ -64,10 +67,13 @@ class Downstream {
   // `socket` and `deadline` are the session's; `read_buffer` too (where a pipelined request
   // waits); `head_buffer` is its scratch for response heads, reused request after request.
   Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
-             beast::flat_buffer& read_buffer, std::string& head_buffer, std::string request_id,
-             bool keep_alive, std::chrono::milliseconds write_timeout);
+             beast::flat_buffer& read_buffer, std::string& head_buffer, std::string_view request_id,
+             bool keep_alive, std::chrono::milliseconds write_timeout, ArenaAllocator arena);
 
-  const std::string& request_id() const { return request_id_; }
+  std::string_view request_id() const { return request_id_; }
+  // The request's arena, for what the handler needs only while answering it (the upstream
+  // response's fields).
+  ArenaAllocator arena() const { return arena_; }
   // Whether the connection stays open after this response; a handler may turn it off.
   bool keep_alive() const { return keep_alive_; }
   void set_keep_alive(bool keep_alive) { keep_alive_ = keep_alive; }
@@ -124,12 +130,13 @@ class Downstream {
   deadline::SocketDeadline& deadline_;
   std::string& head_;
   wire::ChunkLineStorage chunk_line_;
-  std::string request_id_;
+  std::string_view request_id_;  // in the session's storage
   bool keep_alive_;
   bool started_ = false;
   bool failed_ = false;
   unsigned status_ = 0;  // of the head being written
   std::chrono::milliseconds write_timeout_;
+  ArenaAllocator arena_;
   beast::flat_buffer& read_buffer_;
   std::function<void()> on_gone_;  // empty = not watching
   net::cancellation_signal watch_cancel_;

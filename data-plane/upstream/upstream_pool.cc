@@ -4,8 +4,8 @@
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/error.hpp>
@@ -124,9 +124,9 @@ void Connection::Cancel() {
   tcp().close(ignored);
 }
 
-net::awaitable<beast::error_code> Connection::RoundTrip(
-    std::string_view head, std::string_view body,
-    http::response_parser<http::buffer_body>& parser) {
+net::awaitable<beast::error_code> Connection::RoundTrip(std::string_view head,
+                                                        std::string_view body,
+                                                        ResponseParser& parser) {
   const std::array<net::const_buffer, 2> buffers{net::buffer(head), net::buffer(body)};
   beast::error_code ec;
   if (secure_) {
@@ -145,8 +145,8 @@ net::awaitable<beast::error_code> Connection::RoundTrip(
   co_return deadline_->Translate(ec);
 }
 
-net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(
-    http::response_parser<http::buffer_body>& parser, char* data, size_t size) {
+net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(ResponseParser& parser,
+                                                                          char* data, size_t size) {
   auto& body = parser.get().body();
   body.data = data;
   body.size = size;
@@ -219,8 +219,7 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
     if (endpoint.verify) {
       secure.set_verify_callback(net::ssl::host_name_verification(endpoint.host));
     }
-    auto [handshake_ec] =
-        co_await secure.async_handshake(net::ssl::stream_base::client, kNoThrow);
+    auto [handshake_ec] = co_await secure.async_handshake(net::ssl::stream_base::client, kNoThrow);
     const beast::error_code tls_ec = deadline.Translate(handshake_ec);
     if (tls_ec) {
       *error_kind = tls_ec == beast::error::timeout ? ConnectError::kTimeout : ConnectError::kTls;

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +33,12 @@ namespace berry::upstream {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+
+// An upstream response's parser. Its fields are allocated with the allocator it is made with:
+// the proxy gives it the request's arena (data-plane/server/request_arena.h).
+using MessageAllocator = std::pmr::polymorphic_allocator<char>;
+using ResponseFields = http::basic_fields<MessageAllocator>;
+using ResponseParser = http::response_parser<http::buffer_body, MessageAllocator>;
 
 // Where a provider lives, parsed once per route table from its base_url.
 struct Endpoint {
@@ -93,11 +100,11 @@ class Connection {
   // data-plane/wire) and `body` in one gather write, and reads the response's header into
   // `parser`.
   net::awaitable<beast::error_code> RoundTrip(std::string_view head, std::string_view body,
-                                              http::response_parser<http::buffer_body>& parser);
+                                              ResponseParser& parser);
   // Reads some body bytes into `data`/`size`; returns the error (need_buffer is not one) and
   // the number of body bytes placed.
-  net::awaitable<std::pair<beast::error_code, size_t>> ReadSome(
-      http::response_parser<http::buffer_body>& parser, char* data, size_t size);
+  net::awaitable<std::pair<beast::error_code, size_t>> ReadSome(ResponseParser& parser, char* data,
+                                                                size_t size);
 
  private:
   friend class Pool;

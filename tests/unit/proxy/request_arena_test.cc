@@ -1,0 +1,83 @@
+#include "data-plane/server/request_arena.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/beast/http/fields.hpp>
+#include <cstddef>
+#include <string>
+
+namespace berry::proxy {
+namespace {
+
+bool Within(const void* p, const ArenaBlocks::Block* block) {
+  const auto* byte = static_cast<const std::byte*>(p);
+  return byte >= block->bytes.data() && byte < block->bytes.data() + block->bytes.size();
+}
+
+TEST(RequestArena, FieldsAreCarvedOutOfItsBlockWhichGoesBackAfterwards) {
+  ArenaBlocks blocks;
+  auto block = blocks.Take();
+  const ArenaBlocks::Block* address = block.get();
+  blocks.Give(std::move(block));
+  {
+    RequestArena arena(blocks);  // takes that very block
+    EXPECT_EQ(blocks.idle(), 0u);
+    ArenaFields fields(arena.allocator());
+    fields.insert("Content-Type", "application/json");
+    fields.insert("X-Request-Id", "abc");
+    EXPECT_TRUE(Within(fields["X-Request-Id"].data(), address));
+    EXPECT_TRUE(Within(fields["Content-Type"].data(), address));
+  }
+  ASSERT_EQ(blocks.idle(), 1u);
+  EXPECT_EQ(blocks.Take().get(), address);
+}
+
+TEST(RequestArena, AllocationsComeFromTheBlockUntilItIsFull) {
+  ArenaBlocks blocks;
+  auto block = blocks.Take();
+  const ArenaBlocks::Block* address = block.get();
+  blocks.Give(std::move(block));
+  RequestArena arena(blocks);  // takes that very block
+  std::pmr::string small(100, 'x', arena.allocator());
+  EXPECT_TRUE(Within(small.data(), address));
+  // Larger than a block: from the heap, freed with the arena.
+  std::pmr::string large(ArenaBlocks::kBlockBytes * 2, 'y', arena.allocator());
+  EXPECT_FALSE(Within(large.data(), address));
+}
+
+TEST(ArenaBlocks, KeepsAtMostMaxIdle) {
+  ArenaBlocks blocks;
+  for (size_t i = 0; i < ArenaBlocks::kMaxIdle + 5; ++i) {
+    blocks.Give(std::make_unique<ArenaBlocks::Block>());
+  }
+  EXPECT_EQ(blocks.idle(), ArenaBlocks::kMaxIdle);
+}
+
+TEST(StringPool, AStringComesBackEmptyWithItsCapacity) {
+  StringPool pool;
+  const char* storage = nullptr;
+  {
+    PooledString text(pool);
+    text->assign(2000, 'x');
+    storage = text->data();
+  }
+  ASSERT_EQ(pool.idle(), 1u);
+  PooledString again(pool);
+  EXPECT_TRUE(again->empty());
+  EXPECT_GE(again->capacity(), 2000u);
+  EXPECT_EQ(again->data(), storage);
+}
+
+TEST(StringPool, LargeOrEmptyStringsAreNotKept) {
+  StringPool pool;
+  pool.Give(std::string());
+  pool.Give(std::string(StringPool::kMaxKeptCapacity + 1, 'x'));
+  EXPECT_EQ(pool.idle(), 0u);
+  for (size_t i = 0; i < StringPool::kMaxIdle + 3; ++i) {
+    pool.Give(std::string(100, 'x'));
+  }
+  EXPECT_EQ(pool.idle(), StringPool::kMaxIdle);
+}
+
+}  // namespace
+}  // namespace berry::proxy
