@@ -81,7 +81,9 @@ std::unique_ptr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>
 ChildProcess::~ChildProcess() {
   Kill();
   for (std::thread& reader : readers_) {
-    reader.join();
+    if (reader.joinable()) {
+      reader.join();
+    }
   }
 }
 
@@ -139,6 +141,13 @@ std::optional<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
     const pid_t done = waitpid(pid_, &status, WNOHANG);
     if (done == pid_) {
       exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      // Its pipes are at end of file now: once the readers have taken the rest, out() and
+      // err() are complete (without this a caller could read its output half-collected).
+      for (std::thread& reader : readers_) {
+        if (reader.joinable()) {
+          reader.join();
+        }
+      }
       break;
     }
     if (Clock::now() >= deadline) {

@@ -50,7 +50,7 @@ class ChildProcess {
   std::string LineAfter(std::string_view prefix, std::chrono::milliseconds timeout);
 
   // The exit status (128 + n when killed by signal n); nullopt while it still runs at the
-  // deadline.
+  // deadline. Once it has returned a status, out() and err() hold everything the child wrote.
   std::optional<int> Wait(std::chrono::milliseconds timeout);
   void Signal(int signal_number);
   // SIGKILL, then reaps it.
