@@ -11,6 +11,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -21,6 +22,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "data-plane/wire/inline_io.h"
 
 namespace berry::proxy {
 namespace {
@@ -123,13 +125,22 @@ net::awaitable<bool> Immediately(bool result) { co_return result; }
 // so a write costs one coroutine frame, not two.
 template <typename Buffers>
 net::awaitable<bool> Downstream::Send(Buffers buffers) {
-  if (watchdog_writes_) {
-    write_started_ = std::chrono::steady_clock::now();
-  } else {
-    deadline_.ExpiresAfter(write_timeout_);
+  // Whatever the socket takes at once goes without a trip through the event loop (and without
+  // touching the deadline); only a rest that has to wait is written asynchronously.
+  beast::error_code ec;
+  const size_t written = wire::WriteNow(socket_, buffers, ec);
+  if (!ec && written < net::buffer_size(buffers)) {
+    if (watchdog_writes_) {
+      write_started_ = std::chrono::steady_clock::now();
+    } else {
+      deadline_.ExpiresAfter(write_timeout_);
+    }
+    beast::buffers_suffix<Buffers> rest(buffers);
+    rest.consume(written);
+    auto [write_ec, n] = co_await net::async_write(socket_, rest, kNoThrow);
+    write_started_ = {};
+    ec = write_ec;
   }
-  auto [ec, n] = co_await net::async_write(socket_, buffers, kNoThrow);
-  write_started_ = {};
   failed_ = static_cast<bool>(ec);
   co_return !failed_;
 }
@@ -270,10 +281,13 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
                                                              std::make_tuple(arena.allocator()));
     parser.header_limit(options.header_limit_bytes);
     parser.body_limit(handler.body_limit());
-    deadline.ExpiresAfter(options.header_timeout);
-    auto [header_read_ec, header_n] =
-        co_await http::async_read_header(socket, buffer, parser, kNoThrow);
-    const beast::error_code header_ec = deadline.Translate(header_read_ec);
+    // Usually the whole request is in the buffer already: parsed at once, no read operation.
+    beast::error_code header_ec = wire::ParseBuffered(parser, buffer, /*header_only=*/true);
+    if (!header_ec && !parser.is_header_done()) {
+      deadline.ExpiresAfter(options.header_timeout);
+      auto [read_ec, n] = co_await http::async_read_header(socket, buffer, parser, kNoThrow);
+      header_ec = deadline.Translate(read_ec);
+    }
     std::string_view bad_reason;
     http::status bad_status = http::status::bad_request;
     if (header_ec == http::error::header_limit) {
@@ -293,18 +307,21 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
       }
       bad_reason = "malformed HTTP request";
     } else {
-      const auto expect = parser.get()[http::field::expect];
-      if (!parser.is_done() && beast::iequals(expect, "100-continue")) {
-        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-        deadline.ExpiresAfter(options.write_timeout);
-        auto [ec, n] = co_await net::async_write(socket, net::buffer(kContinue), kNoThrow);
-        if (ec) {
-          break;
+      beast::error_code body_ec = wire::ParseBuffered(parser, buffer, /*header_only=*/false);
+      if (!body_ec && !parser.is_done()) {
+        const auto expect = parser.get()[http::field::expect];
+        if (beast::iequals(expect, "100-continue")) {
+          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+          deadline.ExpiresAfter(options.write_timeout);
+          auto [ec, n] = co_await net::async_write(socket, net::buffer(kContinue), kNoThrow);
+          if (ec) {
+            break;
+          }
         }
+        deadline.ExpiresAfter(options.body_timeout);
+        auto [read_ec, n] = co_await http::async_read(socket, buffer, parser, kNoThrow);
+        body_ec = deadline.Translate(read_ec);
       }
-      deadline.ExpiresAfter(options.body_timeout);
-      auto [body_read_ec, body_n] = co_await http::async_read(socket, buffer, parser, kNoThrow);
-      const beast::error_code body_ec = deadline.Translate(body_read_ec);
       if (body_ec == http::error::body_limit) {
         bad_status = http::status::payload_too_large;
         bad_reason = "request body is larger than the limit";
@@ -365,6 +382,7 @@ net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions&
     }
     beast::error_code ignored;
     socket.set_option(net::ip::tcp::no_delay(true), ignored);
+    socket.non_blocking(true, ignored);  // for the writes done at once (wire/inline_io.h)
     net::co_spawn(worker.io_context,
                   RunSession(worker, options, active_requests, draining, std::move(socket)),
                   net::detached);

@@ -8,6 +8,7 @@
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/url/parse.hpp>
@@ -17,6 +18,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "data-plane/wire/inline_io.h"
 
 namespace berry::upstream {
 namespace {
@@ -135,12 +137,18 @@ net::awaitable<beast::error_code> Connection::RoundTrip(std::string_view head,
       std::tie(ec, std::ignore) =
           co_await http::async_read_header(*secure_, buffer_, parser, kNoThrow);
     }
-  } else {
-    std::tie(ec, std::ignore) = co_await net::async_write(*plain_, buffers, kNoThrow);
-    if (!ec) {
-      std::tie(ec, std::ignore) =
-          co_await http::async_read_header(*plain_, buffer_, parser, kNoThrow);
-    }
+    co_return deadline_->Translate(ec);
+  }
+  // The request usually fits the socket's send buffer: written at once (wire/inline_io.h).
+  const size_t written = wire::WriteNow(*plain_, buffers, ec);
+  if (!ec && written < head.size() + body.size()) {
+    beast::buffers_suffix<std::array<net::const_buffer, 2>> rest(buffers);
+    rest.consume(written);
+    std::tie(ec, std::ignore) = co_await net::async_write(*plain_, rest, kNoThrow);
+  }
+  if (!ec) {
+    std::tie(ec, std::ignore) =
+        co_await http::async_read_header(*plain_, buffer_, parser, kNoThrow);
   }
   co_return deadline_->Translate(ec);
 }
@@ -151,6 +159,13 @@ net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(Respon
   body.data = data;
   body.size = size;
   beast::error_code ec;
+  // Body bytes that came with the header (or with the previous read) are parsed at once.
+  if (buffer_.size() > 0) {
+    ec = wire::ParseBuffered(parser, buffer_, /*header_only=*/false);
+    if (ec || parser.is_done() || body.size < size) {
+      co_return std::pair{ec, size - body.size};
+    }
+  }
   if (secure_) {
     std::tie(ec, std::ignore) = co_await http::async_read_some(*secure_, buffer_, parser, kNoThrow);
   } else {
@@ -211,6 +226,9 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
   }
   beast::error_code ignored;
   tcp.set_option(net::ip::tcp::no_delay(true), ignored);
+  if (!connection->secure_) {
+    tcp.non_blocking(true, ignored);  // for the writes done at once (wire/inline_io.h)
+  }
   if (connection->secure_) {
     auto& secure = *connection->secure_;
     if (!IsIpLiteral(endpoint.host)) {
