@@ -58,6 +58,9 @@ void SocketDeadline::Arm(const std::shared_ptr<State>& state, Clock::time_point 
 }
 
 void SocketDeadline::ExpiresAt(Clock::time_point deadline) {
+  if (state_->expired && state_->on_expiry == OnExpiry::kClose) {
+    return;  // the socket is closed for good
+  }
   state_->deadline = deadline;
   state_->expired = false;
   if (!state_->armed || deadline < state_->armed_at) {
@@ -66,6 +69,9 @@ void SocketDeadline::ExpiresAt(Clock::time_point deadline) {
 }
 
 void SocketDeadline::ExpiresNever() {
+  if (state_->expired && state_->on_expiry == OnExpiry::kClose) {
+    return;  // the socket is closed for good
+  }
   // The armed timer, if any, fires once more and finds nothing to do.
   state_->deadline = Clock::time_point::max();
   state_->expired = false;

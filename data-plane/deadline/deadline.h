@@ -11,10 +11,12 @@
 // When a deadline passes, every operation pending on the socket is cancelled, or the socket is
 // closed (kClose: for a connection that is not used after a timeout, and for a connect over
 // several addresses, which would go on to the next address after a mere cancel), and
-// `expired()` is true until the next deadline is set; `Translate` turns the failed operation's
-// error into beast::error::timeout. A deadline
-// covers what is started while it stands: set one before each operation that needs it, and
-// ExpiresNever() before an operation that must not be cut off.
+// `expired()` is true until the next deadline is set (for kClose: for good); `Translate` turns
+// the failed operation's error into beast::error::timeout. A deadline
+// acts when its time comes whether or not an operation is pending (unlike tcp_stream's, which
+// cut off only operations in flight): set one before each operation that needs it, and
+// ExpiresNever() as soon as the socket may sit without one (before writing elsewhere, before an
+// operation that must not be cut off, before pooling).
 //
 // Threads: one; the socket's executor's.
 #pragma once

@@ -788,7 +788,7 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
                   "upstream timed out before the first byte");
       co_return;
     }
-    if (connection->reused() && !fresh && connection->buffer().size() == 0) {
+    if (connection->reused() && !fresh && !parser->got_some() && connection->buffer().size() == 0) {
       continue;
     }
     FailAttempt(exchange, backend, outlier::Outcome::kConnectError,
@@ -796,6 +796,9 @@ net::awaitable<void> ProxyHandler::Attempt(Exchange& exchange,
     co_return;
   }
 
+  // The first-byte deadline is over; until the next upstream read sets one, none applies (a
+  // deadline would otherwise close the connection while the client is being written to).
+  connection->ExpiresNever();
   exchange.ttfb = SecondsSince(attempt_start);
   runtime.RecordTtfb(exchange.ttfb);
   load.ObserveTtfb(exchange.ttfb);

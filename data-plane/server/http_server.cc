@@ -382,7 +382,11 @@ net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions&
     }
     beast::error_code ignored;
     socket.set_option(net::ip::tcp::no_delay(true), ignored);
-    socket.non_blocking(true, ignored);  // for the writes done at once (wire/inline_io.h)
+    // For the writes done at once (wire/inline_io.h): a blocking socket would stall the worker.
+    beast::error_code mode_ec;
+    if (socket.non_blocking(true, mode_ec); mode_ec) {
+      continue;  // closes it
+    }
     net::co_spawn(worker.io_context,
                   RunSession(worker, options, active_requests, draining, std::move(socket)),
                   net::detached);

@@ -20,13 +20,25 @@ void ArenaBlocks::Give(std::unique_ptr<Block> block) {
 }
 
 RequestArena::RequestArena(ArenaBlocks& blocks)
-    : blocks_(blocks),
-      block_(blocks.Take()),
-      resource_(block_->bytes.data(), block_->bytes.size()) {}
+    : blocks_(blocks), block_(blocks.Take()), small_(block_->bytes.data(), block_->bytes.size()) {}
 
 RequestArena::~RequestArena() {
-  resource_.release();  // what overflowed to the heap
+  small_.release();  // what overflowed the block
   blocks_.Give(std::move(block_));
+}
+
+void* RequestArena::do_allocate(size_t bytes, size_t alignment) {
+  if (bytes > kLargeBytes) {
+    return std::pmr::new_delete_resource()->allocate(bytes, alignment);
+  }
+  return small_.allocate(bytes, alignment);
+}
+
+void RequestArena::do_deallocate(void* p, size_t bytes, size_t alignment) {
+  if (bytes > kLargeBytes) {
+    std::pmr::new_delete_resource()->deallocate(p, bytes, alignment);
+  }
+  // Small ones go with the arena.
 }
 
 std::string StringPool::Take() {

@@ -45,19 +45,33 @@ class ArenaBlocks {
 };
 
 // One request's arena. Everything allocated from it must be gone before it is destroyed.
-class RequestArena {
+//
+// Small allocations are carved out of the block (and out of heap chunks the monotonic resource
+// adds when the block is full) and freed all at once with the arena. An allocation larger than
+// kLargeBytes (a big body) goes to the heap on its own and is freed when it is released: a body
+// that grows by reallocation, as a chunked upload does, then holds its final size, not the sum
+// of every size it went through.
+class RequestArena final : public std::pmr::memory_resource {
  public:
+  static constexpr size_t kLargeBytes = ArenaBlocks::kBlockBytes / 2;
+
   explicit RequestArena(ArenaBlocks& blocks);
-  ~RequestArena();
+  ~RequestArena() override;
   RequestArena(const RequestArena&) = delete;
   RequestArena& operator=(const RequestArena&) = delete;
 
-  ArenaAllocator allocator() { return ArenaAllocator(&resource_); }
+  ArenaAllocator allocator() { return ArenaAllocator(this); }
 
  private:
+  void* do_allocate(size_t bytes, size_t alignment) override;
+  void do_deallocate(void* p, size_t bytes, size_t alignment) override;
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override {
+    return this == &other;
+  }
+
   ArenaBlocks& blocks_;
   std::unique_ptr<ArenaBlocks::Block> block_;
-  std::pmr::monotonic_buffer_resource resource_;
+  std::pmr::monotonic_buffer_resource small_;
 };
 
 // Strings a worker reuses from request to request (a relay's upstream request head and body,

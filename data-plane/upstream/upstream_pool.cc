@@ -2,6 +2,7 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
@@ -10,7 +11,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/http/read.hpp>
 #include <boost/url/parse.hpp>
 #include <string_view>
 #include <tuple>
@@ -103,9 +103,8 @@ absl::StatusOr<std::shared_ptr<const TlsContexts>> TlsContexts::Create(
 Connection::Connection(net::io_context& io_context, const Endpoint& endpoint,
                        const TlsContexts& tls_contexts)
     : pool_key_(endpoint.pool_key) {
-  // Beast reads at most the buffer's spare capacity (512 bytes for a new buffer) per system
-  // call: room for a whole typical response, or for many stream events at once when the relay
-  // has fallen behind.
+  // One read takes up to the buffer's spare capacity (ReadRoom): room for a whole typical
+  // response, or for many stream events at once when the relay has fallen behind.
   buffer_.reserve(kReadBufferBytes);
   if (endpoint.tls) {
     secure_.emplace(io_context,
@@ -126,6 +125,43 @@ void Connection::Cancel() {
   tcp().close(ignored);
 }
 
+namespace {
+
+// Room for one read into a connection's buffer: its spare capacity (kReadBufferBytes reserved
+// up front), at least 4 KiB.
+size_t ReadRoom(const beast::flat_buffer& buffer) {
+  return std::max<size_t>(4096, buffer.capacity() - buffer.size());
+}
+
+// What a read that hit the end of the stream means for `parser` (as Beast's read operations
+// do it): the end of a body delimited by the connection's close, a message cut short, or no
+// message at all.
+beast::error_code OnEndOfStream(ResponseParser& parser) {
+  if (!parser.got_some()) {
+    return http::error::end_of_stream;
+  }
+  beast::error_code ec;
+  parser.put_eof(ec);
+  return ec;
+}
+
+}  // namespace
+
+net::awaitable<beast::error_code> Connection::Fill() {
+  beast::error_code ec;
+  size_t n = 0;
+  // (if/else, not a conditional expression: GCC 12 miscompiles co_await inside `?:`.)
+  if (secure_) {
+    std::tie(ec, n) =
+        co_await secure_->async_read_some(buffer_.prepare(ReadRoom(buffer_)), kNoThrow);
+  } else {
+    std::tie(ec, n) =
+        co_await plain_->async_read_some(buffer_.prepare(ReadRoom(buffer_)), kNoThrow);
+  }
+  buffer_.commit(n);
+  co_return ec;
+}
+
 net::awaitable<beast::error_code> Connection::RoundTrip(std::string_view head,
                                                         std::string_view body,
                                                         ResponseParser& parser) {
@@ -133,22 +169,29 @@ net::awaitable<beast::error_code> Connection::RoundTrip(std::string_view head,
   beast::error_code ec;
   if (secure_) {
     std::tie(ec, std::ignore) = co_await net::async_write(*secure_, buffers, kNoThrow);
-    if (!ec) {
-      std::tie(ec, std::ignore) =
-          co_await http::async_read_header(*secure_, buffer_, parser, kNoThrow);
+  } else {
+    // The request usually fits the socket's send buffer: written at once (wire/inline_io.h).
+    const size_t written = wire::WriteNow(*plain_, buffers, ec);
+    if (!ec && written < head.size() + body.size()) {
+      beast::buffers_suffix<std::array<net::const_buffer, 2>> rest(buffers);
+      rest.consume(written);
+      std::tie(ec, std::ignore) = co_await net::async_write(*plain_, rest, kNoThrow);
     }
-    co_return deadline_->Translate(ec);
   }
-  // The request usually fits the socket's send buffer: written at once (wire/inline_io.h).
-  const size_t written = wire::WriteNow(*plain_, buffers, ec);
-  if (!ec && written < head.size() + body.size()) {
-    beast::buffers_suffix<std::array<net::const_buffer, 2>> rest(buffers);
-    rest.consume(written);
-    std::tie(ec, std::ignore) = co_await net::async_write(*plain_, rest, kNoThrow);
-  }
-  if (!ec) {
-    std::tie(ec, std::ignore) =
-        co_await http::async_read_header(*plain_, buffer_, parser, kNoThrow);
+  // The header: plain reads into the connection's buffer, parsed from there (no Beast read
+  // operation around each read).
+  while (!ec) {
+    ec = wire::ParseBuffered(parser, buffer_, /*header_only=*/true);
+    if (ec || parser.is_header_done()) {
+      break;
+    }
+    ec = co_await Fill();
+    if (ec == net::error::eof) {
+      ec = OnEndOfStream(parser);
+      if (!ec) {
+        ec = http::error::partial_message;  // the header never ended
+      }
+    }
   }
   co_return deadline_->Translate(ec);
 }
@@ -159,20 +202,20 @@ net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(Respon
   body.data = data;
   body.size = size;
   beast::error_code ec;
-  // Body bytes that came with the header (or with the previous read) are parsed at once.
-  if (buffer_.size() > 0) {
+  for (;;) {
+    // Bytes already buffered (they came with the header, or with the previous read) first.
     ec = wire::ParseBuffered(parser, buffer_, /*header_only=*/false);
     if (ec || parser.is_done() || body.size < size) {
-      co_return std::pair{ec, size - body.size};
+      break;
     }
-  }
-  if (secure_) {
-    std::tie(ec, std::ignore) = co_await http::async_read_some(*secure_, buffer_, parser, kNoThrow);
-  } else {
-    std::tie(ec, std::ignore) = co_await http::async_read_some(*plain_, buffer_, parser, kNoThrow);
-  }
-  if (ec == http::error::need_buffer) {
-    ec = {};
+    ec = co_await Fill();
+    if (ec == net::error::eof) {
+      ec = OnEndOfStream(parser);  // a body that ends with the connection is complete now
+      break;
+    }
+    if (ec) {
+      break;
+    }
   }
   co_return std::pair{deadline_->Translate(ec), size - body.size};
 }
@@ -227,7 +270,14 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
   beast::error_code ignored;
   tcp.set_option(net::ip::tcp::no_delay(true), ignored);
   if (!connection->secure_) {
-    tcp.non_blocking(true, ignored);  // for the writes done at once (wire/inline_io.h)
+    // For the writes done at once (wire/inline_io.h): a blocking socket would stall the worker.
+    beast::error_code ec;
+    tcp.non_blocking(true, ec);
+    if (ec) {
+      *error_kind = ConnectError::kConnect;
+      co_return absl::UnavailableError(absl::StrCat(
+          "cannot make the connection to ", endpoint.host_header, " non-blocking: ", ec.message()));
+    }
   }
   if (connection->secure_) {
     auto& secure = *connection->secure_;
@@ -251,6 +301,9 @@ net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Pool::Connect(
 }
 
 void Pool::Release(std::unique_ptr<Connection> connection) {
+  if (!connection->tcp().is_open() || connection->deadline_->expired()) {
+    return;  // a deadline closed it, possibly just after its last read succeeded
+  }
   auto& idle = idle_[connection->pool_key_];
   if (idle.size() >= options_.max_idle_per_endpoint) {
     return;  // closes it

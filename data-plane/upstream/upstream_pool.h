@@ -101,13 +101,17 @@ class Connection {
   // `parser`.
   net::awaitable<beast::error_code> RoundTrip(std::string_view head, std::string_view body,
                                               ResponseParser& parser);
-  // Reads some body bytes into `data`/`size`; returns the error (need_buffer is not one) and
-  // the number of body bytes placed.
+  // Reads some body bytes into `data`/`size` (bytes already buffered first, then at most as
+  // many socket reads as it takes to place one byte or finish the message); returns the error
+  // and the number of body bytes placed.
   net::awaitable<std::pair<beast::error_code, size_t>> ReadSome(ResponseParser& parser, char* data,
                                                                 size_t size);
 
  private:
   friend class Pool;
+
+  // One read of whatever the socket has into buffer_ (end of stream comes back as eof).
+  net::awaitable<beast::error_code> Fill();
 
   std::string pool_key_;
   bool reused_ = false;

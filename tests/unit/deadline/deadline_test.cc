@@ -69,21 +69,38 @@ TEST_F(SocketDeadlineTest, ReadPendingPastTheDeadlineFailsWithTimeoutAndTheSocke
   EXPECT_EQ(deadline.Translate(*read_result_), boost::beast::error::timeout);
   EXPECT_TRUE(ours_.is_open());  // a 408 could still be written
 
-  // A new deadline starts a new period: the next operation is not failed by the old one.
+  // A new deadline starts a new period: a read that waits past the old one is not failed by it.
   deadline.ExpiresAfter(5s);
   EXPECT_FALSE(deadline.expired());
-  net::write(peer_, net::buffer("x", 1));
   StartRead();
+  io_.restart();
+  io_.run_for(100ms);
+  EXPECT_FALSE(read_result_.has_value());
+  net::write(peer_, net::buffer("x", 1));
   ASSERT_TRUE(RunUntil([&] { return read_result_.has_value(); }));
-  EXPECT_FALSE(deadline.Translate(*read_result_));
+  EXPECT_FALSE(*read_result_);
+  EXPECT_FALSE(deadline.expired());
 }
 
-TEST_F(SocketDeadlineTest, CloseOnExpiryClosesTheSocket) {
+TEST_F(SocketDeadlineTest, CloseOnExpiryClosesTheSocketForGood) {
   SocketDeadline deadline(ours_, OnExpiry::kClose);
   deadline.ExpiresAfter(30ms);
   StartRead();
   ASSERT_TRUE(RunUntil([&] { return read_result_.has_value(); }));
   EXPECT_EQ(deadline.Translate(*read_result_), boost::beast::error::timeout);
+  EXPECT_FALSE(ours_.is_open());
+  // A closed socket stays expired: nobody can mistake it for a usable one.
+  deadline.ExpiresAfter(5s);
+  EXPECT_TRUE(deadline.expired());
+  deadline.ExpiresNever();
+  EXPECT_TRUE(deadline.expired());
+}
+
+TEST_F(SocketDeadlineTest, ActsWhenItsTimeComesEvenWithNothingPending) {
+  // Unlike tcp_stream's: a deadline is not tied to an operation in flight.
+  SocketDeadline deadline(ours_, OnExpiry::kClose);
+  deadline.ExpiresAfter(20ms);
+  ASSERT_TRUE(RunUntil([&] { return deadline.expired(); }));
   EXPECT_FALSE(ours_.is_open());
 }
 
@@ -132,14 +149,22 @@ TEST_F(SocketDeadlineTest, ExpiresNeverLetsTheOperationWaitPastTheOldDeadline) {
   EXPECT_FALSE(*read_result_);
 }
 
-TEST_F(SocketDeadlineTest, TranslateKeepsOtherErrorsAndSuccess) {
+TEST_F(SocketDeadlineTest, TranslateMapsErrorsToTimeoutOnlyOnceExpired) {
   SocketDeadline deadline(ours_, OnExpiry::kCancel);
   deadline.ExpiresAfter(5s);
   EXPECT_FALSE(deadline.Translate({}));
   EXPECT_EQ(deadline.Translate(net::error::connection_reset), net::error::connection_reset);
+
+  deadline.ExpiresAfter(10ms);
+  ASSERT_TRUE(RunUntil([&] { return deadline.expired(); }));
+  // An operation that succeeded just before the deadline struck keeps its success; any error
+  // after it is the deadline's doing.
+  EXPECT_FALSE(deadline.Translate({}));
+  EXPECT_EQ(deadline.Translate(net::error::operation_aborted), boost::beast::error::timeout);
+  EXPECT_EQ(deadline.Translate(net::error::connection_reset), boost::beast::error::timeout);
 }
 
-TEST_F(SocketDeadlineTest, DestroyedWithItsTimerPendingTouchesNothingAfterwards) {
+TEST_F(SocketDeadlineTest, DestroyedWithItsTimerPendingLeavesTheSocketAlone) {
   auto deadline = std::make_unique<SocketDeadline>(ours_, OnExpiry::kClose);
   deadline->ExpiresAfter(20ms);
   deadline.reset();

@@ -5,6 +5,7 @@
 #include <boost/beast/http/fields.hpp>
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace berry::proxy {
 namespace {
@@ -32,7 +33,7 @@ TEST(RequestArena, FieldsAreCarvedOutOfItsBlockWhichGoesBackAfterwards) {
   EXPECT_EQ(blocks.Take().get(), address);
 }
 
-TEST(RequestArena, AllocationsComeFromTheBlockUntilItIsFull) {
+TEST(RequestArena, SmallAllocationsComeFromTheBlockLargeOnesFromTheHeap) {
   ArenaBlocks blocks;
   auto block = blocks.Take();
   const ArenaBlocks::Block* address = block.get();
@@ -40,9 +41,16 @@ TEST(RequestArena, AllocationsComeFromTheBlockUntilItIsFull) {
   RequestArena arena(blocks);  // takes that very block
   std::pmr::string small(100, 'x', arena.allocator());
   EXPECT_TRUE(Within(small.data(), address));
-  // Larger than a block: from the heap, freed with the arena.
-  std::pmr::string large(ArenaBlocks::kBlockBytes * 2, 'y', arena.allocator());
+  // Over kLargeBytes: from the heap on its own (freed when released, not with the arena).
+  std::pmr::string large(RequestArena::kLargeBytes + 1, 'y', arena.allocator());
   EXPECT_FALSE(Within(large.data(), address));
+  // Small ones that no longer fit the block spill over to the heap, and still work.
+  std::vector<std::pmr::string> many;
+  for (int i = 0; i < 200; ++i) {
+    many.emplace_back(100, static_cast<char>('a' + i % 26), arena.allocator());
+  }
+  EXPECT_FALSE(Within(many.back().data(), address));
+  EXPECT_EQ(std::string_view(many.back()), std::string(100, static_cast<char>('a' + 199 % 26)));
 }
 
 TEST(ArenaBlocks, KeepsAtMostMaxIdle) {

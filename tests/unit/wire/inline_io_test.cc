@@ -68,6 +68,20 @@ TEST(ParseBuffered, LeavesAPipelinedNextRequestInTheBuffer) {
             "GET /healthz HTTP/1.1\r\n\r\n");
 }
 
+TEST(ParseBuffered, TakesAChunkedBodyAsFarAsItHasArrived) {
+  beast::flat_buffer buffer;
+  Fill(buffer,
+       "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "5\r\nhello\r\n3\r\nabc");  // the second chunk is not complete
+  http::request_parser<http::string_body> parser;
+  ASSERT_FALSE(ParseBuffered(parser, buffer, /*header_only=*/false));
+  EXPECT_FALSE(parser.is_done());
+  Fill(buffer, "\r\n0\r\n\r\n");
+  ASSERT_FALSE(ParseBuffered(parser, buffer, /*header_only=*/false));
+  EXPECT_TRUE(parser.is_done());
+  EXPECT_EQ(parser.get().body(), "helloabc");
+}
+
 TEST(ParseBuffered, ReportsWhatTheParserRejects) {
   beast::flat_buffer buffer;
   Fill(buffer, "NOT HTTP AT ALL\r\n\r\n");
