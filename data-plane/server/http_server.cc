@@ -4,8 +4,6 @@
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -81,9 +79,49 @@ std::string_view NewRequestId(absl::BitGen& rng, std::string& id) {
 
 }  // namespace
 
+void ClientRead::Start() {
+  if (pending_ || (result_ && *result_)) {
+    return;
+  }
+  result_.reset();
+  pending_ = true;
+  socket_.async_read_some(buffer_.prepare(4096),
+                          [this](beast::error_code ec, size_t n) { Done(ec, n); });
+}
+
+void ClientRead::Done(beast::error_code ec, size_t n) {
+  pending_ = false;
+  buffer_.commit(n);
+  result_ = ec;
+  if (ec && ec != net::error::operation_aborted) {
+    gone_ = true;  // closed or reset
+    if (on_gone_) {
+      std::function<void()> gone = std::move(on_gone_);
+      on_gone_ = nullptr;
+      gone();
+    }
+  }
+  if (waiter_) {
+    auto waiter = std::move(*waiter_);
+    waiter_.reset();
+    std::move(waiter)();  // resumes Wait()
+  }
+}
+
+net::awaitable<beast::error_code> ClientRead::Wait() {
+  Start();
+  if (pending_) {
+    co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
+        [this](auto handler) { waiter_.emplace(std::move(handler)); }, net::use_awaitable);
+  }
+  const beast::error_code ec = result_.value_or(beast::error_code{});
+  result_.reset();
+  co_return ec;
+}
+
 Downstream::Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
-                       beast::flat_buffer& read_buffer, std::string& head_buffer,
-                       std::string_view request_id, bool keep_alive,
+                       beast::flat_buffer& read_buffer, ClientRead& client_read,
+                       std::string& head_buffer, std::string_view request_id, bool keep_alive,
                        std::chrono::milliseconds write_timeout, ArenaAllocator arena)
     : socket_(socket),
       deadline_(deadline),
@@ -92,7 +130,8 @@ Downstream::Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& d
       keep_alive_(keep_alive),
       write_timeout_(write_timeout),
       arena_(arena),
-      read_buffer_(read_buffer) {}
+      read_buffer_(read_buffer),
+      client_read_(client_read) {}
 
 std::string& Downstream::BeginHead(unsigned status) {
   status_ = status;
@@ -202,51 +241,21 @@ net::awaitable<bool> Downstream::WriteEnd() {
 }
 
 void Downstream::WatchForDisconnect(std::function<void()> on_gone) {
-  if (client_gone_) {
+  if (client_read_.client_gone()) {
     on_gone();
     return;
   }
-  on_gone_ = std::move(on_gone);
-  if (watch_pending_ || watch_over_) {
-    return;
+  if (read_buffer_.size() > 0) {
+    return;  // the client sent more (a pipelined request): it is alive
   }
-  watch_pending_ = true;
+  client_read_.OnGone(std::move(on_gone));
   deadline_.ExpiresNever();  // the wait for the upstream has timeouts of its own
-  socket_.async_read_some(
-      read_buffer_.prepare(4096),
-      net::bind_cancellation_slot(
-          watch_cancel_.slot(), [this](boost::system::error_code ec, size_t n) {
-            watch_pending_ = false;
-            if (ec == net::error::operation_aborted) {
-              return;
-            }
-            if (!ec) {
-              read_buffer_.commit(n);  // the next request, pipelined: the client is alive
-              watch_over_ = true;
-              return;
-            }
-            client_gone_ = true;  // closed or reset
-            failed_ = true;
-            if (on_gone_) {
-              std::function<void()> gone = std::move(on_gone_);
-              on_gone_ = nullptr;
-              gone();
-            }
-          }));
+  client_read_.Start();
 }
 
-void Downstream::StopWatching() { on_gone_ = nullptr; }
+void Downstream::StopWatching() { client_read_.OnGone(nullptr); }
 
-net::awaitable<void> Downstream::EndWatch() {
-  on_gone_ = nullptr;
-  if (watch_pending_) {
-    watch_cancel_.emit(net::cancellation_type::all);
-  }
-  // The read's handler was queued when it completed or was cancelled; it runs before this.
-  while (watch_pending_) {
-    co_await net::post(socket_.get_executor(), net::use_awaitable);
-  }
-}
+Downstream::~Downstream() { StopWatching(); }  // the read outlives this request
 
 namespace {
 
@@ -258,6 +267,7 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
   beast::flat_buffer buffer;
   std::string head_buffer;  // response heads, reused by every request on this connection
   std::string request_id;   // the same
+  ClientRead client_read(socket, buffer);
   Handler& handler = *worker.handler;
   for (;;) {
     if (buffer.size() == 0) {
@@ -267,12 +277,12 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
       // Idle between requests: the only state a drain may close the connection in.
       worker.idle.insert(&socket);
       deadline.ExpiresAfter(options.idle_timeout);
-      auto [ec, n] = co_await socket.async_read_some(buffer.prepare(4096), kNoThrow);
+      // Often already pending: the previous request's disconnect watch.
+      const beast::error_code ec = co_await client_read.Wait();
       worker.idle.erase(&socket);
       if (ec) {
         break;
       }
-      buffer.commit(n);
     }
 
     RequestArena arena(worker.arena_blocks);
@@ -340,7 +350,7 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     active_requests.fetch_add(1, std::memory_order_relaxed);
     if (!bad_reason.empty()) {
       // The stream is out of sync with the framing: answer and close.
-      Downstream downstream(socket, deadline, buffer, head_buffer,
+      Downstream downstream(socket, deadline, buffer, client_read, head_buffer,
                             NewRequestId(worker.rng, request_id), false, options.write_timeout,
                             arena.allocator());
       co_await handler.HandleBadRequest(bad_status, bad_reason, downstream);
@@ -354,17 +364,20 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     } else {
       NewRequestId(worker.rng, request_id);
     }
-    Downstream downstream(socket, deadline, buffer, head_buffer, request_id,
+    Downstream downstream(socket, deadline, buffer, client_read, head_buffer, request_id,
                           request.keep_alive() && !draining.load(std::memory_order_relaxed),
                           options.write_timeout, arena.allocator());
     co_await handler.Handle(request, downstream);
-    co_await downstream.EndWatch();
     active_requests.fetch_sub(1, std::memory_order_relaxed);
     if (!downstream.keep_alive() || downstream.failed()) {
       break;
     }
   }
   beast::error_code ignored;
+  if (client_read.pending()) {
+    socket.cancel(ignored);
+    co_await client_read.Wait();  // its handler refers to this frame
+  }
   socket.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
   socket.close(ignored);
 }

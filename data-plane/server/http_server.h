@@ -13,9 +13,9 @@
 
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
@@ -61,14 +61,58 @@ struct ServerOptions {
   uint32_t header_limit_bytes = 64 * 1024;
 };
 
+// The one read a client connection keeps between two requests. Started while a request is
+// being answered, it is the disconnect watch (a client that closes or resets makes it fail);
+// once the answer is out, the session waits on that same read for the next request. A
+// kept-alive connection so makes one read per request, and no read that is cancelled only to be
+// started again (Asio tries every new read once before it waits: that try is a system call).
+//
+// Bytes it reads go into the session's buffer: the next, possibly pipelined, request.
+class ClientRead {
+ public:
+  ClientRead(net::ip::tcp::socket& socket, beast::flat_buffer& buffer)
+      : socket_(socket), buffer_(buffer) {}
+  ClientRead(const ClientRead&) = delete;
+  ClientRead& operator=(const ClientRead&) = delete;
+
+  // Starts the read unless one is in progress or an error it ended with is yet to be collected.
+  void Start();
+  bool pending() const { return pending_; }
+  // The read ended with an error other than a cancel: the client closed or reset.
+  bool client_gone() const { return gone_; }
+  // Called (once) when the read ends with such an error; replaced by the next call; nullptr to
+  // stop.
+  void OnGone(std::function<void()> on_gone) { on_gone_ = std::move(on_gone); }
+  // Starts the read if needed and waits for its end: its error, or success with the bytes in the
+  // buffer.
+  net::awaitable<beast::error_code> Wait();
+
+ private:
+  void Done(beast::error_code ec, size_t n);
+
+  net::ip::tcp::socket& socket_;
+  beast::flat_buffer& buffer_;
+  bool pending_ = false;
+  bool gone_ = false;
+  std::optional<beast::error_code> result_;  // of the read that ended, until collected
+  std::function<void()> on_gone_;
+  // The coroutine waiting in Wait(), as the completion handler use_awaitable made for it.
+  // (Asio's type-erased any_completion_handler recursed without end when moved, in Boost 1.81.)
+  std::optional<net::detail::awaitable_handler<net::any_io_executor>> waiter_;
+};
+
 // One client connection as a handler sees it while answering one request.
 class Downstream {
  public:
   // `socket` and `deadline` are the session's; `read_buffer` too (where a pipelined request
   // waits); `head_buffer` is its scratch for response heads, reused request after request.
   Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
-             beast::flat_buffer& read_buffer, std::string& head_buffer, std::string_view request_id,
-             bool keep_alive, std::chrono::milliseconds write_timeout, ArenaAllocator arena);
+             beast::flat_buffer& read_buffer, ClientRead& client_read, std::string& head_buffer,
+             std::string_view request_id, bool keep_alive, std::chrono::milliseconds write_timeout,
+             ArenaAllocator arena);
+  ~Downstream();
+  Downstream(const Downstream&) = delete;
+  Downstream& operator=(const Downstream&) = delete;
 
   std::string_view request_id() const { return request_id_; }
   // The request's arena, for what the handler needs only while answering it (the upstream
@@ -79,7 +123,7 @@ class Downstream {
   void set_keep_alive(bool keep_alive) { keep_alive_ = keep_alive; }
   // True once anything of the response was written: retries are over for this request.
   bool started() const { return started_; }
-  bool failed() const { return failed_; }
+  bool failed() const { return failed_ || client_read_.client_gone(); }
 
   // A complete response. Sets x-request-id, Connection and Content-Length.
   net::awaitable<bool> Write(Response& response);
@@ -109,14 +153,12 @@ class Downstream {
   // handler is waiting on the upstream; at once if that was already seen. Stop with
   // StopWatching(); at most one watch at a time.
   //
-  // The watch is a read kept pending on the connection (no extra system call: the socket is in
-  // the event loop already). Bytes it reads are the client's next, pipelined request: they go
-  // into the session's read buffer and end the watching for this request.
+  // The watch is the connection's ClientRead (no extra system call: the socket is in the event
+  // loop already). Bytes it reads are the client's next, pipelined request: they go into the
+  // session's read buffer and end the watching for this request. The read stays pending after
+  // the request; the session waits on it for the next one.
   void WatchForDisconnect(std::function<void()> on_gone);
   void StopWatching();
-  // Cancels the pending read, if any, and waits until it has finished, so the session may read
-  // again. The server calls it after every request.
-  net::awaitable<void> EndWatch();
 
  private:
   // Ends head_ with x-request-id, the framing headers and the empty line.
@@ -138,11 +180,7 @@ class Downstream {
   std::chrono::milliseconds write_timeout_;
   ArenaAllocator arena_;
   beast::flat_buffer& read_buffer_;
-  std::function<void()> on_gone_;  // empty = not watching
-  net::cancellation_signal watch_cancel_;
-  bool watch_pending_ = false;  // a watch read is outstanding
-  bool watch_over_ = false;     // the client sent more: no disconnect to watch for
-  bool client_gone_ = false;
+  ClientRead& client_read_;
   bool watchdog_writes_ = false;
   std::chrono::steady_clock::time_point write_started_{};  // {} = no write in progress
 };

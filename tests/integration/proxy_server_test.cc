@@ -53,6 +53,36 @@ TEST(ProxyServer, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_EQ(mock->request_count(), 2u);
 }
 
+TEST(ProxyServer, RequestSentWhileTheFirstWaitsOnItsProviderIsAnsweredNext) {
+  // The second request arrives while the proxy waits on the provider for the first: the read
+  // that watches for a disconnect takes it in, and it is answered after the first, on the same
+  // connection; then the connection serves a third.
+  auto mock = StartMock("acme");
+  Behavior slow = Behavior::Json();
+  slow.headers_delay = 300ms;
+  mock->SetModelBehavior("slow-up", slow);
+  auto proxy = StartProxy(ProviderToml("acme", mock->base_url(), {"slow-up", "fast-up"}) +
+                          ModelToml("slow") + BackendToml("slow", "acme", "slow-up") +
+                          ModelToml("fast") + BackendToml("fast", "acme", "fast-up"));
+  auto connection = RawConnection::Connect(proxy->port());
+  ASSERT_TRUE(connection.ok()) << connection.status();
+
+  ASSERT_TRUE((*connection)->Write(RawChat("first", "slow")).ok());
+  ASSERT_TRUE(WaitUntil([&] { return mock->request_count() == 1; }));  // it is waiting now
+  ASSERT_TRUE((*connection)->Write(RawChat("second", "fast")).ok());
+  for (const char* expected : {"first", "second"}) {
+    auto response = (*connection)->ReadResponse();
+    ASSERT_TRUE(response.ok()) << expected << ": " << response.status();
+    EXPECT_EQ(response->result_int(), 200) << expected;
+    EXPECT_EQ((*response)["x-request-id"], expected);
+  }
+  ASSERT_TRUE((*connection)->Write(RawChat("third", "fast")).ok());
+  auto third = (*connection)->ReadResponse();
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ((*third)["x-request-id"], "third");
+  EXPECT_EQ(mock->request_count(), 3u);
+}
+
 TEST(ProxyServer, ClientTricklingItsHeadersIsCutOff) {
   auto mock = StartMock("acme");
   TestProxyOptions options;
@@ -87,7 +117,8 @@ TEST(ProxyServer, KeepAliveClientConnectionServesManyRequests) {
   ASSERT_TRUE(connection.ok()) << connection.status();
 
   for (int i = 0; i < 10; ++i) {
-    auto response = (*connection)->Send(HttpRequest::Post("/v1/chat/completions", ChatBody("chat")));
+    auto response =
+        (*connection)->Send(HttpRequest::Post("/v1/chat/completions", ChatBody("chat")));
     ASSERT_TRUE(response.ok()) << response.status();
     EXPECT_EQ(response->status, 200);
     EXPECT_FALSE(response->connection_close);
@@ -149,7 +180,8 @@ TEST(ProxyServer, ReloadKeepsEjectionsOfBackendsThatStay) {
   auto first = StartMock("first", failing);
   auto second = StartMock("second");
   const auto config = [&](std::string_view extra_model) {
-    return SettingsToml("circuit_breaker_failure_threshold = 1\ncircuit_breaker_timeout_seconds = 600") +
+    return SettingsToml(
+               "circuit_breaker_failure_threshold = 1\ncircuit_breaker_timeout_seconds = 600") +
            ProviderToml("first", first->base_url()) + ProviderToml("second", second->base_url()) +
            ModelToml("chat", R"(strategy = "failover")") +
            BackendToml("chat", "first", "up-model", 1, "priority = 1") +
@@ -160,7 +192,8 @@ TEST(ProxyServer, ReloadKeepsEjectionsOfBackendsThatStay) {
 
   ASSERT_TRUE(proxy->Reload(config(ModelToml("more") + BackendToml("more", "second"))).ok());
 
-  EXPECT_EQ(Scrape(*proxy).Value("berry_backend_ejected", {{"backend", BackendId("chat", "first")}}), 1);
+  EXPECT_EQ(
+      Scrape(*proxy).Value("berry_backend_ejected", {{"backend", BackendId("chat", "first")}}), 1);
   EXPECT_EQ(Chat(*proxy, "chat").status, 200);
   EXPECT_EQ(first->request_count(), 1u) << "the reload forgot the ejection";
 }
@@ -190,7 +223,8 @@ TEST(ProxyServer, SecretsNeverAppearInMetricsOrTheAccessLog) {
   EXPECT_EQ(Chat(*proxy, "chat", Bearer(kUserToken)).status, 200);
   EXPECT_TRUE(StreamChat(*proxy, "chat", {}, Bearer(kUserToken)).done());
   EXPECT_EQ(Get(*proxy, "/v1/models/chat", Bearer(kWrongToken)).status, 401);
-  ASSERT_TRUE(proxy->Reload(config("http://127.0.0.1:" + std::to_string(UnusedPort()) + "/v1")).ok());
+  ASSERT_TRUE(
+      proxy->Reload(config("http://127.0.0.1:" + std::to_string(UnusedPort()) + "/v1")).ok());
   const HttpResponse unreachable = Chat(*proxy, "chat", Bearer(kUserToken));
   EXPECT_EQ(unreachable.status, 502);
 
