@@ -27,15 +27,20 @@ std::string RawChat(std::string_view request_id, std::string_view model) {
                       "\r\nContent-Length: ", body.size(), "\r\n\r\n", body);
 }
 
+// Models "slow" (the provider answers after 300 ms) and "fast" on one mock provider.
+std::string SlowAndFastConfig(MockUpstream& mock) {
+  Behavior slow = Behavior::Json();
+  slow.headers_delay = 300ms;
+  mock.SetModelBehavior("slow-up", slow);
+  return ProviderToml("acme", mock.base_url(), {"slow-up", "fast-up"}) + ModelToml("slow") +
+         BackendToml("slow", "acme", "slow-up") + ModelToml("fast") +
+         BackendToml("fast", "acme", "fast-up");
+}
+
 TEST(ProxyServer, PipelinedRequestsAreAnsweredInOrder) {
   auto mock = StartMock("acme");
   // The first request is the slow one: an out-of-order server would answer the second first.
-  Behavior slow = Behavior::Json();
-  slow.headers_delay = 300ms;
-  mock->SetModelBehavior("slow-up", slow);
-  auto proxy = StartProxy(ProviderToml("acme", mock->base_url(), {"slow-up", "fast-up"}) +
-                          ModelToml("slow") + BackendToml("slow", "acme", "slow-up") +
-                          ModelToml("fast") + BackendToml("fast", "acme", "fast-up"));
+  auto proxy = StartProxy(SlowAndFastConfig(*mock));
   auto connection = RawConnection::Connect(proxy->port());
   ASSERT_TRUE(connection.ok()) << connection.status();
 
@@ -58,12 +63,7 @@ TEST(ProxyServer, RequestSentWhileTheFirstWaitsOnItsProviderIsAnsweredNext) {
   // that watches for a disconnect takes it in, and it is answered after the first, on the same
   // connection; then the connection serves a third.
   auto mock = StartMock("acme");
-  Behavior slow = Behavior::Json();
-  slow.headers_delay = 300ms;
-  mock->SetModelBehavior("slow-up", slow);
-  auto proxy = StartProxy(ProviderToml("acme", mock->base_url(), {"slow-up", "fast-up"}) +
-                          ModelToml("slow") + BackendToml("slow", "acme", "slow-up") +
-                          ModelToml("fast") + BackendToml("fast", "acme", "fast-up"));
+  auto proxy = StartProxy(SlowAndFastConfig(*mock));
   auto connection = RawConnection::Connect(proxy->port());
   ASSERT_TRUE(connection.ok()) << connection.status();
 

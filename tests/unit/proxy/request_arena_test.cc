@@ -15,11 +15,17 @@ bool Within(const void* p, const ArenaBlocks::Block* block) {
   return byte >= block->bytes.data() && byte < block->bytes.data() + block->bytes.size();
 }
 
-TEST(RequestArena, FieldsAreCarvedOutOfItsBlockWhichGoesBackAfterwards) {
-  ArenaBlocks blocks;
+// Puts one block on the list and returns its address: the next RequestArena takes that block.
+const ArenaBlocks::Block* OneIdleBlock(ArenaBlocks& blocks) {
   auto block = blocks.Take();
   const ArenaBlocks::Block* address = block.get();
   blocks.Give(std::move(block));
+  return address;
+}
+
+TEST(RequestArena, FieldsAreCarvedOutOfItsBlockWhichGoesBackAfterwards) {
+  ArenaBlocks blocks;
+  const ArenaBlocks::Block* address = OneIdleBlock(blocks);
   {
     RequestArena arena(blocks);  // takes that very block
     EXPECT_EQ(blocks.idle(), 0u);
@@ -35,9 +41,7 @@ TEST(RequestArena, FieldsAreCarvedOutOfItsBlockWhichGoesBackAfterwards) {
 
 TEST(RequestArena, SmallAllocationsComeFromTheBlockLargeOnesFromTheHeap) {
   ArenaBlocks blocks;
-  auto block = blocks.Take();
-  const ArenaBlocks::Block* address = block.get();
-  blocks.Give(std::move(block));
+  const ArenaBlocks::Block* address = OneIdleBlock(blocks);
   RequestArena arena(blocks);  // takes that very block
   std::pmr::string small(100, 'x', arena.allocator());
   EXPECT_TRUE(Within(small.data(), address));
