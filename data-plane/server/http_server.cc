@@ -101,18 +101,18 @@ void ClientRead::Done(beast::error_code ec, size_t n) {
       gone();
     }
   }
-  if (waiter_) {
-    auto waiter = std::move(*waiter_);
-    waiter_.reset();
-    std::move(waiter)();  // resumes Wait()
+  if (waiting_) {
+    wake_.cancel();  // resumes Wait()
   }
 }
 
 net::awaitable<beast::error_code> ClientRead::Wait() {
   Start();
-  if (pending_) {
-    co_await net::async_initiate<const net::use_awaitable_t<>&, void()>(
-        [this](auto handler) { waiter_.emplace(std::move(handler)); }, net::use_awaitable);
+  while (pending_) {
+    waiting_ = true;
+    wake_.expires_at(net::steady_timer::time_point::max());
+    co_await wake_.async_wait(kNoThrow);
+    waiting_ = false;
   }
   const beast::error_code ec = result_.value_or(beast::error_code{});
   result_.reset();

@@ -15,7 +15,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
@@ -71,7 +71,7 @@ struct ServerOptions {
 class ClientRead {
  public:
   ClientRead(net::ip::tcp::socket& socket, beast::flat_buffer& buffer)
-      : socket_(socket), buffer_(buffer) {}
+      : socket_(socket), buffer_(buffer), wake_(socket.get_executor()) {}
   ClientRead(const ClientRead&) = delete;
   ClientRead& operator=(const ClientRead&) = delete;
 
@@ -96,9 +96,12 @@ class ClientRead {
   bool gone_ = false;
   std::optional<beast::error_code> result_;  // of the read that ended, until collected
   std::function<void()> on_gone_;
-  // The coroutine waiting in Wait(), as the completion handler use_awaitable made for it.
-  // (Asio's type-erased any_completion_handler recursed without end when moved, in Boost 1.81.)
-  std::optional<net::detail::awaitable_handler<net::any_io_executor>> waiter_;
+  // Wait() sleeps on this timer (it never expires) until Done() cancels it. The waiting
+  // coroutine is so held by an operation Asio owns: when the io_context goes away with the
+  // connection still open, Asio destroys the operation and with it the coroutine (a handler
+  // kept here, inside the coroutine's own frame, would keep the frame alive for ever).
+  net::steady_timer wake_;
+  bool waiting_ = false;
 };
 
 // One client connection as a handler sees it while answering one request.
