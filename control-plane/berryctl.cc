@@ -16,6 +16,7 @@
 #include "common/cli/flags.h"
 #include "common/cli/process.h"
 #include "common/config/config.h"
+#include "control-plane/http_probe.h"
 
 namespace berry::berryctl {
 namespace {
@@ -30,6 +31,7 @@ struct Options {
   std::string file;
   std::string expect_version;
   bool dry_run = false;
+  int64_t timeout_seconds = 2;  // probe
 };
 
 struct Command {
@@ -38,6 +40,7 @@ struct Command {
   std::string summary;
   bool needs_file = false;
   bool apply_flags = false;  // --dry-run, --expect-version
+  bool local = false;        // needs no control plane (flags --timeout)
 };
 
 const std::vector<Command>& Commands() {
@@ -52,6 +55,9 @@ const std::vector<Command>& Commands() {
       {"backend", "backend enable|disable|drain ID",
        "Enables, disables or drains a backend without editing the config file."},
       {"watch", "watch", "Streams version and health changes until Ctrl-C."},
+      {"probe", "probe URL [--timeout SECONDS]",
+       "GETs an http:// URL; exit 0 only on 200 within the timeout (container health checks).",
+       false, false, true},
   };
   return *commands;
 }
@@ -82,7 +88,8 @@ void AddGlobalFlags(cli::FlagSet& set, Options& options) {
 
 bool TakesValue(std::string_view name) {
   static const char* const kNames[] = {"server", "token-file", "tls-ca",  "tls-cert",
-                                       "tls-key", "output",    "file",    "expect-version"};
+                                       "tls-key", "output",    "file",    "expect-version",
+                                       "timeout"};
   return std::any_of(std::begin(kNames), std::end(kNames),
                      [&](const char* n) { return name == n; });
 }
@@ -454,6 +461,9 @@ int RunBerryctl(const std::vector<std::string>& raw_args, std::ostream& out, std
     set.String("expect-version", &options.expect_version,
                "apply only if the running config version is this (compare-and-swap)");
   }
+  if (command->local) {
+    set.Int("timeout", &options.timeout_seconds, "seconds the whole probe may take", "", 1, 3600);
+  }
   std::vector<char*> argv;
   std::string program = "berryctl";
   argv.push_back(program.data());
@@ -479,6 +489,18 @@ int RunBerryctl(const std::vector<std::string>& raw_args, std::ostream& out, std
     return wrong_arguments();
   }
 
+  if (command->name == "probe") {
+    if (words.size() != 2) return wrong_arguments();
+    auto result = ProbeHttp(words[1], std::chrono::seconds(options.timeout_seconds));
+    if (!result.ok()) {
+      err << "berryctl probe " << words[1] << ": " << result.status().message() << "\n";
+      return result.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
+                                                                           : kExitUnreachable;
+    }
+    (result->status == 200 ? out : err)
+        << "probe " << words[1] << ": " << result->status << " " << result->reason << "\n";
+    return result->status == 200 ? kExitOk : kExitFailed;
+  }
   const bool dry_run = options.dry_run;
   Runner runner(std::move(options), out, err);
   if (command->name == "validate") {
