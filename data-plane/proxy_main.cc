@@ -1,6 +1,7 @@
 // berry-proxy: Berry's data plane. Standalone mode (--config FILE) compiles the TOML into a
 // RouteTable in-process and serves from it through the same code path managed mode uses.
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
@@ -28,6 +29,7 @@ struct Flags {
   int64_t threads = std::max(1u, std::thread::hardware_concurrency());
   std::string log_level = "info";
   int64_t drain_seconds = 20;
+  int64_t shutdown_delay_seconds = 0;
   std::string access_log = "stdout";
   std::string upstream_ca;
   std::string control_plane;
@@ -121,12 +123,17 @@ int main(int argc, char** argv) {
   set.String("log-level", &flags.log_level, "debug, info, warn or error");
   set.Int("drain-seconds", &flags.drain_seconds,
           "on SIGTERM/SIGINT, how long in-flight requests may finish", "", 0, 3600);
+  set.Int("shutdown-delay-seconds", &flags.shutdown_delay_seconds,
+          "on SIGTERM, answer /readyz 503 at once but keep serving this long (load balancers "
+          "stop sending) before draining",
+          "", 0, 3600);
   set.String("access-log", &flags.access_log, "where the JSON access log goes: stdout or off");
   set.String("upstream-ca", &flags.upstream_ca,
              "PEM file of extra CAs trusted for HTTPS upstreams (besides the system store)");
   set.String("control-plane", &flags.control_plane,
              "HOST:PORT of berry-control-plane (managed mode, instead of --config)");
-  set.String("node-id", &flags.node_id, "this proxy's unique id in managed mode", "NODE_ID");
+  set.String("node-id", &flags.node_id,
+             "this proxy's unique id in managed mode (default: the host name)", "NODE_ID");
   set.String("state-dir", &flags.state_dir,
              "directory where managed mode keeps the last good route table (mode 0600)");
   set.String("tls-ca", &flags.tls_ca, "PEM CA the control plane's certificate must chain to");
@@ -166,8 +173,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (managed && flags.node_id.empty()) {
-    std::cerr << "berry-proxy: managed mode needs --node-id\n";
-    return 2;
+    // A container's or pod's host name is unique among its replicas; compose replicas of one
+    // service cannot be given distinct ids otherwise.
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+      std::cerr << "berry-proxy: managed mode needs --node-id (the host name is unavailable)\n";
+      return 2;
+    }
+    flags.node_id = host;
   }
   auto credentials = ControlPlaneCredentials(flags);
   if (!credentials.ok()) {
@@ -257,6 +270,27 @@ int main(int argc, char** argv) {
       continue;
     }
     break;
+  }
+  routes.MarkShuttingDown();  // /readyz answers 503 from now on
+  if (flags.shutdown_delay_seconds > 0) {
+    // Keep serving while load balancers notice: Kubernetes removes the pod from its Service's
+    // endpoints concurrently with SIGTERM, and connections keep arriving until that propagates.
+    // A second SIGTERM or SIGINT skips the rest of the delay; SIGHUP is ignored now.
+    berry::log::Info("shutting down: not ready, still serving",
+                     {{"delay_seconds", std::to_string(flags.shutdown_delay_seconds)}});
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::seconds(flags.shutdown_delay_seconds);
+    for (;;) {
+      const auto left = until - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) break;
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+      const timespec wait{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+      const int signal_number = sigtimedwait(&signals, nullptr, &wait);
+      if (signal_number == SIGTERM || signal_number == SIGINT) {
+        berry::log::Info("second termination signal: draining now");
+        break;
+      }
+    }
   }
   berry::log::Info("draining", {{"deadline_seconds", std::to_string(flags.drain_seconds)}});
   (*server)->BeginDrain();

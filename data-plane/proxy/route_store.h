@@ -73,6 +73,12 @@ class RouteStore {
   // names what is wrong (the caller logs it, or NACKs it in managed mode).
   absl::Status Apply(berry::v1::RouteTable table);
 
+  // After SIGTERM the proxy keeps serving for --shutdown-delay-seconds but answers /readyz with
+  // 503, so load balancers and Kubernetes endpoints stop sending it new connections before it
+  // drains. One-way: a proxy never becomes ready again after this.
+  void MarkShuttingDown() { shutting_down_.store(true, std::memory_order_release); }
+  bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
+
   // 0 until the first Apply succeeds.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
   // The generation in force; null before the first Apply.
@@ -82,6 +88,7 @@ class RouteStore {
   mutable absl::Mutex mu_;
   std::shared_ptr<const RouteGeneration> current_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> shutting_down_{false};
   std::vector<std::string> allowed_upstream_hosts_;
 };
 

@@ -333,6 +333,65 @@ TEST(ProxyProcess, SigtermLetsAStreamInFlightFinishThenExitsZero) {
   EXPECT_NE(proxy.process->err().find("draining"), std::string::npos) << proxy.process->err();
 }
 
+// Kubernetes removes a terminating pod from its Service's endpoints while it sends SIGTERM;
+// connections keep arriving until that propagates. With --shutdown-delay-seconds the proxy turns
+// not-ready at once but keeps serving through the delay, then drains and exits.
+TEST(ProxyProcess, SigtermWithAShutdownDelayTurnsNotReadyAtOnceAndKeepsServing) {
+  MockProcess mock = StartMockProcess("mock");
+  ASSERT_FALSE(mock.base_url.empty());
+  ConfigFile config;
+  config.Write(ChatConfig(mock.base_url));
+  ProxyProcess proxy =
+      StartProxyProcess(config, {"--shutdown-delay-seconds", "2", "--drain-seconds", "5"});
+  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+  auto ready = test_support::Fetch(HttpRequest::Get(proxy.url + "/readyz"));
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  ASSERT_EQ(ready->status, 200);
+
+  proxy.process->Signal(SIGTERM);
+  const auto signalled = Clock::now();
+  int readyz = 0;
+  while (Clock::now() - signalled < 1500ms) {
+    auto response = test_support::Fetch(HttpRequest::Get(proxy.url + "/readyz"));
+    ASSERT_TRUE(response.ok()) << "the proxy stopped accepting during the delay: "
+                               << response.status();
+    readyz = response->status;
+    if (readyz == 503) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(readyz, 503) << "still ready after SIGTERM";
+  auto healthz = test_support::Fetch(HttpRequest::Get(proxy.url + "/healthz"));
+  ASSERT_TRUE(healthz.ok()) << healthz.status();
+  EXPECT_EQ(healthz->status, 200) << "liveness must not fail while shutting down";
+  auto chat = Chat(proxy.url, "chat");  // a new connection, inside the delay
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->status, 200);
+  EXPECT_LT(Clock::now() - signalled, 2s) << "the checks above ran past the delay";
+
+  EXPECT_EQ(proxy.process->Wait(15s), 0) << proxy.process->err();
+  EXPECT_GE(Clock::now() - signalled, 1900ms) << "exited before the delay was over";
+  EXPECT_NE(proxy.process->err().find("not ready, still serving"), std::string::npos)
+      << proxy.process->err();
+}
+
+TEST(ProxyProcess, SecondSigtermSkipsTheRestOfTheShutdownDelay) {
+  MockProcess mock = StartMockProcess("mock");
+  ASSERT_FALSE(mock.base_url.empty());
+  ConfigFile config;
+  config.Write(ChatConfig(mock.base_url));
+  ProxyProcess proxy = StartProxyProcess(config, {"--shutdown-delay-seconds", "120"});
+  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+
+  proxy.process->Signal(SIGTERM);
+  ASSERT_TRUE(proxy.process->WaitForErr("not ready, still serving", 10s)) << proxy.process->err();
+  const auto second = Clock::now();
+  proxy.process->Signal(SIGTERM);
+  EXPECT_EQ(proxy.process->Wait(15s), 0) << proxy.process->err();
+  EXPECT_LT(Clock::now() - second, 10s);
+  EXPECT_NE(proxy.process->err().find("second termination signal"), std::string::npos)
+      << proxy.process->err();
+}
+
 // The process-level face of RegressionServerTeardown (proxy_regression_test.cc): when main()
 // returns, ~HttpServer destroys each worker's io_context before its ProxyHandler, whose upstream
 // pool then closes kept-alive sockets through freed Asio services
