@@ -222,6 +222,9 @@ struct ProxyHandler::Exchange {
   bool panic = false;
   bool answered = false;     // a response (or its header) went to the client
   bool client_gone = false;  // the client disconnected while we waited
+  // A probe or scrape (/healthz, /health, /readyz, /metrics): counted apart from API requests,
+  // so kubelets and Prometheus do not inflate berry_requests_total.
+  bool local_endpoint = false;
   double ttfb = -1;
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
@@ -296,7 +299,9 @@ net::awaitable<void> ProxyHandler::HandleBadRequest(http::status status, std::st
 }
 
 void ProxyHandler::Finish(Exchange& exchange) {
-  if (exchange.status != 0) {
+  if (exchange.local_endpoint) {
+    metrics_.shared().CountLocalEndpoint(exchange.path, exchange.status);
+  } else if (exchange.status != 0) {
     metrics_.CountRequest(exchange.model, exchange.backend, exchange.status);
   }
   if (exchange.model != nullptr && exchange.backend != nullptr) {
@@ -377,12 +382,18 @@ net::awaitable<void> ProxyHandler::ServeLocal(Exchange& exchange) {
     co_await Send(exchange, response);
   };
 
+  exchange.local_endpoint =
+      path == "/healthz" || path == "/health" || path == "/readyz" || path == "/metrics";
   if (path == "/healthz" || path == "/health") {
     co_await json_reply(http::status::ok, R"({"status":"ok"})");
     co_return;
   }
   if (path == "/readyz") {
-    if (exchange.generation == nullptr) {
+    if (routes_.shutting_down()) {
+      exchange.error = "shutting down";
+      co_await json_reply(http::status::service_unavailable,
+                          R"({"status":"not ready","reason":"shutting down"})");
+    } else if (exchange.generation == nullptr) {
       exchange.error = "no route table loaded";
       co_await json_reply(http::status::service_unavailable,
                           R"({"status":"not ready","reason":"no route table loaded"})");

@@ -82,6 +82,11 @@ ProxyMetrics::ProxyMetrics(const RouteStore& routes) {
   stream_broken = Must(registry_.AddCounter(
       "berry_stream_broken_total", "Streams that broke after their first byte reached the client.",
       {"model", "backend"}));
+  local_requests = Must(registry_.AddCounter(
+      "berry_local_requests_total",
+      "Requests to the proxy's own endpoints (/healthz, /health, /readyz, /metrics), by path and "
+      "HTTP status; not in berry_requests_total.",
+      {"path", "code"}));
   inflight = Must(Must(registry_.AddGauge("berry_inflight_requests",
                                           "Requests being handled right now.", {}))
                       ->Add({}));
@@ -100,6 +105,14 @@ ProxyMetrics::ProxyMetrics(const RouteStore& routes) {
       {"result"}));
   route_table_reloads_ok = Must(reloads->Add({"applied"}));
   route_table_reloads_failed = Must(reloads->Add({"rejected"}));
+}
+
+void ProxyMetrics::CountLocalEndpoint(std::string_view path, int code) {
+  // Probes arrive every few seconds, not per API request: the family's lookup is cheap enough.
+  auto counter = local_requests->Add({std::string(path), std::to_string(code)});
+  if (counter.ok()) {
+    (*counter)->Increment();
+  }
 }
 
 uint64_t WorkerMetrics::Key(Kind kind, const selection::CompiledModel* model,

@@ -26,6 +26,10 @@ class ProxyMetrics {
 
   metrics::Registry& registry() { return registry_; }
 
+  // berry_local_requests_total{path,code}: probes and scrapes, apart from API requests. `path`
+  // must be one of /healthz, /health, /readyz, /metrics (the label set stays bounded).
+  void CountLocalEndpoint(std::string_view path, int code);
+
   metrics::Family<metrics::Counter>* requests;          // {model,backend,code}
   metrics::Family<metrics::Histogram>* duration;        // {model,backend}
   metrics::Family<metrics::Histogram>* ttfb;            // {model,backend}
@@ -34,6 +38,7 @@ class ProxyMetrics {
   metrics::Family<metrics::Counter>* tokens;            // {model,backend,kind}
   metrics::Family<metrics::Counter>* rate_limited;      // {user}
   metrics::Family<metrics::Counter>* stream_broken;     // {model,backend}
+  metrics::Family<metrics::Counter>* local_requests;    // {path,code}
   metrics::Gauge* inflight;
   metrics::Counter* route_table_reloads_ok;
   metrics::Counter* route_table_reloads_failed;

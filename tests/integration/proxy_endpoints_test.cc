@@ -184,6 +184,30 @@ TEST_F(ProxyEndpoints, MetricsExposeTheDesignNames) {
   EXPECT_TRUE(raw.Header("Content-Type").value_or("").starts_with("text/plain; version=0.0.4"));
 }
 
+// Kubelet probes and Prometheus scrapes arrive every few seconds on every replica: counted in
+// berry_requests_total they would drown the API request rate dashboards and alerts are built on.
+TEST_F(ProxyEndpoints, ProbesAndScrapesAreCountedApartFromApiRequests) {
+  for (const char* path : {"/healthz", "/health", "/readyz", "/metrics", "/healthz"}) {
+    ASSERT_EQ(Get(*proxy_, path).status, 200) << path;
+  }
+  ASSERT_EQ(Chat(*proxy_, "chat").status, 200);
+
+  EXPECT_EQ(WaitForMetric(*proxy_, "berry_local_requests_total",
+                          {{"path", "/healthz"}, {"code", "200"}}, 2),
+            2);
+  const Metrics metrics = Metrics::Parse(ScrapeText(*proxy_));
+  EXPECT_EQ(metrics.Value("berry_local_requests_total", {{"path", "/health"}, {"code", "200"}}),
+            1);
+  EXPECT_EQ(metrics.Value("berry_local_requests_total", {{"path", "/readyz"}, {"code", "200"}}),
+            1);
+  EXPECT_GE(metrics.Value("berry_local_requests_total", {{"path", "/metrics"}, {"code", "200"}}),
+            1)
+      << "the test's own scrapes count too";
+  EXPECT_EQ(metrics.Value("berry_requests_total", {{"model", "chat"}, {"code", "200"}}), 1);
+  EXPECT_FALSE(metrics.Find("berry_requests_total", {{"model", ""}}))
+      << "a probe or scrape was counted as an API request";
+}
+
 TEST_F(ProxyEndpoints, ErrorsAreCountedWithTheirCode) {
   ASSERT_EQ(Chat(*proxy_, "nope").status, 404);
   ASSERT_EQ(Post(*proxy_, "/v1/chat/completions", "{").status, 400);
