@@ -282,14 +282,16 @@ std::unique_ptr<Proxy> Proxy::Start(ProxyOptions options) {
   std::vector<std::string> args = {BERRY_PROXY_BINARY,
                                    "--control-plane",
                                    options.control_plane,
-                                   "--node-id",
-                                   options.node_id,
                                    "--listen",
                                    "127.0.0.1:0",
                                    "--threads",
                                    "1",
                                    "--access-log",
                                    "off"};
+  if (!options.node_id.empty()) {  // else the proxy names itself after its host
+    args.push_back("--node-id");
+    args.push_back(options.node_id);
+  }
   if (!options.state_dir.empty()) {
     args.push_back("--state-dir");
     args.push_back(options.state_dir);

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <functional>
@@ -522,4 +523,20 @@ TEST_F(Fleet, MutualTlsServesOnlyProxiesWithAClientCertificateFromTheCa) {
 }
 
 }  // namespace
+// Replicas of one compose service share a command line: without --node-id (or NODE_ID) a managed
+// proxy takes its host name, which a container or pod has to itself.
+TEST_F(Fleet, ProxyWithoutANodeIdIsKnownByItsHostName) {
+  StartFleet(ChatOnA(), {});
+  ASSERT_FALSE(HasFatalFailure());
+  char host[256] = {};
+  ASSERT_EQ(gethostname(host, sizeof(host) - 1), 0);
+  auto proxy = Proxy::Start({control_plane_->grpc_address, "", "", {}});
+  ASSERT_NE(proxy, nullptr);
+  const std::string version = control_plane_->Version();
+  EXPECT_TRUE(WaitUntil([&] { return control_plane_->AllAcked({host}, version); },
+                        kConvergeTimeout))
+      << Describe(control_plane_->Proxies());
+  EXPECT_EQ(ServedBy(*proxy), "a");
+}
+
 }  // namespace berry::fleet_test
