@@ -252,6 +252,17 @@ int main(int argc, char** argv) {
     subscriber =
         std::make_unique<berry::managed::RouteSubscriber>(client, channel, routes, metrics);
     reporter = std::make_unique<berry::managed::LoadReporter>(client, channel, routes);
+    // What a proxy cannot tell from its route table alone: whether updates can still reach it.
+    // Alerts compare it across the fleet (deploy/k8s/helm/berry/files/rules/berry-alerts.yml).
+    const berry::managed::RouteSubscriber* routes_stream = subscriber.get();
+    if (absl::Status status = metrics.registry().AddCallbackGauge(
+            "berry_control_plane_connected",
+            "1 while this managed proxy holds a route stream to the control plane, else 0.",
+            [routes_stream] { return routes_stream->connected() ? 1.0 : 0.0; });
+        !status.ok()) {
+      std::cerr << "berry-proxy: " << status.message() << "\n";
+      return 1;
+    }
     subscriber->Start();
     reporter->Start();
   }

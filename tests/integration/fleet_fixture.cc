@@ -497,11 +497,14 @@ std::string FleetTest::WaitForNewVersionAckedByAll(const std::string& old) {
   return acked ? version : std::string();
 }
 
-void FleetTest::RestartControlPlane() {
+void FleetTest::RestartControlPlane(const std::function<void()>& while_down) {
   ASSERT_NE(control_plane_, nullptr);
   const std::string grpc_address = control_plane_->grpc_address;
   control_plane_->process->Kill();
   control_plane_.reset();
+  if (while_down) {
+    while_down();
+  }
   absl::Status last = absl::OkStatus();
   WaitUntil(
       [&] {

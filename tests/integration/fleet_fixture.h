@@ -220,7 +220,8 @@ class FleetTest : public ::testing::Test {
   // SIGKILLs the control plane and starts a new one on the same gRPC address (the one the
   // proxies know), retrying for a while if something else holds the port for a moment. Check
   // HasFatalFailure() after it.
-  void RestartControlPlane();
+  // `while_down` runs after the kill, before the new one starts.
+  void RestartControlPlane(const std::function<void()>& while_down = {});
 
   // The backend's health on /backends ("HEALTH_STATUS_..."), empty when absent.
   std::string Health(const std::string& backend_id) const;

@@ -539,4 +539,25 @@ TEST_F(Fleet, ProxyWithoutANodeIdIsKnownByItsHostName) {
   EXPECT_EQ(ServedBy(*proxy), "a");
 }
 
+// Alerts need each proxy's own view of its route stream: the control plane cannot count a proxy
+// that never reaches it.
+TEST_F(Fleet, ProxiesExportWhetherTheirRouteStreamIsUp) {
+  StartFleet(ChatOnA(), {{}});
+  ASSERT_FALSE(HasFatalFailure());
+  const Proxy& proxy = *proxies_[0];
+  EXPECT_TRUE(WaitUntil([&] { return proxy.Metric("berry_control_plane_connected") == 1.0; },
+                        kConvergeTimeout));
+
+  RestartControlPlane([&] {
+    EXPECT_TRUE(WaitUntil([&] { return proxy.Metric("berry_control_plane_connected") == 0.0; },
+                          kConvergeTimeout))
+        << "still reported connected after the control plane died";
+    EXPECT_EQ(ServedBy(proxy), "a") << "a proxy without its control plane keeps serving";
+  });
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_TRUE(WaitUntil([&] { return proxy.Metric("berry_control_plane_connected") == 1.0; },
+                        kConvergeTimeout))
+      << "not reconnected";
+}
+
 }  // namespace berry::fleet_test
