@@ -7,6 +7,7 @@ the SIGTERM sequence a rolling update relies on.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -22,6 +23,15 @@ SKIP = 77
 # Variables of the test's environment a started program may keep (sanitizer options, locale).
 PASS_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
             "TSAN_OPTIONS")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the test process dies, even by SIGKILL (a ctest
+    timeout), so that no server outlives a test. Linux only; elsewhere a no-op."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def base_env() -> dict[str, str]:
@@ -76,7 +86,8 @@ class Processes:
             command = ["unshare", "-u", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, *argv]
         with open(log, "wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                       cwd=cwd, start_new_session=True)
+                                       cwd=cwd, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
         self.started.append((name, process, log))
         return process
 
@@ -87,11 +98,13 @@ class Processes:
         """The exit code of `name` if it has exited, else None."""
         return self.process(name).poll()
 
-    def tail(self, name: str, lines: int = 15) -> str:
+    def tail(self, name: str, lines: int = 15, skip: Callable[[str], bool] | None = None) -> str:
+        """The last `lines` lines of name's output (without those `skip` matches)."""
         for process_name, _, log in self.started:
             if process_name == name:
                 with open(log, encoding="utf-8", errors="replace") as f:
-                    return "".join(f.readlines()[-lines:])
+                    kept = [line for line in f if not (skip and skip(line))]
+                return "".join(kept[-lines:])
         return ""
 
     def stop_all(self) -> None:
@@ -111,12 +124,15 @@ Check = Callable[[], "tuple[bool, str]"]
 
 
 def sigterm_sequence(process: subprocess.Popen, name: str, *, not_ready: Check, serves: Check,
-                     delay: float, grace: float, grace_name: str) -> list[str]:
+                     delay: float, grace: float, grace_name: str,
+                     must_serve: bool = False) -> list[str]:
     """SIGTERMs `process` and checks what a rolling update without lost requests needs:
     readiness fails at once (not_ready() true 0.3 s after the signal), requests are still
-    served during the shutdown delay (serves() at once and again shortly before the delay ends),
-    and the process exits 0 no earlier than the delay and within `grace` seconds (after which
-    the orchestrator would SIGKILL it). Prints each passed step; returns the problems."""
+    served during the shutdown delay `delay` (serves() at once and again shortly before the
+    delay ends; with must_serve, at once even when the delay is 0: nothing else, e.g. a preStop
+    hook, keeps the process serving while endpoints propagate), and the process exits 0 no
+    earlier than the delay and within `grace` seconds (after which the orchestrator would
+    SIGKILL it). Prints each passed step; returns the problems."""
     problems = []
     sent = time.time()
     process.send_signal(signal.SIGTERM)
@@ -124,7 +140,7 @@ def sigterm_sequence(process: subprocess.Popen, name: str, *, not_ready: Check, 
     ok, detail = not_ready()
     if not ok:
         problems.append(f"{name}: readiness still passes right after SIGTERM ({detail})")
-    if delay > 1:
+    if delay > 1 or must_serve:
         checkpoints = [time.time()]
         if delay >= 3:
             checkpoints.append(sent + delay - 1)
@@ -132,8 +148,10 @@ def sigterm_sequence(process: subprocess.Popen, name: str, *, not_ready: Check, 
             time.sleep(max(0.0, at - time.time()))
             ok, detail = serves()
             if not ok:
-                problems.append(f"{name}: a request {time.time() - sent:.1f}s after SIGTERM, within "
-                                f"--shutdown-delay-seconds {delay:g}, was not served ({detail})")
+                within = (f"within --shutdown-delay-seconds {delay:g}" if delay > 0 else
+                          "(no --shutdown-delay-seconds: the endpoints still route to it)")
+                problems.append(f"{name}: a request {time.time() - sent:.1f}s after SIGTERM, "
+                                f"{within}, was not served ({detail})")
                 break
         else:
             if not problems:
