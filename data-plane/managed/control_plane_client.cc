@@ -119,6 +119,10 @@ void StreamLoop::Run() {
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   for (;;) {
     grpc::ClientContext context;
+    // Wait for the channel instead of failing fast: a call made while the channel is between
+    // connection attempts would fail at once and put our backoff on top of gRPC's, so a proxy
+    // started before its control plane took seconds to notice it had come up. Stop() cancels.
+    context.set_wait_for_ready(true);
     {
       absl::MutexLock lock(&mu_);
       if (stopping_) {

@@ -8,6 +8,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
 #include <atomic>
 #include <functional>
 #include <map>
@@ -558,6 +561,32 @@ TEST_F(Fleet, ProxiesExportWhetherTheirRouteStreamIsUp) {
   EXPECT_TRUE(WaitUntil([&] { return proxy.Metric("berry_control_plane_connected") == 1.0; },
                         kConvergeTimeout))
       << "not reconnected";
+}
+
+// On a fresh install the proxies may start before the control plane listens. Their route
+// stream must wait for the channel rather than fail fast: failing fast stacked our backoff on
+// gRPC's, and proxies took 5-12 s to notice a control plane that had been up for a while.
+TEST_F(Fleet, ProxyStartedBeforeItsControlPlaneIsServingSoonAfterItComesUp) {
+  ASSERT_TRUE(config_.Write(ChatOnA()));
+  uint16_t port = 0;
+  {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor probe(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    port = probe.local_endpoint().port();
+  }
+  const std::string grpc_address = absl::StrCat("127.0.0.1:", port);
+  auto proxy = Proxy::Start({grpc_address, "early", "", {}});
+  ASSERT_NE(proxy, nullptr);
+  // Long enough for several failed connection attempts and backoff to build up.
+  EXPECT_FALSE(WaitUntil([&] { return proxy->ReadyzStatus() == 200; }, 1500ms));
+
+  control_plane_ = ControlPlane::Start(config_.path(), grpc_address);
+  ASSERT_NE(control_plane_, nullptr);
+  const auto listening = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitUntil([&] { return proxy->ReadyzStatus() == 200; }, kConvergeTimeout));
+  EXPECT_LT(std::chrono::steady_clock::now() - listening, 4s)
+      << "the proxy noticed its control plane late";
+  EXPECT_EQ(ServedBy(*proxy), "a");
 }
 
 }  // namespace berry::fleet_test
