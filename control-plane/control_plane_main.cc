@@ -366,7 +366,7 @@ int main(int argc, char** argv) {
   berry::control_plane::StatusEndpoints endpoints{
       [&] { return publisher.Current() != nullptr; }, [&] { return registry.Render(); },
       [&] { return ProxiesJson(publisher); }, [&] { return BackendsJson(fleet); }};
-  berry::proxy::ServerOptions http_options;
+  berry::server::ServerOptions http_options;
   auto http_listen = berry::cli::ParseHostPort(flags.http_listen, "--http-listen");
   if (!http_listen.ok()) {
     std::cerr << "berry-control-plane: " << http_listen.status().message() << "\n";
@@ -376,7 +376,7 @@ int main(int argc, char** argv) {
   http_options.port = http_listen->second;
   http_options.threads = 1;
   auto http_server =
-      berry::proxy::HttpServer::Create(http_options, [&](int, berry::proxy::net::io_context&) {
+      berry::server::HttpServer::Create(http_options, [&](int, berry::server::net::io_context&) {
         return std::make_unique<berry::control_plane::StatusHandler>(endpoints);
       });
   if (!http_server.ok()) {

@@ -4,13 +4,13 @@
 
 namespace berry::control_plane {
 
-namespace http = proxy::http;
+namespace http = server::http;
 
-proxy::net::awaitable<void> StatusHandler::Handle(proxy::Request& request,
-                                                  proxy::Downstream& downstream) {
+server::net::awaitable<void> StatusHandler::Handle(server::Request& request,
+                                                   server::Downstream& downstream) {
   std::string_view target = request.target();
   target = target.substr(0, target.find('?'));
-  proxy::Response response{http::status::ok, 11};
+  server::Response response{http::status::ok, 11};
   response.set(http::field::content_type, "application/json");
   if (request.method() != http::verb::get) {
     response.result(http::status::method_not_allowed);
@@ -36,10 +36,10 @@ proxy::net::awaitable<void> StatusHandler::Handle(proxy::Request& request,
   co_await downstream.Write(response);
 }
 
-proxy::net::awaitable<void> StatusHandler::HandleBadRequest(http::status status,
-                                                            std::string_view /*reason*/,
-                                                            proxy::Downstream& downstream) {
-  proxy::Response response{status, 11};
+server::net::awaitable<void> StatusHandler::HandleBadRequest(http::status status,
+                                                             std::string_view /*reason*/,
+                                                             server::Downstream& downstream) {
+  server::Response response{status, 11};
   response.set(http::field::content_type, "application/json");
   response.body() = R"({"error":"bad request"})";
   co_await downstream.Write(response);

@@ -16,8 +16,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/http/wire.h"
 #include "common/log/log.h"
-#include "data-plane/wire/http_wire.h"
 
 namespace berry::control_plane {
 namespace {
@@ -103,7 +103,6 @@ HealthChecker::HealthChecker(HealthSink& sink, HealthCheckerOptions options,
     : sink_(sink), options_(std::move(options)), tls_contexts_(std::move(tls_contexts)) {
   io_context_.emplace(1);
   work_.emplace(io_context_->get_executor());
-  pool_.emplace(*io_context_, tls_contexts_);
   schedule_ = Schedule{options_.interval.value_or(absl::Seconds(30)),
                        options_.timeout.value_or(absl::Seconds(10)),
                        options_.recovery_interval.value_or(absl::Seconds(120))};
@@ -141,7 +140,6 @@ void HealthChecker::Stop() {
     thread_.join();
   }
   providers_.clear();
-  pool_.reset();
   work_.reset();
   io_context_.reset();
 }
@@ -337,7 +335,8 @@ net::awaitable<HealthChecker::Result> HealthChecker::Probe(std::shared_ptr<const
 
   upstream::ConnectError connect_error = upstream::ConnectError::kNone;
   absl::StatusOr<std::unique_ptr<upstream::Connection>> connected =
-      co_await pool_->Connect(endpoint, timeout, &connect_error);
+      co_await upstream::Connection::Open(*io_context_, *tls_contexts_, endpoint, timeout,
+                                          &connect_error);
   if (state.retired) {
     co_return Result::kCancelled;
   }

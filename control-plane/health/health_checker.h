@@ -65,8 +65,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "berry/v1/route_table.pb.h"
+#include "common/http/client.h"
 #include "common/metrics/metrics.h"
-#include "data-plane/upstream/upstream_pool.h"
 
 namespace berry::control_plane {
 
@@ -197,7 +197,6 @@ class HealthChecker {
   // Destroyed in Stop(), in reverse order: pending coroutine frames go with the io_context.
   std::optional<boost::asio::io_context> io_context_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
-  std::optional<upstream::Pool> pool_;
   std::thread thread_;
 
   // The checker's thread only.

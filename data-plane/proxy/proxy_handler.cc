@@ -12,13 +12,13 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/http/wire.h"
 #include "common/json/json_escape.h"
 #include "common/log/log.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/openai/sse.h"
 #include "data-plane/openai/usage.h"
-#include "data-plane/wire/http_wire.h"
 
 namespace berry::proxy {
 namespace {

@@ -14,14 +14,28 @@
 #include <string>
 
 #include "absl/random/random.h"
+#include "common/http/server.h"
 #include "common/selection/picker.h"
 #include "data-plane/proxy/access_log.h"
 #include "data-plane/proxy/proxy_metrics.h"
 #include "data-plane/proxy/route_store.h"
-#include "data-plane/server/http_server.h"
 #include "data-plane/upstream/upstream_pool.h"
 
 namespace berry::proxy {
+
+// The shared HTTP layer's names the request path uses throughout.
+namespace net = server::net;
+namespace beast = server::beast;
+namespace http = server::http;
+using server::Downstream;
+using server::Handler;
+using server::HttpServer;
+using server::PooledString;
+using server::Request;
+using server::Response;
+using server::ResponseHeader;
+using server::ServerOptions;
+using server::StringPool;
 
 struct ProxyOptions {
   // Largest upstream response body relayed as a whole (non-streaming).

@@ -1,126 +1,20 @@
-// Upstream (provider-side) connections of one worker: HTTP or HTTPS (OpenSSL through Asio: SNI,
-// certificate and host-name verification against the system store unless a provider turns
-// `tls_verify` off), kept alive in a per-worker pool per (scheme, host, port, verification).
+// The proxy's pool of upstream connections, one per worker: connections to providers (common/http
+// client.h) kept alive per (scheme, host, port, verification), handed out again while they are
+// younger than the idle timeout, at most `max_idle_per_endpoint` kept per endpoint.
 //
-// Threads: a pool belongs to one worker's io_context and is used only on that thread. The TLS
-// contexts are shared read-only by all workers.
+// Threads: a pool belongs to one worker's io_context and is used only on that thread.
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/stream.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <chrono>
-#include <cstdint>
 #include <memory>
-#include <memory_resource>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "data-plane/deadline/deadline.h"
+#include "common/http/client.h"
 
 namespace berry::upstream {
-
-namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-
-// An upstream response's parser. Its fields are allocated with the allocator it is made with:
-// the proxy gives it the request's arena (data-plane/server/request_arena.h).
-using MessageAllocator = std::pmr::polymorphic_allocator<char>;
-using ResponseFields = http::basic_fields<MessageAllocator>;
-using ResponseParser = http::response_parser<http::buffer_body, MessageAllocator>;
-
-// Where a provider lives, parsed once per route table from its base_url.
-struct Endpoint {
-  bool tls = false;
-  std::string host;  // name or IP literal (no brackets)
-  uint16_t port = 0;
-  std::string host_header;  // "host" or "host:port" when the port is not the scheme's default
-  std::string path_prefix;  // base_url's path without a trailing '/', e.g. "/v1"
-  bool verify = true;       // tls_verify
-  std::string pool_key;     // identifies interchangeable connections
-
-  // Parses "http(s)://host[:port][/path]". `verify` is the provider's tls_verify.
-  static absl::StatusOr<Endpoint> Parse(std::string_view base_url, bool verify);
-};
-
-// TLS settings shared by every worker.
-class TlsContexts {
- public:
-  // `extra_ca_file`: PEM bundle trusted in addition to the system store (private CAs, tests).
-  static absl::StatusOr<std::shared_ptr<const TlsContexts>> Create(
-      const std::string& extra_ca_file = {});
-
-  net::ssl::context& verifying() const { return *verifying_; }
-  net::ssl::context& insecure() const { return *insecure_; }
-
- private:
-  TlsContexts() = default;
-  std::unique_ptr<net::ssl::context> verifying_;
-  std::unique_ptr<net::ssl::context> insecure_;
-};
-
-// How a connection attempt failed, for retries and outlier detection.
-enum class ConnectError { kNone, kResolve, kConnect, kTimeout, kTls };
-
-// One upstream connection, plain or TLS, with its read buffer (bytes read past one response
-// belong to the connection, not to the request).
-class Connection {
- public:
-  static constexpr size_t kReadBufferBytes = 16 * 1024;
-
-  Connection(net::io_context& io_context, const Endpoint& endpoint,
-             const TlsContexts& tls_contexts);
-
-  bool reused() const { return reused_; }
-  const std::string& pool_key() const { return pool_key_; }
-  net::ip::tcp::socket& tcp();
-  beast::flat_buffer& buffer() { return buffer_; }
-  // Closes the socket; a pending operation completes with an error. Safe to call twice.
-  void Cancel();
-
-  // Deadline for everything that follows (until the next call); an operation it cuts off fails
-  // with beast::error::timeout.
-  void ExpiresAfter(std::chrono::steady_clock::duration timeout) {
-    deadline_->ExpiresAfter(timeout);
-  }
-  void ExpiresNever() { deadline_->ExpiresNever(); }
-
-  // Sends a request, `head` (request line and fields, ending in an empty line, see
-  // data-plane/wire) and `body` in one gather write, and reads the response's header into
-  // `parser`.
-  net::awaitable<beast::error_code> RoundTrip(std::string_view head, std::string_view body,
-                                              ResponseParser& parser);
-  // Reads some body bytes into `data`/`size` (bytes already buffered first, then at most as
-  // many socket reads as it takes to place one byte or finish the message); returns the error
-  // and the number of body bytes placed.
-  net::awaitable<std::pair<beast::error_code, size_t>> ReadSome(ResponseParser& parser, char* data,
-                                                                size_t size);
-
- private:
-  friend class Pool;
-
-  // One read of whatever the socket has into buffer_ (end of stream comes back as eof).
-  net::awaitable<beast::error_code> Fill();
-
-  std::string pool_key_;
-  bool reused_ = false;
-  std::chrono::steady_clock::time_point idle_since_;
-  std::optional<net::ip::tcp::socket> plain_;
-  std::optional<beast::ssl_stream<net::ip::tcp::socket>> secure_;
-  std::optional<deadline::SocketDeadline> deadline_;  // on whichever socket is in use
-  beast::flat_buffer buffer_;
-};
 
 struct PoolOptions {
   size_t max_idle_per_endpoint = 64;
@@ -135,7 +29,7 @@ class Pool {
   // A kept-alive connection to `endpoint` if one is idle (reused() is true), else nullptr: then
   // Connect(). (Not a coroutine: the common case costs no coroutine frame.)
   std::unique_ptr<Connection> TakeIdle(const Endpoint& endpoint);
-  // A fresh connection, connected (and TLS-handshaken) within `timeout`.
+  // A fresh connection, connected (and TLS-handshaken) within `timeout` (Connection::Open).
   net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Connect(
       const Endpoint& endpoint, std::chrono::steady_clock::duration timeout,
       ConnectError* error_kind);

@@ -8,6 +8,12 @@
 // the proxy itself runs on its own worker threads. Everything else here is used from one thread.
 #pragma once
 
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/json/value.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -19,20 +25,13 @@
 #include <utility>
 #include <vector>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/json/value.hpp>
-
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/http/server.h"
 #include "data-plane/proxy/access_log.h"
 #include "data-plane/proxy/proxy_handler.h"
 #include "data-plane/proxy/proxy_metrics.h"
 #include "data-plane/proxy/route_store.h"
-#include "data-plane/server/http_server.h"
 #include "data-plane/upstream/upstream_pool.h"
 
 namespace berry::itest {

@@ -1,8 +1,8 @@
-#include "data-plane/server/request_arena.h"
+#include "common/http/request_arena.h"
 
 #include <utility>
 
-namespace berry::proxy {
+namespace berry::server {
 
 std::unique_ptr<ArenaBlocks::Block> ArenaBlocks::Take() {
   if (free_.empty()) {
@@ -61,4 +61,4 @@ void StringPool::Give(std::string text) {
   free_.push_back(std::move(text));
 }
 
-}  // namespace berry::proxy
+}  // namespace berry::server

@@ -1,4 +1,4 @@
-#include "data-plane/server/http_server.h"
+#include "common/http/server.h"
 
 #include <sys/socket.h>
 
@@ -20,9 +20,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
-#include "data-plane/wire/inline_io.h"
+#include "common/http/inline_io.h"
 
-namespace berry::proxy {
+namespace berry::server {
 namespace {
 
 constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
@@ -395,7 +395,7 @@ net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions&
     }
     beast::error_code ignored;
     socket.set_option(net::ip::tcp::no_delay(true), ignored);
-    // For the writes done at once (wire/inline_io.h): a blocking socket would stall the worker.
+    // For the writes done at once (inline_io.h): a blocking socket would stall the worker.
     beast::error_code mode_ec;
     if (socket.non_blocking(true, mode_ec); mode_ec) {
       continue;  // closes it
@@ -502,4 +502,4 @@ void HttpServer::Stop() {
   }
 }
 
-}  // namespace berry::proxy
+}  // namespace berry::server

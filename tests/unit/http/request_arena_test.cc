@@ -1,4 +1,4 @@
-#include "data-plane/server/request_arena.h"
+#include "common/http/request_arena.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace berry::proxy {
+namespace berry::server {
 namespace {
 
 bool Within(const void* p, const ArenaBlocks::Block* block) {
@@ -92,4 +92,4 @@ TEST(StringPool, LargeOrEmptyStringsAreNotKept) {
 }
 
 }  // namespace
-}  // namespace berry::proxy
+}  // namespace berry::server

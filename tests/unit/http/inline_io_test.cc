@@ -1,4 +1,4 @@
-#include "data-plane/wire/inline_io.h"
+#include "common/http/inline_io.h"
 
 #include <gtest/gtest.h>
 

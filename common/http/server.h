@@ -1,7 +1,7 @@
-// The downstream (client-facing) HTTP/1.1 server of berry-proxy: one event loop per worker
-// thread, each with its own SO_REUSEPORT listener on the same address, keep-alive, pipelined
-// requests answered in order, header and body size limits, read deadlines (a client that
-// trickles its headers is cut off), and graceful drain.
+// The downstream (client-facing) HTTP/1.1 server that berry-proxy and the control plane's HTTP
+// side both run: one event loop per worker thread, each with its own SO_REUSEPORT listener on
+// the same address, keep-alive, pipelined requests answered in order, header and body size limits,
+// read deadlines (a client that trickles its headers is cut off), and graceful drain.
 //
 // The server parses requests and owns connections; what to answer is the business of a
 // per-worker `Handler` made by the factory on that worker's thread, so handlers keep per-worker
@@ -30,11 +30,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "data-plane/deadline/deadline.h"
-#include "data-plane/server/request_arena.h"
-#include "data-plane/wire/http_wire.h"
+#include "common/http/deadline.h"
+#include "common/http/request_arena.h"
+#include "common/http/wire.h"
 
-namespace berry::proxy {
+namespace berry::server {
 
 namespace net = boost::asio;
 namespace beast = boost::beast;
@@ -245,4 +245,4 @@ class HttpServer {
   bool stopped_ = false;
 };
 
-}  // namespace berry::proxy
+}  // namespace berry::server

@@ -1,4 +1,4 @@
-#include "data-plane/wire/http_wire.h"
+#include "common/http/wire.h"
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/status.hpp>

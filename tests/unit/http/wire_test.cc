@@ -1,4 +1,4 @@
-#include "data-plane/wire/http_wire.h"
+#include "common/http/wire.h"
 
 #include <boost/beast/http/string_body.hpp>
 #include <string>

@@ -1,4 +1,4 @@
-#include "data-plane/deadline/deadline.h"
+#include "common/http/deadline.h"
 
 #include <boost/beast/core/error.hpp>
 #include <cstdint>

@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-namespace berry::proxy {
+namespace berry::server {
 
 using ArenaAllocator = std::pmr::polymorphic_allocator<char>;
 using ArenaFields = boost::beast::http::basic_fields<ArenaAllocator>;
@@ -107,4 +107,4 @@ class PooledString {
   std::string text_;
 };
 
-}  // namespace berry::proxy
+}  // namespace berry::server
