@@ -668,7 +668,7 @@ void FailAttempt(ProxyHandler::Exchange& exchange, const selection::CompiledBack
 }
 
 // The upstream request: the client's end-to-end headers, the provider's key and headers, the
-// body with `model` rewritten. Written straight into `head` and `body` (data-plane/wire).
+// body with `model` rewritten. Written straight into `head` and `body` (common/http/wire.h).
 void BuildUpstreamRequest(const ProxyHandler::Exchange& exchange,
                           const selection::CompiledBackend& backend, const ProviderRoute& route,
                           std::string& head, std::string& body) {

@@ -395,7 +395,7 @@ TEST(ProxyProcess, SecondSigtermSkipsTheRestOfTheShutdownDelay) {
 // The process-level face of RegressionServerTeardown (proxy_regression_test.cc): when main()
 // returns, ~HttpServer destroys each worker's io_context before its ProxyHandler, whose upstream
 // pool then closes kept-alive sockets through freed Asio services
-// (data-plane/server/http_server.cc:51-56). With glibc's default malloc the use-after-free is
+// (common/http/server.cc). With glibc's default malloc the use-after-free is
 // usually silent; with freed memory overwritten (as hardened allocators do) berry-proxy crashes
 // on every clean shutdown after it relayed a request, so the exit status of a SIGTERM is a
 // SIGSEGV instead of 0.

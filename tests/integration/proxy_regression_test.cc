@@ -17,7 +17,7 @@
 namespace berry::itest {
 namespace {
 
-// data-plane/server/http_server.cc:202-216: with a Content-Length over the body limit, Beast's
+// common/http/server.cc: with a Content-Length over the body limit, Beast's
 // parser already fails async_read_header with http::error::body_limit (basic_parser checks the
 // declared length when the header completes). The header error branch maps body_limit to
 // "malformed HTTP request" → 400 invalid_request_error with a null code, instead of 413
@@ -131,7 +131,7 @@ TEST(RegressionAccessLog, SuccessfulFailoverIsNotLoggedAsAnError) {
   EXPECT_FALSE(entry.as_object().contains("error")) << boost::json::serialize(entry);
 }
 
-// data-plane/server/http_server.cc:51-56: HttpServer::Worker declares `handler` before
+// common/http/server.cc: HttpServer::Worker declares `handler` before
 // `io_context`, so ~Worker destroys the io_context first and the ProxyHandler after it. The
 // handler's upstream::Pool still holds kept-alive upstream connections, whose sockets then
 // deregister from a reactor that io_context's destructor already freed (valgrind: "Invalid read
