@@ -170,3 +170,13 @@ def sigterm_sequence(process: subprocess.Popen, name: str, *, not_ready: Check, 
         problems.append(f"{name} still runs {grace:g}s ({grace_name}) after SIGTERM: it would be "
                         "SIGKILLed")
     return problems
+
+
+def flag_value(argv: list[str], name: str) -> str | None:
+    """The value of `name` in a command line (`--flag VALUE` or `--flag=VALUE`), or None."""
+    for i, word in enumerate(argv):
+        if word == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return None

@@ -35,7 +35,10 @@ import subprocess
 import sys
 import tempfile
 
-SKIP = 77
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/deploy
+import runlib  # noqa: E402
+
+SKIP = runlib.SKIP
 RULES = "deploy/k8s/helm/berry/files/rules/berry-alerts.yml"
 DASHBOARD = "deploy/k8s/helm/berry/files/dashboards/berry.json"
 OVERRIDE = "deploy/compose/admin-token.yml"
@@ -134,12 +137,7 @@ class Checker:
 
     @staticmethod
     def flag(argv: list[str], name: str) -> str | None:
-        for i, word in enumerate(argv):
-            if word == name and i + 1 < len(argv):
-                return argv[i + 1]
-            if word.startswith(name + "="):
-                return word.split("=", 1)[1]
-        return None
+        return runlib.flag_value(argv, name)
 
     @staticmethod
     def argv(service: dict) -> list[str]:
@@ -666,6 +664,19 @@ class Checker:
         self.check_yamllint()
 
 
+def compose_or_skip() -> str | None:
+    """docker-compose's path when it and python3-yaml are installed; else None, having said why."""
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        print("SKIP: python3-yaml is not installed (scripts/install-deps installs it)")
+        return None
+    compose = shutil.which("docker-compose")
+    if not compose:
+        print("SKIP: docker-compose is not installed (scripts/install-deps installs it)")
+    return compose
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", required=True)
@@ -676,14 +687,8 @@ def main() -> int:
         if program not in binaries:
             print(f"error: pass --binary {program}=PATH", file=sys.stderr)
             return 2
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
-        print("SKIP: python3-yaml is not installed (scripts/install-deps installs it)")
-        return SKIP
-    compose = shutil.which("docker-compose")
-    if not compose:
-        print("SKIP: docker-compose is not installed (scripts/install-deps installs it)")
+    compose = compose_or_skip()
+    if compose is None:
         return SKIP
     checker = Checker(args.repo, binaries, [compose])
     try:

@@ -221,14 +221,8 @@ def main() -> int:
     parser.add_argument("--binary", action="append", default=[], metavar="PROGRAM=PATH")
     args = parser.parse_args()
     binaries = dict(pair.split("=", 1) for pair in args.binary)
-    try:
-        import yaml  # noqa: F401
-    except ImportError:
-        print("SKIP: python3-yaml is not installed (scripts/install-deps installs it)")
-        return SKIP
-    compose = shutil.which("docker-compose")
-    if not compose:
-        print("SKIP: docker-compose is not installed (scripts/install-deps installs it)")
+    compose = check_compose.compose_or_skip()
+    if compose is None:
         return SKIP
     checker = check_compose.Checker(args.repo, binaries, [compose])
     stack = Stack(args.repo, binaries)

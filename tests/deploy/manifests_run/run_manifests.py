@@ -663,12 +663,7 @@ class Run:
     # ------------------------------------------------------------------ termination
     @staticmethod
     def flag(argv: list[str], name: str) -> str | None:
-        for i, word in enumerate(argv):
-            if word == name and i + 1 < len(argv):
-                return argv[i + 1]
-            if word.startswith(name + "="):
-                return word.split("=", 1)[1]
-        return None
+        return runlib.flag_value(argv, name)
 
     def check_termination(self) -> None:
         proxies = self.pods_running("berry-proxy")
