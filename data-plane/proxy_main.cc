@@ -99,6 +99,10 @@ bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std:
   }
   metrics.route_table_reloads_ok->Increment();
   berry::log::Info("route table loaded", {{"file", path}, {"version", version}});
+  for (const auto& warning : result.warnings) {
+    berry::log::Warn("config warning",
+                     {{"key", warning.key_path}, {"warning", warning.ToString()}});
+  }
   if (open) {
     berry::log::Warn("no [users] configured: the gateway is open to anyone who can reach it");
   }
