@@ -47,6 +47,8 @@ struct Provider {
   std::map<std::string, std::string> headers;  // sorted by name; values are secret
   bool enabled = true;
   int64_t timeout_seconds = 30;
+  // Of one request's retries (attempts after the first), at most this many may go to this
+  // provider's backends; Settings::max_retries still caps the total.
   int64_t max_retries = 3;
   // Only "openai" loads: Berry API's "claude" and "gemini" are refused until Berry speaks them.
   std::string backend_type = "openai";
