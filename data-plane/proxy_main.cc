@@ -269,6 +269,12 @@ int main(int argc, char** argv) {
     int signal_number = 0;
     sigwait(&signals, &signal_number);
     if (signal_number == SIGHUP) {
+      if (managed) {
+        // There is no file to re-read: the control plane pushes every change by itself.
+        berry::log::Info("SIGHUP ignored: route tables come from the control plane",
+                         {{"control_plane", flags.control_plane}});
+        continue;
+      }
       berry::log::Info("SIGHUP: reloading config", {{"file", flags.config}});
       LoadInto(routes, metrics, flags.config, /*at_start=*/false);
       continue;
