@@ -65,6 +65,7 @@ const Fixture& GetFixture(v1::Strategy strategy, int backends) {
   v1::Provider* provider = table.add_providers();
   provider->set_id("p");
   provider->set_enabled(true);
+  provider->set_max_retries(3);  // the TOML default: retries may stay on "p"
   constexpr int kStride = kModels / kMeasuredModels;
   for (int i = 0; i < kModels; ++i) {
     const bool measured = i % kStride == 0 && i / kStride < kMeasuredModels;

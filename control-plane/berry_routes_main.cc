@@ -83,6 +83,9 @@ int main(int argc, char** argv) {
     }
     return 1;
   }
+  for (const auto& warning : result.warnings) {
+    std::cerr << "berry-routes: warning: " << warning.ToString() << "\n";
+  }
   PrintTable(berry::route_table::Compile(*result.config));
   std::cout << "\nThe data-plane proxy (berry-proxy) is not built yet; this is the table it will "
                "serve.\n";

@@ -221,20 +221,35 @@ class Runner {
     const config::LoadResult loaded = config::Parse(*text, options_.file);
     v1::ValidateConfigResponse response;
     response.set_valid(loaded.errors.empty());
-    for (const auto& error : loaded.errors) {
-      v1::ConfigError* e = response.add_errors();
-      e->set_file(error.file);
-      e->set_key_path(error.key_path);
-      e->set_line(static_cast<uint32_t>(std::max(error.line, 0)));
-      e->set_column(static_cast<uint32_t>(std::max(error.column, 0)));
-      e->set_reason(error.reason);
-    }
+    AddProblems(loaded.errors, response.mutable_errors());
+    AddProblems(loaded.warnings, response.mutable_warnings());
     if (json()) out_ << Json(response) << "\n";
+    if (!json()) Warnings(response.warnings());
     if (response.valid()) {
       if (!json()) out_ << options_.file << " is valid\n";
       return kExitOk;
     }
     return InvalidConfig(response.errors());
+  }
+
+  static void AddProblems(const std::vector<config::ConfigError>& problems,
+                          google::protobuf::RepeatedPtrField<v1::ConfigError>* out) {
+    for (const auto& problem : problems) {
+      v1::ConfigError* e = out->Add();
+      e->set_file(problem.file);
+      e->set_key_path(problem.key_path);
+      e->set_line(static_cast<uint32_t>(std::max(problem.line, 0)));
+      e->set_column(static_cast<uint32_t>(std::max(problem.column, 0)));
+      e->set_reason(problem.reason);
+    }
+  }
+
+  // One stderr line per warning (a key that loads but changes nothing); stdout stays what
+  // scripts parse.
+  void Warnings(const google::protobuf::RepeatedPtrField<v1::ConfigError>& warnings) {
+    for (const auto& w : warnings) {
+      err_ << "berryctl: warning: " << ErrorText(w, options_.file) << "\n";
+    }
   }
 
   int InvalidConfig(const google::protobuf::RepeatedPtrField<v1::ConfigError>& errors) {
@@ -259,6 +274,7 @@ class Runner {
       return RpcFail(status);
     }
     if (json()) out_ << Json(response) << "\n";
+    if (!json()) Warnings(response.warnings());
     if (!response.errors().empty()) return InvalidConfig(response.errors());
     if (json()) return kExitOk;
     if (response.diff_lines().empty()) {

@@ -76,6 +76,14 @@ std::string ErrorList(const std::vector<berry::config::ConfigError>& errors) {
   return all;
 }
 
+// One operational log line per config warning (a key that loads but changes nothing).
+void LogWarnings(const std::vector<berry::config::ConfigError>& warnings) {
+  for (const auto& warning : warnings) {
+    berry::log::Warn("config warning",
+                     {{"key", warning.key_path}, {"warning", warning.ToString()}});
+  }
+}
+
 // Compiles the running config, overlays fleet health and effective weights, and publishes the
 // table if its content changed.
 void Publish(Plane& plane) {
@@ -119,6 +127,7 @@ void Reload(Plane& plane, std::string_view why) {
   }
   if (result.changed) {
     berry::log::Info("config loaded", {{"file", plane.source.path()}, {"trigger", why}});
+    LogWarnings(result.warnings);
     plane.health.Update(berry::route_table::Compile(*plane.source.Current()));
   }
   Publish(plane);
@@ -228,12 +237,14 @@ int main(int argc, char** argv) {
   }
 
   ConfigSource source(flags.config);
-  if (const auto result = source.Reload(); !result.errors.empty()) {
-    std::cerr << "berry-control-plane: " << flags.config << " is invalid (" << result.errors.size()
-              << " error" << (result.errors.size() == 1 ? "" : "s")
-              << "):" << ErrorList(result.errors) << "\n";
+  const ConfigSource::ReloadResult first_load = source.Reload();
+  if (!first_load.errors.empty()) {
+    std::cerr << "berry-control-plane: " << flags.config << " is invalid ("
+              << first_load.errors.size() << " error" << (first_load.errors.size() == 1 ? "" : "s")
+              << "):" << ErrorList(first_load.errors) << "\n";
     return 1;
   }
+  LogWarnings(first_load.warnings);
   auto fleet_or = FleetStats::Create(berry::control_plane::FleetStatsOptions::FromSettings(
       berry::route_table::Compile(*source.Current()).settings()));
   if (!fleet_or.ok()) {

@@ -99,6 +99,10 @@ bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std:
   }
   metrics.route_table_reloads_ok->Increment();
   berry::log::Info("route table loaded", {{"file", path}, {"version", version}});
+  for (const auto& warning : result.warnings) {
+    berry::log::Warn("config warning",
+                     {{"key", warning.key_path}, {"warning", warning.ToString()}});
+  }
   if (open) {
     berry::log::Warn("no [users] configured: the gateway is open to anyone who can reach it");
   }
@@ -276,6 +280,12 @@ int main(int argc, char** argv) {
     int signal_number = 0;
     sigwait(&signals, &signal_number);
     if (signal_number == SIGHUP) {
+      if (managed) {
+        // There is no file to re-read: the control plane pushes every change by itself.
+        berry::log::Info("SIGHUP ignored: route tables come from the control plane",
+                         {{"control_plane", flags.control_plane}});
+        continue;
+      }
       berry::log::Info("SIGHUP: reloading config", {{"file", flags.config}});
       LoadInto(routes, metrics, flags.config, /*at_start=*/false);
       continue;

@@ -75,8 +75,9 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   return text;
 }
 
-LoadResult Failed(std::vector<ConfigError> errors) {
-  return LoadResult{.config = std::nullopt, .errors = std::move(errors)};
+LoadResult Failed(std::vector<ConfigError> errors, std::vector<ConfigError> warnings = {}) {
+  return LoadResult{
+      .config = std::nullopt, .errors = std::move(errors), .warnings = std::move(warnings)};
 }
 
 }  // namespace
@@ -113,9 +114,11 @@ class ConfigBuilder {
     internal::Draft draft = internal::ReadDocument(root, context);
     internal::CrossCheck(draft, diagnostics);
     if (!diagnostics.ok()) {
-      return Failed(diagnostics.TakeErrors());
+      return Failed(diagnostics.TakeErrors(), diagnostics.TakeWarnings());
     }
-    return LoadResult{.config = Build(std::move(draft), std::move(source)), .errors = {}};
+    return LoadResult{.config = Build(std::move(draft), std::move(source)),
+                      .errors = {},
+                      .warnings = diagnostics.TakeWarnings()};
   }
 };
 

@@ -17,7 +17,8 @@
 namespace berry::config {
 
 // `[settings]`. Defaults are DESIGN.md's. Berry API's `[settings.smart_ai]` tuning table is
-// accepted and checked for shape, but not kept: it does not affect Berry's routing.
+// accepted and checked for shape, but not kept: it does not affect Berry's routing, and loading
+// a file that has it warns (LoadResult::warnings).
 struct Settings {
   int64_t health_check_interval_seconds = 30;
   int64_t health_check_timeout_seconds = 10;
@@ -27,6 +28,8 @@ struct Settings {
   int64_t circuit_breaker_failure_threshold = 5;
   int64_t circuit_breaker_timeout_seconds = 60;
   int64_t recovery_check_interval_seconds = 120;
+  // Berry API compatibility only: read and range-checked, used by nothing; a file that sets it
+  // loads with a warning.
   int64_t max_internal_retries = 2;
   int64_t panic_threshold_percent = 50;
   int64_t max_request_body_bytes = 33554432;
@@ -44,8 +47,11 @@ struct Provider {
   std::map<std::string, std::string> headers;  // sorted by name; values are secret
   bool enabled = true;
   int64_t timeout_seconds = 30;
+  // Of one request's retries (attempts after the first), at most this many may go to this
+  // provider's backends; Settings::max_retries still caps the total.
   int64_t max_retries = 3;
-  std::string backend_type = "openai";  // "openai" | "claude" | "gemini" (Berry API names)
+  // Only "openai" loads: Berry API's "claude" and "gemini" are refused until Berry speaks them.
+  std::string backend_type = "openai";
   bool tls_verify = true;
   std::string billing_mode = "per_token";  // Berry API compatibility: "per_token" | "per_request"
 
@@ -158,7 +164,7 @@ class Config {
   std::vector<User> users_;
 };
 
-// One problem found while loading. `line`/`column` are 1-based, 0 when unknown.
+// One problem found while loading, or one warning. `line`/`column` are 1-based, 0 when unknown.
 struct ConfigError {
   std::string file;
   std::string key_path;  // e.g. "models.gpt_4o.backends[1].weight"
@@ -183,6 +189,10 @@ struct LoadOptions {
 struct LoadResult {
   std::optional<Config> config;     // set iff errors is empty
   std::vector<ConfigError> errors;  // every problem, in file order where known
+  // Keys that load but change nothing (Berry API compatibility), in file order, with or without
+  // errors. They never stop a config from loading; every program that loads a config shows
+  // them to the operator.
+  std::vector<ConfigError> warnings;
 };
 
 // Parses and validates TOML text. `source_name` is used in error messages (a path or "<api>").
@@ -192,7 +202,8 @@ LoadResult Parse(std::string_view toml_text, std::string_view source_name,
 LoadResult LoadFile(const std::string& path, const LoadOptions& options = {});
 
 // Loads a config file. On failure the status is InvalidArgument (NotFound for an unreadable
-// file) and its message lists every error, one per line.
+// file) and its message lists every error, one per line. Warnings are dropped: programs that
+// show them to an operator use LoadFile.
 absl::StatusOr<Config> Load(const std::string& path, const LoadOptions& options = {});
 
 }  // namespace berry::config

@@ -1,6 +1,7 @@
 #include "common/config/diagnostics.h"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -20,6 +21,18 @@ bool IsBareKey(std::string_view key) {
 size_t ParentEnd(std::string_view path) {
   const size_t cut = path.find_last_of(".[");
   return cut == std::string_view::npos ? 0 : cut;
+}
+
+// Unknown positions (line 0) sort last; stable so equal positions keep report order.
+std::vector<ConfigError> InFileOrder(std::vector<ConfigError>& problems) {
+  std::stable_sort(problems.begin(), problems.end(),
+                   [](const ConfigError& a, const ConfigError& b) {
+                     const auto key = [](const ConfigError& e) {
+                       return std::make_tuple(e.line == 0, e.line, e.column);
+                     };
+                     return key(a) < key(b);
+                   });
+  return std::exchange(problems, {});
 }
 
 }  // namespace
@@ -60,20 +73,17 @@ void Diagnostics::ErrorAt(const toml::source_region& region, const std::string& 
       std::move(reason));
 }
 
+void Diagnostics::Warning(const std::string& path, std::string reason) {
+  warnings_.push_back(Make(path, PositionOf(path), std::move(reason)));
+}
+
 bool Diagnostics::HasErrorAt(std::string_view path) const {
   return failed_paths_.find(path) != failed_paths_.end();
 }
 
-std::vector<ConfigError> Diagnostics::TakeErrors() {
-  // Unknown positions (line 0) sort last; stable so equal positions keep report order.
-  std::stable_sort(errors_.begin(), errors_.end(), [](const ConfigError& a, const ConfigError& b) {
-    const auto key = [](const ConfigError& e) {
-      return std::make_tuple(e.line == 0, e.line, e.column);
-    };
-    return key(a) < key(b);
-  });
-  return std::exchange(errors_, {});
-}
+std::vector<ConfigError> Diagnostics::TakeErrors() { return InFileOrder(errors_); }
+
+std::vector<ConfigError> Diagnostics::TakeWarnings() { return InFileOrder(warnings_); }
 
 Diagnostics::Position Diagnostics::PositionOf(std::string_view path) const {
   while (true) {
@@ -89,11 +99,16 @@ Diagnostics::Position Diagnostics::PositionOf(std::string_view path) const {
 
 void Diagnostics::Add(const std::string& path, Position position, std::string reason) {
   failed_paths_.insert(path);
-  errors_.push_back(ConfigError{.file = file_,
-                                .key_path = path,
-                                .line = position.line,
-                                .column = position.column,
-                                .reason = std::move(reason)});
+  errors_.push_back(Make(path, position, std::move(reason)));
+}
+
+ConfigError Diagnostics::Make(const std::string& path, Position position,
+                              std::string reason) const {
+  return ConfigError{.file = file_,
+                     .key_path = path,
+                     .line = position.line,
+                     .column = position.column,
+                     .reason = std::move(reason)};
 }
 
 }  // namespace berry::config::internal

@@ -36,6 +36,10 @@ class Diagnostics {
   // Reports a problem with an explicit position (a TOML key rather than its value).
   void ErrorAt(const toml::source_region& region, const std::string& path, std::string reason);
 
+  // Reports a key that loads but changes nothing, positioned like Error(). Warnings never make
+  // a config invalid.
+  void Warning(const std::string& path, std::string reason);
+
   // Whether a problem was already reported at exactly `path`; lets later checks skip a value
   // that is known to be broken instead of reporting a consequence of the same mistake.
   bool HasErrorAt(std::string_view path) const;
@@ -43,6 +47,8 @@ class Diagnostics {
 
   // Every problem, in file order; problems without a position come last, in report order.
   std::vector<ConfigError> TakeErrors();
+  // Every warning, ordered like TakeErrors().
+  std::vector<ConfigError> TakeWarnings();
 
  private:
   struct Position {
@@ -51,11 +57,13 @@ class Diagnostics {
   };
   Position PositionOf(std::string_view path) const;
   void Add(const std::string& path, Position position, std::string reason);
+  ConfigError Make(const std::string& path, Position position, std::string reason) const;
 
   std::string file_;
   std::map<std::string, Position, std::less<>> positions_;
   std::set<std::string, std::less<>> failed_paths_;
   std::vector<ConfigError> errors_;
+  std::vector<ConfigError> warnings_;
 };
 
 }  // namespace berry::config::internal

@@ -39,9 +39,28 @@ constexpr Rule kWeight = {.positive = true};
 
 constexpr std::string_view kBillingModes[] = {"per_token", "per_request"};
 constexpr Rule kBillingMode = {.one_of = kBillingModes};
-// Berry API's provider formats; anything else would have been rejected there too.
-constexpr std::string_view kBackendTypes[] = {"openai", "claude", "gemini"};
-constexpr Rule kBackendType = {.one_of = kBackendTypes};
+// Berry API also knows "claude" and "gemini"; Berry speaks only OpenAI's API upstream so far,
+// and a request sent in OpenAI's shape to a native Anthropic or Gemini endpoint would fail.
+constexpr std::string_view kBackendTypes[] = {"openai"};
+constexpr Rule kBackendType = {
+    .one_of = kBackendTypes,
+    .refused_because =
+        "Berry sends every request in OpenAI's shape ({base_url}/chat/completions with "
+        "`Authorization: Bearer`), which Anthropic's and Gemini's native APIs reject; use "
+        "\"openai\" with the provider's OpenAI-compatible base_url"};
+
+// Berry API keys that load but change nothing here: each is a warning when present.
+constexpr Rule kMaxInternalRetries = {
+    .min = 0,
+    .no_effect =
+        "has no effect: Berry's selection only ever draws usable backends, so there is "
+        "no unusable pick to re-draw (accepted so Berry API configs load; retries on "
+        "other backends are settings.max_retries)"};
+constexpr Rule kSmartAiTuning = {
+    .no_effect =
+        "has no effect: Berry API's SmartAI tuning is accepted so its configs load, but "
+        "Berry's smart strategies (smart_ai, smart_weighted_failover) weight backends by "
+        "the fleet's recent success rate instead"};
 
 constexpr Field<Settings> kSettingsFields[] = {
     {"health_check_interval_seconds", &Settings::health_check_interval_seconds, kPositive},
@@ -52,7 +71,7 @@ constexpr Field<Settings> kSettingsFields[] = {
     {"circuit_breaker_failure_threshold", &Settings::circuit_breaker_failure_threshold, kPositive},
     {"circuit_breaker_timeout_seconds", &Settings::circuit_breaker_timeout_seconds, kPositive},
     {"recovery_check_interval_seconds", &Settings::recovery_check_interval_seconds, kPositive},
-    {"max_internal_retries", &Settings::max_internal_retries, kNonNegative},
+    {"max_internal_retries", &Settings::max_internal_retries, kMaxInternalRetries},
     {"panic_threshold_percent", &Settings::panic_threshold_percent, kPercent},
     {"max_request_body_bytes", &Settings::max_request_body_bytes, kPositive},
 };
@@ -212,7 +231,8 @@ void CheckRateLimitOrder(const std::string& path, const RateLimit& limit, Diagno
 
 // ---- Tables. -------------------------------------------------------------------------------
 
-// Berry API's SmartAI tuning: only its shape is checked, nothing is kept (see Settings).
+// Berry API's SmartAI tuning: only its shape is checked, nothing is kept (see Settings), and
+// its presence is a warning (kSmartAiTuning).
 void ReadSmartAiValues(TableReader& reader) {
   reader.ReadRemaining([&reader](const toml::node& value, const std::string& path) {
     if (!value.is_number() && !value.is_boolean()) {
@@ -229,7 +249,7 @@ void ReadSmartAi(TableReader& reader) {
 
 void ReadSettings(TableReader& reader, Settings& settings) {
   ReadFields(reader, kSettingsFields, settings);
-  reader.ReadTable("smart_ai", {}, ReadSmartAi);
+  reader.ReadTable("smart_ai", kSmartAiTuning, ReadSmartAi);
 }
 
 Provider ReadProvider(std::string_view id, TableReader& reader) {

@@ -256,7 +256,11 @@ const toml::node* TableReader::Find(std::string_view key, const Rule& rule) {
     }
     return nullptr;
   }
-  context_.diagnostics.Locate(ChildPath(path_, key), node->source());
+  const std::string path = ChildPath(path_, key);
+  context_.diagnostics.Locate(path, node->source());
+  if (!rule.no_effect.empty()) {
+    context_.diagnostics.Warning(path, std::string(rule.no_effect));
+  }
   return node;
 }
 
@@ -308,8 +312,14 @@ std::optional<std::string> TableReader::String(const toml::node& node, const std
   if (!rule.one_of.empty() &&
       std::find(rule.one_of.begin(), rule.one_of.end(), interpolated.value) == rule.one_of.end()) {
     // Echo the value as written, not as expanded: an expansion could be a secret.
-    Error(path, absl::StrCat("unknown value \"", text->get(), "\"; expected one of: ",
-                             absl::StrJoin(rule.one_of, ", ", AppendView)));
+    if (rule.refused_because.empty()) {
+      Error(path, absl::StrCat("unknown value \"", text->get(), "\"; expected one of: ",
+                               absl::StrJoin(rule.one_of, ", ", AppendView)));
+    } else {
+      Error(path, absl::StrCat("\"", text->get(), "\" is not supported; expected one of: ",
+                               absl::StrJoin(rule.one_of, ", ", AppendView), ": ",
+                               std::string(rule.refused_because)));
+    }
     return std::nullopt;
   }
   return std::move(interpolated.value);

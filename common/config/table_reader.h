@@ -41,6 +41,12 @@ struct Rule {
   bool positive = false;
   // Strings: the accepted spellings; empty = any.
   std::span<const std::string_view> one_of = {};
+  // Strings with `one_of`: why any other value is refused, when the refusal needs explaining
+  // (a value another product accepts, say); said in the error instead of "unknown value".
+  std::string_view refused_because = {};
+  // Any type: the key loads but changes nothing (it is accepted so that Berry API configs load).
+  // When the key is present this is reported as a warning at the key; never an error.
+  std::string_view no_effect = {};
 };
 
 class TableReader {

@@ -60,6 +60,8 @@ absl::Status NoBackendError(const CompiledModel& model, const ExclusionCounts& e
        "no backend matches the user's tags"},
       {count(Exclusion::kAlreadyTried), "already tried",
        "every backend was already tried by this request"},
+      {count(Exclusion::kRetryBudgetSpent), "on a provider whose retry budget is spent",
+       "every backend is on a provider whose retry budget this request has spent"},
       {unusable, "ejected or unhealthy", "every backend is ejected or unhealthy"},
   };
   const size_t total = model.backends().size();
@@ -127,6 +129,17 @@ bool Picker::CanUseFastView(const CompiledModel& model, const PickRequest& reque
          state_->model(model.index()).ejection_horizon_ns() <= request.now_ns;
 }
 
+bool Picker::RetryBudgetSpent(const CompiledBackend& backend,
+                              std::span<const uint32_t> tried) const {
+  // Backends of one provider share its table entry, so the pointer identifies the provider.
+  const std::span<const CompiledBackend> all = state_->snapshot().backends();
+  uint32_t spent = 0;
+  for (const uint32_t index : tried.subspan(1)) {  // tried[0] was the first attempt
+    spent += index < all.size() && all[index].provider_ == backend.provider_ ? 1 : 0;
+  }
+  return spent >= backend.provider_->max_retries();
+}
+
 absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
                                             const PickRequest& request) {
   const RuntimeState& runtime = *state_;
@@ -143,6 +156,10 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
     }
     if (why == Exclusion::kNone && Contains(request.tried, backend.index())) {
       why = Exclusion::kAlreadyTried;
+    }
+    if (why == Exclusion::kNone && !request.tried.empty() &&
+        RetryBudgetSpent(backend, request.tried)) {
+      why = Exclusion::kRetryBudgetSpent;
     }
     if (why != Exclusion::kNone) {
       ++excluded[static_cast<size_t>(why)];

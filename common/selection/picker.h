@@ -15,10 +15,16 @@
 //   smart_ai
 //
 // Candidates are the model's backends that are enabled, on an enabled provider, not draining,
-// tag-compatible with the user and not yet tried by this request; the usable ones are also
-// neither ejected nor unhealthy. When usable * 100 < panic_threshold_percent * candidates the
-// pick is a panic: it draws from every candidate and says so (the caller counts
-// berry_panic_total).
+// tag-compatible with the user, not yet tried by this request and, on a retry, on a provider
+// whose retry budget this request has not spent; the usable ones are also neither ejected nor
+// unhealthy. When usable * 100 < panic_threshold_percent * candidates the pick is a panic: it
+// draws from every candidate and says so (the caller counts berry_panic_total).
+//
+// Per-provider retry budget: a pick with a non-empty `tried` is a retry. A provider with
+// max_retries = N takes at most N of one request's retries: a retry skips its backends once N
+// of the earlier retries (the entries of `tried` after the first) went to them. The first
+// attempt is never limited, so N = 0 means a request may start on the provider but never fails
+// over onto it. The request's total (Settings.max_retries) is the caller's to enforce.
 //
 // Cost: no allocation, nothing proportional to the table. With no retries, no tag restriction
 // and no ejected backend in the model, a pick reads a view precomputed by the Snapshot: O(1)
@@ -48,7 +54,9 @@ inline constexpr double kLeastLatencyExploreProbability = 0.05;
 struct PickRequest {
   // The user's tags, interned against the picker's snapshot; nullptr = untagged.
   const UserTags* user_tags = nullptr;
-  // Backends (CompiledBackend::index()) this request already tried: a retry goes elsewhere.
+  // Backends (CompiledBackend::index()) this request already tried, in attempt order: a retry
+  // goes elsewhere. tried[0] is the first attempt and every later entry a retry, which is what
+  // the per-provider retry budgets count.
   std::span<const uint32_t> tried = {};
   // Now on the monotonic clock the ejection deadlines use, in nanoseconds.
   int64_t now_ns = 0;
@@ -73,8 +81,8 @@ class Picker {
 
   // Chooses a backend of `model`, which must come from snapshot(). Errors: NotFound for a
   // disabled model; Unavailable when no backend can take the request, with a message saying
-  // why (disabled, draining, tags, already tried, ejected); InvalidArgument for a model or user
-  // tags from another snapshot.
+  // why (disabled, draining, tags, already tried, retry budget spent, ejected); InvalidArgument
+  // for a model or user tags from another snapshot.
   absl::StatusOr<PickResult> Pick(const CompiledModel& model, const PickRequest& request,
                                   absl::BitGenRef rng);
 
@@ -82,6 +90,8 @@ class Picker {
   using View = CompiledModel::View;
 
   bool CanUseFastView(const CompiledModel& model, const PickRequest& request) const;
+  // Whether a retry may not go to `backend`: its provider's max_retries are used up by `tried`.
+  bool RetryBudgetSpent(const CompiledBackend& backend, std::span<const uint32_t> tried) const;
   absl::StatusOr<View> Filter(const CompiledModel& model, const PickRequest& request);
   uint32_t Choose(const CompiledModel& model, const View& view, absl::BitGenRef rng);
   uint32_t SmoothRoundRobin(const CompiledModel& model, std::span<const uint32_t> members);

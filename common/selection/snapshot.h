@@ -25,7 +25,7 @@ namespace berry::selection {
 class Snapshot;
 
 // Why a backend is not a candidate for a pick; the first reason that applies wins. The first
-// three come from the table, the last two from the request.
+// three come from the table, the last three from the request.
 enum class Exclusion : uint8_t {
   kNone,
   kBackendDisabled,
@@ -33,8 +33,9 @@ enum class Exclusion : uint8_t {
   kDraining,
   kTagMismatch,
   kAlreadyTried,
+  kRetryBudgetSpent,  // a retry, and the provider's max_retries for this request are used up
 };
-inline constexpr size_t kExclusionCount = 6;
+inline constexpr size_t kExclusionCount = 7;
 
 // A user's tags, interned against one Snapshot (Snapshot::InternUserTags). Build it once per
 // client key per snapshot, not per request. A default-constructed UserTags is untagged and

@@ -304,6 +304,7 @@ grpc::ServerUnaryReactor* AdminService::ValidateConfig(grpc::CallbackServerConte
   const config::LoadResult loaded = config::Parse(request->toml(), "<api>");
   response->set_valid(loaded.errors.empty());
   ToProto(loaded.errors, response->mutable_errors());
+  ToProto(loaded.warnings, response->mutable_warnings());
   return Done(context, grpc::Status::OK);
 }
 
@@ -332,6 +333,7 @@ grpc::Status AdminService::DoApply(const std::string& who, const v1::ApplyConfig
     return absl::OkStatus();
   };
   const auto result = deps_.source.ApplyText(request.toml(), options);
+  ToProto(result.warnings, response.mutable_warnings());
   if (!result.errors.empty()) {
     const auto running = deps_.source.Current();
     const std::string version = running ? ConfigVersion(*running) : std::string();
@@ -367,6 +369,9 @@ grpc::Status AdminService::DoApply(const std::string& who, const v1::ApplyConfig
         old_version, would_be);
   if (!result.persisted) {
     log::Warn("applied config is held in memory only", {{"reason", result.persist_note}});
+  }
+  for (const config::ConfigError& warning : result.warnings) {
+    log::Warn("config warning", {{"key", warning.key_path}, {"warning", warning.ToString()}});
   }
   return grpc::Status::OK;
 }

@@ -152,7 +152,7 @@ class AdminService final : public v1::AdminService::CallbackService {
   AdminDeps deps_;
 };
 
-// Validation errors as the proto's ConfigError.
+// Validation errors (or warnings) as the proto's ConfigError.
 void ToProto(const std::vector<config::ConfigError>& errors,
              google::protobuf::RepeatedPtrField<v1::ConfigError>* out);
 

@@ -32,6 +32,7 @@ ConfigSource::ReloadResult ConfigSource::Reload() {
   buffer << in.rdbuf();
   const std::string text = buffer.str();
   config::LoadResult loaded = config::Parse(text, path_);
+  result.warnings = std::move(loaded.warnings);
   if (!loaded.config) {
     result.errors = std::move(loaded.errors);
     rejected_.fetch_add(1, std::memory_order_relaxed);
@@ -52,6 +53,7 @@ ConfigSource::ApplyResult ConfigSource::ApplyText(std::string_view text,
   ApplyResult result;
   result.before = Current();
   config::LoadResult loaded = config::Parse(text, options.source_name);
+  result.warnings = std::move(loaded.warnings);
   if (!loaded.config) {
     result.errors = std::move(loaded.errors);
     return result;

@@ -37,6 +37,9 @@ class ConfigSource {
   struct ReloadResult {
     bool changed = false;
     std::vector<config::ConfigError> errors;  // non-empty = rejected
+    // Keys that loaded but change nothing (config::LoadResult::warnings); set whenever the
+    // file was read, whether or not it was valid or changed.
+    std::vector<config::ConfigError> warnings;
   };
   ReloadResult Reload();
 
@@ -51,6 +54,7 @@ class ConfigSource {
   };
   struct ApplyResult {
     std::vector<config::ConfigError> errors;  // non-empty = rejected, nothing changed
+    std::vector<config::ConfigError> warnings;     // config::LoadResult::warnings of `text`
     absl::Status precondition = absl::OkStatus();  // not OK = refused, nothing changed
     std::shared_ptr<const config::Config> before;   // running config at the call
     std::shared_ptr<const config::Config> after;    // the validated submitted config

@@ -156,6 +156,14 @@ class Admin : public ::testing::Test {
   std::string ChatOnBoth() const {
     return Config(ModelToml("chat", {{"a", "up-a"}, {"b", "up-b"}}));
   }
+  // "chat" on b, with Berry API keys that load but change nothing: `settings_line` in
+  // [settings] and, when `smart_ai`, a [settings.smart_ai] table at the end.
+  std::string ChatOnBWithCompatibilityKeys(
+      std::string_view settings_line = "max_internal_retries = 2", bool smart_ai = true) const {
+    return SettingsToml(settings_line) + ProviderToml("a", a_->base_url(), {"up-a"}) +
+           ProviderToml("b", b_->base_url(), {"up-b"}) + ModelToml("chat", {{"b", "up-b"}}) +
+           (smart_ai ? "[settings.smart_ai]\ninitial_confidence = 0.8\n" : "");
+  }
 
   void StartFleet(const std::string& toml, bool with_proxy = true) {
     ASSERT_TRUE(config_.Write(toml));
@@ -344,6 +352,93 @@ TEST_F(Admin, InvalidConfigIsRefusedWithEveryErrorAndNothingChanges) {
   ASSERT_TRUE(stub_->ValidateConfig(Context().get(), validate, &validated).ok());
   EXPECT_FALSE(validated.valid());
   EXPECT_EQ(validated.errors_size(), response.errors_size());
+}
+
+// The key paths of `problems`, one per line.
+std::string KeyPaths(const google::protobuf::RepeatedPtrField<v1::ConfigError>& problems) {
+  std::string paths;
+  for (const auto& problem : problems) absl::StrAppend(&paths, problem.key_path(), "\n");
+  return paths;
+}
+
+TEST_F(Admin, KeysWithoutEffectAreWarningsInValidateAndApplyAndTheAppliedOneIsLogged) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const std::string compat = ChatOnBWithCompatibilityKeys();
+
+  v1::ValidateConfigRequest validate;
+  validate.set_toml(compat);
+  v1::ValidateConfigResponse validated;
+  ASSERT_TRUE(stub_->ValidateConfig(Context().get(), validate, &validated).ok());
+  EXPECT_TRUE(validated.valid());
+  EXPECT_TRUE(validated.errors().empty());
+  EXPECT_EQ(KeyPaths(validated.warnings()), "settings.max_internal_retries\nsettings.smart_ai\n");
+  for (const auto& warning : validated.warnings()) {
+    EXPECT_GT(warning.line(), 0u) << warning.DebugString();
+    EXPECT_GT(warning.column(), 0u) << warning.DebugString();
+    EXPECT_EQ(warning.file(), "") << "text sent over the API has no file";
+    EXPECT_NE(warning.reason().find("has no effect"), std::string::npos) << warning.reason();
+  }
+  validate.set_toml(ChatOnB());
+  ASSERT_TRUE(stub_->ValidateConfig(Context().get(), validate, &validated).ok());
+  EXPECT_TRUE(validated.warnings().empty()) << validated.DebugString();
+
+  v1::ApplyConfigResponse dry;
+  ASSERT_TRUE(Apply(compat, &dry, /*dry_run=*/true).ok());
+  EXPECT_EQ(KeyPaths(dry.warnings()), "settings.max_internal_retries\nsettings.smart_ai\n");
+
+  v1::ApplyConfigResponse applied;
+  const grpc::Status status = Apply(compat, &applied);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(applied.errors().empty()) << applied.DebugString();
+  EXPECT_NE(applied.new_version(), applied.old_version()) << "warnings do not stop an apply";
+  EXPECT_EQ(KeyPaths(applied.warnings()), "settings.max_internal_retries\nsettings.smart_ai\n");
+  EXPECT_TRUE(control_plane_->process->WaitForErr(R"("key":"settings.smart_ai")"))
+      << control_plane_->process->err();
+  EXPECT_NE(control_plane_->process->err().find(R"("msg":"config warning")"), std::string::npos);
+}
+
+TEST_F(Admin, ControlPlaneLogsConfigWarningsAtStartAndOnAWatchedEdit) {
+  StartFleet(ChatOnBWithCompatibilityKeys("max_internal_retries = 2", /*smart_ai=*/false),
+             /*with_proxy=*/false);
+  ASSERT_TRUE(control_plane_->process->WaitForErr(R"("key":"settings.max_internal_retries")"))
+      << control_plane_->process->err();
+  const std::string at_start = control_plane_->process->err();
+  EXPECT_NE(at_start.find(config_.path() + ":"), std::string::npos)
+      << "the warning names the file:line:column\n"
+      << at_start;
+  EXPECT_EQ(at_start.find("settings.smart_ai"), std::string::npos) << at_start;
+
+  ASSERT_TRUE(config_.Write(ChatOnBWithCompatibilityKeys("", /*smart_ai=*/true)));
+
+  EXPECT_TRUE(control_plane_->process->WaitForErr(R"("key":"settings.smart_ai")", kConvergeTimeout))
+      << control_plane_->process->err();
+}
+
+TEST_F(Admin, BerryctlValidateAndApplyPrintWarningsOnStderr) {
+  StartFleet(ChatOnA(), /*with_proxy=*/false);
+  const std::string file = dir_.path() + "/compat.toml";
+  std::ofstream(file) << ChatOnBWithCompatibilityKeys();
+  std::string out;
+  std::string err;
+
+  ASSERT_EQ(Berryctl({"validate", "-f", file}, &out, &err), 0) << err;
+  EXPECT_NE(out.find("is valid"), std::string::npos) << out;
+  EXPECT_NE(err.find("berryctl: warning: " + file + ":"), std::string::npos) << err;
+  EXPECT_NE(err.find(": settings.max_internal_retries: has no effect"), std::string::npos) << err;
+  EXPECT_NE(err.find(": settings.smart_ai: has no effect"), std::string::npos) << err;
+
+  ASSERT_EQ(Berryctl({"-o", "json", "validate", "-f", file}, &out, &err), 0) << err;
+  EXPECT_EQ(boost::json::parse(out).at("warnings").as_array().size(), 2u) << out;
+
+  ASSERT_EQ(Berryctl({"--server", control_plane_->grpc_address, "--token-file", token_path_,
+                      "apply", "-f", file},
+                     &out, &err),
+            0)
+      << err;
+  EXPECT_NE(out.find("applied"), std::string::npos) << out;
+  EXPECT_NE(err.find("berryctl: warning: " + file + ":"), std::string::npos) << err;
+  EXPECT_NE(err.find(": settings.max_internal_retries: has no effect"), std::string::npos) << err;
+  EXPECT_NE(err.find(": settings.smart_ai: has no effect"), std::string::npos) << err;
 }
 
 TEST_F(Admin, GetConfigNeverContainsAKeyOrToken) {

@@ -252,6 +252,31 @@ TEST_F(Fleet, ProxyRestartedWithoutControlPlaneServesFromStateDir) {
   EXPECT_EQ(info.st_mode & 07777, 0600u) << std::oct << (info.st_mode & 07777);
 }
 
+TEST_F(Fleet, SighupToAManagedProxyOnlyLogsThatTablesComeFromTheControlPlane) {
+  StartFleet(ChatOnA(), {{}});
+  ASSERT_FALSE(HasFatalFailure());
+  Proxy& proxy = *proxies_[0];
+  ASSERT_TRUE(WaitUntil([&] { return proxy.ReadyzStatus() == 200; }, kConvergeTimeout))
+      << proxy.process->err();
+  ASSERT_EQ(ServedBy(proxy), "a");
+  const std::string rejected_sample = R"(berry_route_table_updates_total{result="rejected"})";
+  const std::optional<double> rejected = proxy.Metric(rejected_sample);
+  ASSERT_TRUE(rejected.has_value()) << "the proxy's /metrics did not answer";
+  constexpr std::string_view kIgnored = "SIGHUP ignored: route tables come from the control plane";
+
+  proxy.process->Signal(SIGHUP);
+
+  ASSERT_TRUE(proxy.process->WaitForErr(kIgnored)) << proxy.process->err();
+  const std::string err = proxy.process->err();
+  EXPECT_EQ(err.find(kIgnored), err.rfind(kIgnored)) << "one line per SIGHUP\n" << err;
+  EXPECT_EQ(err.find("reloading config"), std::string::npos) << err;
+  EXPECT_EQ(err.find("config rejected"), std::string::npos) << err;
+  EXPECT_EQ(proxy.Metric(rejected_sample), rejected) << "SIGHUP counted a rejected update";
+  EXPECT_EQ(proxy.ReadyzStatus(), 200);
+  EXPECT_EQ(ServedBy(proxy), "a");
+  EXPECT_EQ(proxy.process->Wait(0ms), std::nullopt) << "the proxy exited";
+}
+
 TEST_F(Fleet, ProviderFailingHealthProbesLeavesEveryProxysRotationAndReturns) {
   StartFleet(ChatOnBoth());
   ASSERT_FALSE(HasFatalFailure());

@@ -1,6 +1,6 @@
-// Retries and failover before the first byte, what the client gets when every backend fails,
-// passive outlier detection (ejection, panic), and the stale pooled connection that is retried
-// without blaming the backend.
+// Retries and failover before the first byte (with per-provider retry budgets), what the client
+// gets when every backend fails, passive outlier detection (ejection, panic), and the stale
+// pooled connection that is retried without blaming the backend.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -164,6 +164,108 @@ TEST(ProxyFailover, NoRetryWhenMaxRetriesIsZero) {
   EXPECT_EQ(first->request_count(), 1u);
   EXPECT_EQ(second->request_count(), 0u);
   EXPECT_EQ(Scrape(*proxy).Find("berry_retries_total", {{"model", "chat"}}), std::nullopt);
+}
+
+// --- provider max_retries: a per-provider budget of each request's retries ------------------
+
+TEST(ProxyFailover, RetriesSkipAProviderWithAZeroRetryBudget) {
+  auto first = StartMock("first", With(Behavior::Fail(503)));
+  auto guarded = StartMock("guarded");
+  auto last = StartMock("last");
+  auto proxy = StartProxy(
+      ProviderToml("first", first->base_url()) +
+      ProviderToml("guarded", guarded->base_url(), {"up-model"}, "max_retries = 0") +
+      ProviderToml("last", last->base_url()) + ModelToml("chat", R"(strategy = "failover")") +
+      BackendToml("chat", "first", "up-model", 1, "priority = 1") +
+      BackendToml("chat", "guarded", "up-model", 1, "priority = 2") +
+      BackendToml("chat", "last", "up-model", 1, "priority = 3"));
+
+  const HttpResponse response = Chat(*proxy, "chat");
+
+  EXPECT_EQ(response.status, 200) << response.body;
+  EXPECT_EQ(response.Header("x-mock-upstream").value_or(""), "last");
+  EXPECT_EQ(first->request_count(), 1u);
+  EXPECT_EQ(guarded->request_count(), 0u) << "a retry went to a provider with max_retries = 0";
+  EXPECT_EQ(last->request_count(), 1u);
+  EXPECT_EQ(Scrape(*proxy).Value("berry_retries_total", {{"model", "chat"}}), 1);
+}
+
+TEST(ProxyFailover, AProviderWithAZeroRetryBudgetStillTakesFirstAttempts) {
+  auto guarded = StartMock("guarded");
+  auto proxy =
+      StartProxy(ProviderToml("guarded", guarded->base_url(), {"up-model"}, "max_retries = 0") +
+                 ModelToml("chat") + BackendToml("chat", "guarded"));
+
+  const HttpResponse response = Chat(*proxy, "chat");
+
+  EXPECT_EQ(response.status, 200) << response.body;
+  EXPECT_EQ(guarded->request_count(), 1u);
+}
+
+TEST(ProxyFailover, AProviderTakesAtMostItsMaxRetriesOfOneRequestsRetries) {
+  auto first = StartMock("first", With(Behavior::Fail(503)));
+  auto multi = StartMock("multi", With(Behavior::Fail(503)));
+  auto last = StartMock("last");
+  // Three backends on "multi", which allows one retry per request; settings.max_retries (3)
+  // would allow three.
+  auto proxy = StartProxy(
+      SettingsToml("max_retries = 3") + ProviderToml("first", first->base_url()) +
+      ProviderToml("multi", multi->base_url(), {"up-a", "up-b", "up-c"}, "max_retries = 1") +
+      ProviderToml("last", last->base_url()) + ModelToml("chat", R"(strategy = "failover")") +
+      BackendToml("chat", "first", "up-model", 1, "priority = 1") +
+      BackendToml("chat", "multi", "up-a", 3, "priority = 2") +
+      BackendToml("chat", "multi", "up-b", 2, "priority = 2") +
+      BackendToml("chat", "multi", "up-c", 1, "priority = 2") +
+      BackendToml("chat", "last", "up-model", 1, "priority = 3"));
+
+  const HttpResponse response = Chat(*proxy, "chat");
+
+  EXPECT_EQ(response.status, 200) << response.body;
+  EXPECT_EQ(response.Header("x-mock-upstream").value_or(""), "last");
+  EXPECT_EQ(first->request_count(), 1u);
+  ASSERT_EQ(multi->request_count(), 1u) << "more retries went to multi than its max_retries";
+  EXPECT_EQ(multi->last_request()->model, "up-a");
+  EXPECT_EQ(last->request_count(), 1u);
+  EXPECT_EQ(Scrape(*proxy).Value("berry_retries_total", {{"model", "chat"}}), 2);
+  EXPECT_TRUE(AccessLogContains(*proxy, R"("retries":2)"));
+}
+
+TEST(ProxyFailover, ARequestStartedOnAProviderDoesNotRetryOnItBeyondItsBudget) {
+  auto zero = StartMock("zero", With(Behavior::Fail(503)));
+  // Both backends on "zero" (max_retries = 0); failover picks up-a first, and up-b would be a
+  // retry onto zero. With nothing else to try the client gets zero's 503 as it was.
+  auto proxy =
+      StartProxy(ProviderToml("zero", zero->base_url(), {"up-a", "up-b"}, "max_retries = 0") +
+                 ModelToml("chat", R"(strategy = "failover")") +
+                 BackendToml("chat", "zero", "up-a", 2, "priority = 1") +
+                 BackendToml("chat", "zero", "up-b", 1, "priority = 1"));
+
+  const HttpResponse response = Chat(*proxy, "chat");
+
+  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(response.Header("x-mock-upstream").value_or(""), "zero");
+  EXPECT_EQ(zero->request_count(), 1u);
+  EXPECT_EQ(Scrape(*proxy).Find("berry_retries_total", {{"model", "chat"}}), std::nullopt);
+}
+
+TEST(ProxyFailover, SettingsMaxRetriesStillCapsTheTotalOverProviderBudgets) {
+  auto a = StartMock("a", With(Behavior::Fail(503)));
+  auto b = StartMock("b", With(Behavior::Fail(503)));
+  auto c = StartMock("c");
+  auto proxy = StartProxy(SettingsToml("max_retries = 1") +
+                          ProviderToml("a", a->base_url(), {"up-model"}, "max_retries = 5") +
+                          ProviderToml("b", b->base_url(), {"up-model"}, "max_retries = 5") +
+                          ProviderToml("c", c->base_url(), {"up-model"}, "max_retries = 5") +
+                          ModelToml("chat", R"(strategy = "failover")") +
+                          BackendToml("chat", "a", "up-model", 1, "priority = 1") +
+                          BackendToml("chat", "b", "up-model", 1, "priority = 2") +
+                          BackendToml("chat", "c", "up-model", 1, "priority = 3"));
+
+  const HttpResponse response = Chat(*proxy, "chat");
+
+  EXPECT_EQ(response.status, 503);
+  EXPECT_EQ(response.Header("x-mock-upstream").value_or(""), "b");
+  EXPECT_EQ(c->request_count(), 0u);
 }
 
 TEST(ProxyFailover, Answers502WhenNoBackendCanBeReached) {

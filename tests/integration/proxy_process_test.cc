@@ -1,5 +1,6 @@
 // The berry-proxy binary as an operator runs it, against berry-mock-upstream processes: flags and
-// exit codes, the "listening" line, SIGHUP reloads (good and broken configs) and SIGTERM drain.
+// exit codes, the "listening" line, SIGHUP reloads (good and broken configs, config warnings) and
+// SIGTERM drain.
 // Every wait polls with a deadline; every port is chosen by the kernel.
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -290,6 +291,35 @@ TEST(ProxyProcess, SighupWithABrokenConfigKeepsTheRunningOne) {
   auto renamed = Chat(proxy.url, "renamed");
   ASSERT_TRUE(renamed.ok());
   EXPECT_EQ(renamed->status, 404) << "a broken config was half-applied";
+  proxy.process->Signal(SIGTERM);
+  EXPECT_EQ(proxy.process->Wait(15s), 0) << proxy.process->err();
+}
+
+TEST(ProxyProcess, ConfigKeysWithoutEffectAreLoggedAsWarningsAtStartAndOnSighup) {
+  MockProcess one = StartMockProcess("one");
+  ASSERT_FALSE(one.base_url.empty());
+  ConfigFile config;
+  config.Write(ChatConfig(one.base_url) + "\n[settings]\nmax_internal_retries = 2\n");
+  ProxyProcess proxy = StartProxyProcess(config);
+  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+
+  // One operational log line per warning, naming the key and where it is.
+  ASSERT_TRUE(proxy.process->WaitForErr(R"("key":"settings.max_internal_retries")"))
+      << proxy.process->err();
+  const std::string at_start = proxy.process->err();
+  EXPECT_NE(at_start.find(R"("msg":"config warning")"), std::string::npos) << at_start;
+  EXPECT_NE(at_start.find(config.path() + ":"), std::string::npos) << at_start;
+  EXPECT_NE(at_start.find("has no effect"), std::string::npos) << at_start;
+  EXPECT_EQ(at_start.find("settings.smart_ai"), std::string::npos) << at_start;
+  ASSERT_TRUE(WaitUntilServedBy(proxy.url, "chat", "one")) << "a warning does not stop serving";
+
+  config.Write(ChatConfig(one.base_url, "renamed") +
+               "\n[settings.smart_ai]\ninitial_confidence = 0.8\n");
+  proxy.process->Signal(SIGHUP);
+
+  EXPECT_TRUE(proxy.process->WaitForErr(R"("key":"settings.smart_ai")")) << proxy.process->err();
+  EXPECT_TRUE(WaitUntilServedBy(proxy.url, "renamed", "one")) << "the reload was applied";
+  EXPECT_EQ(proxy.process->err().find("sk-process-test-secret"), std::string::npos);
   proxy.process->Signal(SIGTERM);
   EXPECT_EQ(proxy.process->Wait(15s), 0) << proxy.process->err();
 }

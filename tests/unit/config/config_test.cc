@@ -372,7 +372,7 @@ TEST(BerryApiExampleTest, KeepsStrategiesBackendBillingModesAndHeaders) {
   EXPECT_EQ(config.FindModel("gpt-4")->backends[1].weight, 0.3);
   ASSERT_NE(config.FindProvider("azure_openai"), nullptr);
   EXPECT_EQ(config.FindProvider("azure_openai")->headers.at("api-version"), "2024-02-01");
-  EXPECT_EQ(config.FindProvider("anthropic")->backend_type, "claude");
+  EXPECT_EQ(config.FindProvider("anthropic")->backend_type, "openai");
   EXPECT_EQ(config.FindProvider("local_llm")->api_key, "");
 }
 
@@ -822,7 +822,40 @@ TEST(RangeTest, UnknownBackendTypeIsAnError) {
   const std::string text = WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"cohere\"");
   EXPECT_THAT(ErrorsOf(text),
               ElementsAre(ErrorAt("providers.p.backend_type", LineOf(text, "backend_type"),
-                                  "expected one of: openai, claude, gemini")));
+                                  "\"cohere\" is not supported; expected one of: openai")));
+}
+
+TEST(BackendTypeTest, OpenAiLoads) {
+  ASSERT_LOADS(result, WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"openai\""));
+  EXPECT_EQ(result.config->providers()[0].backend_type, "openai");
+}
+
+TEST(BackendTypeTest, BerryApiDialectsAreRefusedSayingWhy) {
+  for (const std::string dialect : {"claude", "gemini"}) {
+    SCOPED_TRACE(dialect);
+    const std::string text =
+        WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"" + dialect + "\"");
+    const std::vector<ConfigError> errors = ErrorsOf(text);
+    EXPECT_THAT(errors,
+                ElementsAre(ErrorAt("providers.p.backend_type", LineOf(text, "backend_type"),
+                                    "\"" + dialect + "\" is not supported")));
+    ASSERT_THAT(errors, SizeIs(1));
+    EXPECT_THAT(errors[0].reason, HasSubstr("expected one of: openai"));
+    EXPECT_THAT(errors[0].reason, HasSubstr("in OpenAI's shape"));
+    EXPECT_THAT(errors[0].reason, HasSubstr("OpenAI-compatible base_url"));
+    EXPECT_THAT(errors[0].ToString(), Not(HasSubstr("sk-test"))) << "no secret in the error";
+  }
+}
+
+TEST(BackendTypeTest, RefusalEchoesTheValueAsWrittenNotItsExpansion) {
+  const std::string text =
+      WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"${BACKEND_TYPE}\"");
+  const std::vector<ConfigError> errors =
+      ErrorsOf(text, WithEnv({{"BACKEND_TYPE", "sk-leaked-secret"}}));
+  ASSERT_THAT(errors, SizeIs(1));
+  EXPECT_EQ(errors[0].key_path, "providers.p.backend_type");
+  EXPECT_THAT(errors[0].reason, HasSubstr("\"${BACKEND_TYPE}\" is not supported"));
+  EXPECT_THAT(errors[0].ToString(), Not(HasSubstr("sk-leaked-secret")));
 }
 
 TEST(RangeTest, ProviderTimeoutMustBePositive) {
@@ -1050,6 +1083,87 @@ TEST(HeaderTest, HeadersMayBeTheirOwnTable) {
                std::string(kMinimal) + "[providers.p.headers]\napi-version = \"2024-02-01\"\n");
   EXPECT_THAT(result.config->providers()[0].headers,
               ElementsAre(std::pair<const std::string, std::string>("api-version", "2024-02-01")));
+}
+
+// ---- Keys that load but change nothing: warnings -------------------------------------------
+
+::testing::Matcher<ConfigError> WarningAt(const std::string& key_path, int line, int column,
+                                          const std::string& reason) {
+  return AllOf(Field("file", &ConfigError::file, "test.toml"),
+               Field("key_path", &ConfigError::key_path, key_path),
+               Field("line", &ConfigError::line, line),
+               Field("column", &ConfigError::column, column),
+               Field("reason", &ConfigError::reason, HasSubstr(reason)));
+}
+
+TEST(WarningTest, ConfigWithoutCompatibilityKeysHasNoWarnings) {
+  ASSERT_LOADS(result, kMinimal);
+  EXPECT_THAT(result.warnings, IsEmpty());
+}
+
+TEST(WarningTest, MaxInternalRetriesLoadsWithAWarningNamingTheKeyAndWhy) {
+  const std::string text = WithSettings("max_retries = 2\nmax_internal_retries = 4");
+  ASSERT_LOADS(result, text);
+  EXPECT_THAT(result.warnings,
+              ElementsAre(WarningAt("settings.max_internal_retries",
+                                    LineOf(text, "max_internal_retries"), 24,
+                                    "has no effect: Berry's selection only ever draws usable "
+                                    "backends")));
+  EXPECT_THAT(result.warnings[0].reason, HasSubstr("settings.max_retries"));
+  EXPECT_EQ(result.config->settings().max_retries, 2);
+}
+
+TEST(WarningTest, MaxInternalRetriesIsStillRangeChecked) {
+  const std::string text = WithSettings("max_internal_retries = -1");
+  const LoadResult result = ParseText(text);
+  EXPECT_THAT(result.errors, ElementsAre(ErrorAt("settings.max_internal_retries",
+                                                 LineOf(text, "max_internal_retries"),
+                                                 "must be at least 0, got -1")));
+  EXPECT_THAT(result.warnings, SizeIs(1)) << "warnings are kept next to errors";
+}
+
+TEST(WarningTest, SmartAiTableLoadsWithOneWarningAtItsHeader) {
+  const std::string text = std::string(kMinimal) +
+                           "[settings.smart_ai]\ninitial_confidence = 0.8\n"
+                           "[settings.smart_ai.confidence_adjustments]\nsuccess_boost = 0.1\n";
+  ASSERT_LOADS(result, text);
+  EXPECT_THAT(result.warnings,
+              ElementsAre(WarningAt("settings.smart_ai", LineOf(text, "[settings.smart_ai]"), 1,
+                                    "has no effect: Berry API's SmartAI tuning")));
+  EXPECT_THAT(result.warnings[0].reason, HasSubstr("fleet's recent success rate"));
+}
+
+TEST(WarningTest, InlineSmartAiTableWarnsToo) {
+  const std::string text = WithSettings("smart_ai = { initial_confidence = 0.8 }");
+  ASSERT_LOADS(result, text);
+  EXPECT_THAT(
+      result.warnings,
+      ElementsAre(WarningAt("settings.smart_ai", LineOf(text, "smart_ai ="), 12, "has no effect")));
+}
+
+TEST(WarningTest, WarningsComeInFileOrderAndFormatLikeErrors) {
+  const std::string text = std::string(kMinimal) +
+                           "[settings.smart_ai]\nexploration_ratio = 0.2\n"
+                           "[settings]\nmax_internal_retries = 2\n";
+  ASSERT_LOADS(result, text);
+  ASSERT_THAT(result.warnings, SizeIs(2));
+  EXPECT_EQ(result.warnings[0].key_path, "settings.smart_ai");
+  EXPECT_EQ(result.warnings[1].key_path, "settings.max_internal_retries");
+  EXPECT_THAT(result.warnings[1].ToString(),
+              HasSubstr("test.toml:" + std::to_string(LineOf(text, "max_internal_retries")) +
+                        ":24: settings.max_internal_retries: has no effect"));
+}
+
+TEST(WarningTest, BerryApiExampleWarnsAboutExactlyItsTwoCompatibilityKeys) {
+  const std::string path = ExamplePath("berry-api.toml");
+  const LoadResult result = LoadFile(path, WithEnv({}));
+  ASSERT_TRUE(result.config.has_value()) << Describe(result.errors);
+  ASSERT_THAT(result.warnings, SizeIs(2)) << Describe(result.warnings);
+  EXPECT_EQ(result.warnings[0].key_path, "settings.max_internal_retries");
+  EXPECT_EQ(result.warnings[0].file, path);
+  EXPECT_GT(result.warnings[0].line, 0);
+  EXPECT_EQ(result.warnings[1].key_path, "settings.smart_ai");
+  EXPECT_GT(result.warnings[1].line, result.warnings[0].line);
 }
 
 // ---- Berry API's [settings.smart_ai] --------------------------------------------------------

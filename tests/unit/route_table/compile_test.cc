@@ -199,6 +199,18 @@ TEST(Compile, ProvidersAreSortedByIdWithSortedModelsAndHeaders) {
   EXPECT_EQ(zeta.backend_type(), "openai");
 }
 
+// A provider's max_retries is its per-request retry budget; 0 is a real budget (no failover
+// onto it), not "unset".
+TEST(Compile, ProviderMaxRetriesIsCopiedZeroIncluded) {
+  std::string toml = kBase;
+  const std::string alpha_line = "tls_verify = false";  // in [providers.alpha]
+  toml.insert(toml.find(alpha_line) + alpha_line.size(), "\nmax_retries = 0");
+  const v1::RouteTable table = MustCompile(toml);
+  ASSERT_EQ(table.providers_size(), 2);
+  EXPECT_EQ(table.providers(0).max_retries(), 0u);
+  EXPECT_EQ(table.providers(1).max_retries(), 3u);  // default
+}
+
 TEST(Compile, BackendsKeepConfigOrderWithStableUniqueIds) {
   const v1::RouteTable table = MustCompile(kBase);
   const v1::CustomModel& chat = table.models(0);

@@ -39,8 +39,8 @@ struct BackendSpec {
   std::string provider = "p";   // "off" is a disabled provider
 };
 
-// A table with providers "p" (enabled) and "off" (disabled), the model "m" under test, and a
-// model "other" with one backend "x".
+// A table with providers "p" (enabled) and "off" (disabled), both with the TOML default of 3
+// for max_retries, the model "m" under test, and a model "other" with one backend "x".
 v1::RouteTable Table(v1::Strategy strategy, const std::vector<BackendSpec>& backends,
                      uint32_t panic_threshold_percent = 50) {
   v1::RouteTable table;
@@ -49,6 +49,7 @@ v1::RouteTable Table(v1::Strategy strategy, const std::vector<BackendSpec>& back
     v1::Provider* provider = table.add_providers();
     provider->set_id(id);
     provider->set_enabled(std::string_view(id) == "p");
+    provider->set_max_retries(3);
   }
   v1::CustomModel* model = table.add_models();
   model->set_id("m");
@@ -496,6 +497,120 @@ TEST(Retries, EveryBackendTriedIsUnavailable) {
   absl::StatusOr<PickResult> pick = h.Pick({.tried = tried});
   EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(pick.status().message(), HasSubstr("every backend was already tried"));
+}
+
+// --- per-provider retry budgets -------------------------------------------------------------
+
+// Table() plus providers "q" and "r" with max_retries `q_budget` and `r_budget` ("p" has 3).
+v1::RouteTable TableWithBudgets(v1::Strategy strategy, const std::vector<BackendSpec>& backends,
+                                uint32_t q_budget, uint32_t r_budget = 3) {
+  v1::RouteTable table = Table(strategy, backends);
+  for (const auto& [id, budget] : {std::pair{"q", q_budget}, std::pair{"r", r_budget}}) {
+    v1::Provider* provider = table.add_providers();
+    provider->set_id(id);
+    provider->set_enabled(true);
+    provider->set_max_retries(budget);
+  }
+  return table;
+}
+
+TEST(RetryBudget, FirstAttemptMayGoToAProviderWithAZeroBudget) {
+  Harness h(TableWithBudgets(v1::STRATEGY_WEIGHTED_RANDOM, {{.id = "a", .provider = "q"}},
+                             /*q_budget=*/0));
+  EXPECT_EQ(h.PickId(), "a");
+}
+
+TEST(RetryBudget, ZeroBudgetKeepsEveryRetryOffTheProvider) {
+  Harness h(
+      TableWithBudgets(v1::STRATEGY_WEIGHTED_RANDOM,
+                       {{.id = "a"}, {.id = "b", .provider = "q"}, {.id = "c", .provider = "q"}},
+                       /*q_budget=*/0));
+  const std::vector<uint32_t> tried = {h.index("a")};
+  absl::StatusOr<PickResult> pick = h.Pick({.tried = tried});
+  EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(pick.status().message(),
+            "no backend is available for model \"m\": of its 3 backends, 1 already tried, 2 on a "
+            "provider whose retry budget is spent");
+}
+
+TEST(RetryBudget, ZeroBudgetAlsoKeepsARetryOffTheProviderTheRequestStartedOn) {
+  Harness h(TableWithBudgets(v1::STRATEGY_FAILOVER,
+                             {{.id = "a", .provider = "q"}, {.id = "b", .provider = "q"}},
+                             /*q_budget=*/0));
+  const std::vector<uint32_t> tried = {h.index("a")};
+  EXPECT_EQ(h.Pick({.tried = tried}).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(RetryBudget, TheFirstAttemptDoesNotSpendTheBudgetOfItsProvider) {
+  Harness h(TableWithBudgets(
+      v1::STRATEGY_FAILOVER,
+      {{.id = "a", .provider = "q"}, {.id = "b", .provider = "q"}, {.id = "c", .provider = "q"}},
+      /*q_budget=*/1));
+  const std::vector<uint32_t> first_failed = {h.index("a")};
+  EXPECT_EQ(h.PickId({.tried = first_failed}), "b") << "one retry onto q is allowed";
+
+  const std::vector<uint32_t> retry_failed = {h.index("a"), h.index("b")};
+  absl::StatusOr<PickResult> pick = h.Pick({.tried = retry_failed});
+  EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(pick.status().message(),
+              HasSubstr("2 already tried, 1 on a provider whose retry budget is spent"));
+}
+
+TEST(RetryBudget, AProviderTakesAtMostItsBudgetOfARequestsRetries) {
+  Harness h(TableWithBudgets(v1::STRATEGY_ROUND_ROBIN,
+                             {{.id = "a"},
+                              {.id = "b", .provider = "q"},
+                              {.id = "c", .provider = "q"},
+                              {.id = "d", .provider = "q"},
+                              {.id = "e"}},
+                             /*q_budget=*/2));
+  const std::vector<uint32_t> one_retry_on_q = {h.index("a"), h.index("b")};
+  EXPECT_EQ(h.Sequence(30, {.tried = one_retry_on_q}).find_first_not_of("cde"), std::string::npos);
+  const std::vector<uint32_t> two_retries_on_q = {h.index("a"), h.index("b"), h.index("c")};
+  EXPECT_EQ(h.Sequence(30, {.tried = two_retries_on_q}), std::string(30, 'e'));
+}
+
+TEST(RetryBudget, EachProviderHasItsOwnBudget) {
+  Harness h(TableWithBudgets(v1::STRATEGY_RANDOM,
+                             {{.id = "a"},
+                              {.id = "b", .provider = "q"},
+                              {.id = "c", .provider = "q"},
+                              {.id = "d", .provider = "r"},
+                              {.id = "e", .provider = "r"}},
+                             /*q_budget=*/1, /*r_budget=*/1));
+  const std::vector<uint32_t> tried = {h.index("a"), h.index("b")};
+  std::map<std::string, double> shares = h.Shares(1000, {.tried = tried});
+  EXPECT_EQ(shares.count("c"), 0u) << "q spent its one retry on b";
+  // r's two backends share every pick (uniform: 0.5 each, one sigma 1.6 points).
+  EXPECT_NEAR(shares["d"], 0.5, 0.1);
+  EXPECT_NEAR(shares["e"], 0.5, 0.1);
+}
+
+TEST(RetryBudget, TheDefaultBudgetOfThreeAllowsThreeRetriesOntoOneProvider) {
+  Harness h(TableWithBudgets(v1::STRATEGY_FAILOVER,
+                             {{.id = "a"}, {.id = "b"}, {.id = "c"}, {.id = "d"}, {.id = "e"}},
+                             /*q_budget=*/0));
+  const std::vector<uint32_t> two_retries = {h.index("a"), h.index("b"), h.index("c")};
+  EXPECT_EQ(h.PickId({.tried = two_retries}), "d");
+  const std::vector<uint32_t> three_retries = {h.index("a"), h.index("b"), h.index("c"),
+                                               h.index("d")};
+  EXPECT_THAT(h.Pick({.tried = three_retries}).status().message(),
+              HasSubstr("4 already tried, 1 on a provider whose retry budget is spent"));
+}
+
+TEST(RetryBudget, CheckingBudgetsDoesNotAllocate) {
+  Harness h(
+      TableWithBudgets(v1::STRATEGY_WEIGHTED_FAILOVER,
+                       {{.id = "a"}, {.id = "b", .provider = "q"}, {.id = "c", .provider = "r"}},
+                       /*q_budget=*/1, /*r_budget=*/0));
+  const std::vector<uint32_t> tried = {h.index("a")};
+  const uint64_t before = testing::AllocationCount();
+  int failures = 0;
+  for (int i = 0; i < 1000; ++i) {
+    failures += h.Pick({.tried = tried}).ok() ? 0 : 1;
+  }
+  EXPECT_EQ(failures, 0);
+  EXPECT_EQ(testing::AllocationCount() - before, 0u);
 }
 
 // --- nothing to pick -----------------------------------------------------------------------
