@@ -82,8 +82,8 @@ SKIP = runlib.SKIP
 IMAGE_BIN = "/usr/local/bin"  # where the image holds the programs (deploy contract)
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 # Waiting caps (the manifests may allow more, e.g. startup 30 x 1 s; here things start in ~1 s).
-STARTUP_CAP = 20.0
-READY_CAP = 20.0
+STARTUP_CAP = 45.0
+READY_CAP = 45.0
 MIN_PROXY_REPLICAS = 2
 # Pod-name alphabet of the ReplicaSet hash and pod suffix (k8s.io/apimachinery rand.SafeEncodeString).
 POD_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
