@@ -87,9 +87,13 @@ absl::Status PersistTable(const std::string& state_dir, const v1::RouteTable& ta
 
 std::chrono::milliseconds Backoff::Next() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
+  return Next(rng);
+}
+
+std::chrono::milliseconds Backoff::Next(absl::BitGenRef rng) {
   const auto ceiling = next_;
   next_ = std::min(max_, next_ * 2);
-  // Full jitter: a fleet that lost the control plane together does not return in lock-step.
+  // Jitter: a fleet that lost the control plane together does not return in lock-step.
   std::uniform_int_distribution<int64_t> jitter(ceiling.count() / 2, ceiling.count());
   return std::chrono::milliseconds(jitter(rng));
 }

@@ -26,6 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/random/bit_gen_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "berry/v1/discovery.grpc.pb.h"
@@ -52,12 +53,18 @@ absl::StatusOr<berry::v1::RouteTable> LoadPersistedTable(const std::string& stat
 // Writes `table` atomically (temp file + fsync + rename), mode 0600.
 absl::Status PersistTable(const std::string& state_dir, const berry::v1::RouteTable& table);
 
-// Exponential backoff with full jitter, capped.
+// Capped exponential backoff with "equal jitter": the n-th delay is uniform in
+// [ceiling/2, ceiling], where the ceiling starts at `initial` and doubles up to `max`. The
+// random half spreads a fleet that lost the control plane together; the fixed half keeps a
+// stream the server refuses at once from being retried in a tight loop.
 class Backoff {
  public:
   Backoff(std::chrono::milliseconds initial, std::chrono::milliseconds max)
       : initial_(initial), max_(max), next_(initial) {}
+  // Draws from a per-thread generator seeded from std::random_device.
   std::chrono::milliseconds Next();
+  // Draws from `rng` (tests pass a seeded one).
+  std::chrono::milliseconds Next(absl::BitGenRef rng);
   void Reset() { next_ = initial_; }
 
  private:
