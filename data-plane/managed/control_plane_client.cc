@@ -167,10 +167,14 @@ void RouteSubscriber::RunStream(grpc::ClientContext& context) {
   }
   v1::StreamRoutesResponse response;
   if (stream->Write(hello)) {
+    // The stream is up once the hello went out on a ready channel. Waiting for a first table
+    // instead left a proxy that already serves the current one (restarted from --state-dir, or
+    // reconnecting while the control plane stayed up) "not connected" for good: the control
+    // plane sends nothing to a proxy that holds its current table.
+    if (!connected_.exchange(true)) {
+      log::Info("connected to the control plane", {{"target", options_.target}});
+    }
     while (stream->Read(&response)) {
-      if (!connected_.exchange(true)) {
-        log::Info("connected to the control plane", {{"target", options_.target}});
-      }
       v1::StreamRoutesRequest reply;
       reply.set_response_nonce(response.nonce());
       v1::RouteTable table = std::move(*response.mutable_route_table());

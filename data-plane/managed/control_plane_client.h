@@ -109,6 +109,7 @@ class RouteSubscriber final : public StreamLoop {
                   proxy::RouteStore& routes, proxy::ProxyMetrics& metrics);
   ~RouteSubscriber() override { Stop(); }
 
+  // True from the moment its opening message reached the control plane until the stream ends.
   bool connected() const { return connected_.load(); }
 
  private:

@@ -210,6 +210,18 @@ TEST_F(RouteSubscriberTest, ConnectedWhileItsStreamIsUp) {
   EXPECT_TRUE(WaitUntil([&] { return subscriber->connected(); }));
 }
 
+// The control plane sends nothing to a proxy that already serves its current table (a restart
+// from --state-dir, a stream that broke while the control plane stayed up): the stream is up all
+// the same, and berry_control_plane_connected must say so.
+TEST_F(RouteSubscriberTest, ConnectedWhenTheServerHasNoNewTableForIt) {
+  ASSERT_TRUE(routes_.Apply(table_a_).ok());
+  auto server = FakeControlPlane::Start({});
+  ASSERT_NE(server, nullptr);
+  auto subscriber = Subscribe(*server);
+  ASSERT_TRUE(WaitForMessages(*server, 1));
+  EXPECT_TRUE(WaitUntil([&] { return subscriber->connected(); }));
+}
+
 TEST_F(RouteSubscriberTest, NotConnectedWhileNoServerAnswers) {
   ClientOptions options = Options("127.0.0.1:" + std::to_string(UnusedPort()));
   auto subscriber = Subscribe(options);
