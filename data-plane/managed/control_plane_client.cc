@@ -304,6 +304,7 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   *hello.mutable_node() = options_.node;
   bool alive = stream->Write(hello);
   // Acks and interval changes arrive on their own thread; writes happen here.
+  bool read_side_ended = false;  // guarded by mu_
   std::thread reader([&] {
     v1::StreamLoadReportsResponse response;
     while (stream->Read(&response)) {
@@ -316,6 +317,8 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
         unacked_.pop_front();
       }
     }
+    absl::MutexLock lock(&mu_);
+    read_side_ended = true;
   });
   uint64_t sent_up_to = 0;  // the highest sequence written on this stream
   auto last_collect = std::chrono::steady_clock::now();
@@ -325,6 +328,12 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
       absl::MutexLock lock(&mu_);
       // Short waits, so an interval the server changes (its first answer) applies at once.
       if (WaitForStopLocked(std::min(interval_, std::chrono::milliseconds(100)))) {
+        break;
+      }
+      // The server ended the stream (it went away or restarted). Reconnect now, not at the next
+      // failed write: with no new traffic there may be no next write, and the reports it never
+      // acknowledged would wait on a dead stream instead of being sent again.
+      if (read_side_ended) {
         break;
       }
       const auto now = std::chrono::steady_clock::now();

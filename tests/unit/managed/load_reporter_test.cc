@@ -168,6 +168,30 @@ TEST_F(LoadReporterTest, AnAcknowledgedReportIsForgotten) {
   EXPECT_TRUE(WaitUntil([&] { return reporter->pending() == 0; }));
 }
 
+// The server went away before acknowledging report 1: the reporter reconnects on its own (no
+// new traffic needed) and sends it again, with the same number and the same counts.
+TEST_F(LoadReporterTest, AnUnacknowledgedReportIsSentAgainAfterAReconnect) {
+  FakeScript silent;
+  silent.ack_reports = false;
+  auto first = FakeControlPlane::Start(silent);
+  ASSERT_NE(first, nullptr);
+  const int port = first->port();
+  auto reporter = Report(*first);
+  Issue("chat", 3);
+  ASSERT_TRUE(WaitForReports(*first, 1));
+  EXPECT_EQ(reporter->pending(), 1u);
+  first.reset();
+
+  auto second = FakeControlPlane::Start({}, port);
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(WaitForReports(*second, 1)) << "report 1 was not sent again";
+  const v1::StreamLoadReportsRequest again = second->reports()[0];
+  EXPECT_EQ(again.sequence(), 1u);
+  EXPECT_EQ(IssuedOn(again, "chat"), 3u);
+  EXPECT_TRUE(WaitUntil([&] { return reporter->pending() == 0; }));
+  EXPECT_EQ(second->reports().size(), 1u) << "sent more than once";
+}
+
 TEST_F(LoadReporterTest, AnAcknowledgedReportIsNeverSentAgain) {
   auto first = FakeControlPlane::Start({});
   ASSERT_NE(first, nullptr);
