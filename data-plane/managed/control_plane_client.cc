@@ -252,10 +252,19 @@ void LoadReporter::CollectLocked() {
     out->set_count(total);
     out->set_sum(sum - previous_sum);
   };
+  absl::flat_hash_map<std::string, Reported> next_reported;
   for (uint32_t i = 0; i < generation->load->size(); ++i) {
     const std::string& id = generation->load->id(i);
-    const proxy::BackendLoad::Totals totals = generation->load->backend(i).Read();
-    proxy::BackendLoad::Totals& previous = reported_[id];
+    const proxy::BackendLoad& counters = generation->load->backend(i);
+    const proxy::BackendLoad::Totals totals = counters.Read();
+    Reported& entry = next_reported[id];
+    if (const auto it = reported_.find(id);
+        it != reported_.end() && it->second.counters == &counters) {
+      entry = it->second;
+    } else {
+      entry.counters = &counters;  // new counters, from zero: a new backend or one that came back
+    }
+    proxy::BackendLoad::Totals& previous = entry.totals;
     const uint32_t in_flight = generation->runtime->backend(i).in_flight();
     if (totals.issued == previous.issued && totals.succeeded == previous.succeeded &&
         totals.latency_sum == previous.latency_sum && totals.ttfb_sum == previous.ttfb_sum &&
@@ -284,6 +293,10 @@ void LoadReporter::CollectLocked() {
                    totals.ttfb_sum, previous.ttfb_sum);
     previous = totals;
   }
+  // Backends that left the table are forgotten (what they did since the last report is lost with
+  // their counters).
+  reported_ = std::move(next_reported);
+  reported_load_ = generation->load;
   if (report.backend_stats_size() == 0) {
     interval_start_ = now;
     return;

@@ -142,8 +142,17 @@ class LoadReporter final : public StreamLoop {
   std::chrono::milliseconds interval_ ABSL_GUARDED_BY(mu_){5000};
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<berry::v1::StreamLoadReportsRequest> unacked_ ABSL_GUARDED_BY(mu_);
-  // Cumulative totals already turned into reports, by backend id.
-  absl::flat_hash_map<std::string, proxy::BackendLoad::Totals> reported_ ABSL_GUARDED_BY(mu_);
+  // What has been turned into reports, by backend id: the counters read and their totals then.
+  // A backend that leaves the table and comes back gets new counters starting at zero; comparing
+  // `counters` tells them apart from the old ones.
+  struct Reported {
+    const proxy::BackendLoad* counters = nullptr;
+    proxy::BackendLoad::Totals totals;
+  };
+  absl::flat_hash_map<std::string, Reported> reported_ ABSL_GUARDED_BY(mu_);
+  // The counters `reported_` points at (it holds the ids of this one only), kept alive so that
+  // no new counters can be allocated at one of their addresses.
+  std::shared_ptr<const proxy::LoadStats> reported_load_ ABSL_GUARDED_BY(mu_);
   std::chrono::system_clock::time_point interval_start_ ABSL_GUARDED_BY(mu_);
 };
 

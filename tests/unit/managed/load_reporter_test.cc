@@ -214,6 +214,21 @@ TEST_F(LoadReporterTest, AnAcknowledgedReportIsNeverSentAgain) {
   EXPECT_EQ(IssuedOn(reports[0], "chat"), 2u);
 }
 
+// A backend that leaves the table and comes back later gets new counters, starting at zero; its
+// next report counts from there, not from what the old counters had reached.
+TEST_F(LoadReporterTest, ABackendRemovedAndAddedBackIsCountedFromZero) {
+  auto server = FakeControlPlane::Start({});
+  ASSERT_NE(server, nullptr);
+  auto reporter = Report(*server);
+  Issue("chat", 5);
+  ASSERT_TRUE(WaitForReports(*server, 1));
+  ASSERT_TRUE(routes_.Apply(TableOn("a.example", {"embed"})).ok());
+  ASSERT_TRUE(routes_.Apply(TableOn("a.example", {"chat", "embed"})).ok());
+  Issue("chat", 2);
+  ASSERT_TRUE(WaitForReports(*server, 2));
+  EXPECT_EQ(IssuedOn(server->reports()[1], "chat"), 2u);
+}
+
 TEST_F(LoadReporterTest, StopReturnsPromptlyWhileConnected) {
   auto server = FakeControlPlane::Start({});
   ASSERT_NE(server, nullptr);
