@@ -1,11 +1,10 @@
 #include "tests/unit/managed/fake_control_plane.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <thread>
@@ -96,8 +95,7 @@ grpc::Status FakeControlPlane::StreamRoutes(
 
 grpc::Status FakeControlPlane::StreamLoadReports(
     grpc::ServerContext* /*context*/,
-    grpc::ServerReaderWriter<v1::StreamLoadReportsResponse, v1::StreamLoadReportsRequest>*
-        stream) {
+    grpc::ServerReaderWriter<v1::StreamLoadReportsResponse, v1::StreamLoadReportsRequest>* stream) {
   size_t index = 0;
   {
     absl::MutexLock lock(&mu_);

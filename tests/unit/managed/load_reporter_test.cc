@@ -26,7 +26,9 @@ using testing::WaitUntil;
 
 class LoadReporterTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(routes_.Apply(TableOn("a.example", {"chat", "embed"})).ok()); }
+  void SetUp() override {
+    ASSERT_TRUE(routes_.Apply(TableOn("a.example", {"chat", "embed"})).ok());
+  }
 
   ClientOptions Options(const std::string& target) const {
     ClientOptions options;

@@ -26,10 +26,10 @@ using google::protobuf::util::MessageDifferencer;
 using testing::Damaged;
 using testing::FakeControlPlane;
 using testing::FakeScript;
+using ::testing::HasSubstr;
 using testing::TableOn;
 using testing::UnusedPort;
 using testing::WaitUntil;
-using ::testing::HasSubstr;
 
 v1::StreamRoutesResponse Offer(const v1::RouteTable& table) {
   v1::StreamRoutesResponse response;
@@ -133,8 +133,8 @@ TEST_F(RouteSubscriberTest, AppliesAValidTableAndAcksItsVersionAndNonce) {
 }
 
 TEST_F(RouteSubscriberTest, NacksATableWhoseVersionDoesNotMatchItsContentAndKeepsTheOldOne) {
-  auto server = FakeControlPlane::Start(
-      {.route_responses = {Offer(table_a_), Offer(Damaged(table_b_))}});
+  auto server =
+      FakeControlPlane::Start({.route_responses = {Offer(table_a_), Offer(Damaged(table_b_))}});
   ASSERT_NE(server, nullptr);
   auto subscriber = Subscribe(*server);
   ASSERT_TRUE(WaitForMessages(*server, 3));
@@ -159,16 +159,14 @@ TEST_F(RouteSubscriberTest, NacksATableTheRouteStoreRefusesAndKeepsTheOldOne) {
   EXPECT_EQ(nack.response_nonce(), "2");
   EXPECT_EQ(nack.version_info(), table_a_.version_info());
   ASSERT_TRUE(nack.has_error_detail());
-  EXPECT_EQ(nack.error_detail().code(),
-            static_cast<int32_t>(absl::StatusCode::kPermissionDenied));
+  EXPECT_EQ(nack.error_detail().code(), static_cast<int32_t>(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(nack.error_detail().message(), HasSubstr("b.example"));
   EXPECT_EQ(CurrentVersion(), table_a_.version_info());
   EXPECT_EQ(metrics_.route_table_reloads_failed->Value(), 1.0);
 }
 
 TEST_F(RouteSubscriberTest, PersistsEachTableItAppliesToTheStateDir) {
-  auto server =
-      FakeControlPlane::Start({.route_responses = {Offer(table_a_), Offer(table_b_)}});
+  auto server = FakeControlPlane::Start({.route_responses = {Offer(table_a_), Offer(table_b_)}});
   ASSERT_NE(server, nullptr);
   auto subscriber = Subscribe(*server);
   ASSERT_TRUE(WaitForMessages(*server, 3));
@@ -178,8 +176,8 @@ TEST_F(RouteSubscriberTest, PersistsEachTableItAppliesToTheStateDir) {
 }
 
 TEST_F(RouteSubscriberTest, DoesNotPersistATableItRejects) {
-  auto server = FakeControlPlane::Start(
-      {.route_responses = {Offer(table_a_), Offer(Damaged(table_b_))}});
+  auto server =
+      FakeControlPlane::Start({.route_responses = {Offer(table_a_), Offer(Damaged(table_b_))}});
   ASSERT_NE(server, nullptr);
   auto subscriber = Subscribe(*server);
   ASSERT_TRUE(WaitForMessages(*server, 3));
@@ -226,8 +224,8 @@ TEST_F(RouteSubscriberTest, NotConnectedWhileNoServerAnswers) {
   ClientOptions options = Options("127.0.0.1:" + std::to_string(UnusedPort()));
   auto subscriber = Subscribe(options);
   // The stream has tried the channel and found nothing there.
-  ASSERT_TRUE(WaitUntil(
-      [&] { return channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE; }));
+  ASSERT_TRUE(
+      WaitUntil([&] { return channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE; }));
   EXPECT_FALSE(subscriber->connected());
 }
 
@@ -280,8 +278,8 @@ TEST_F(RouteSubscriberTest, StopReturnsPromptlyWhileWaitingForTheChannel) {
   options.initial_backoff = 1s;
   options.max_backoff = 60s;
   auto subscriber = Subscribe(options);
-  ASSERT_TRUE(WaitUntil(
-      [&] { return channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE; }));
+  ASSERT_TRUE(
+      WaitUntil([&] { return channel_->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE; }));
   const auto started = std::chrono::steady_clock::now();
   subscriber->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - started, kPrompt);

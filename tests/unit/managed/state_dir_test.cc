@@ -1,9 +1,8 @@
 // --state-dir: the last good route table, kept so a proxy restarted without its control plane
 // still serves. The file holds provider keys (mode 0600) and is replaced atomically.
-#include <sys/stat.h>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -21,8 +20,8 @@ namespace {
 namespace v1 = berry::v1;
 using google::protobuf::util::MessageDifferencer;
 using testing::Damaged;
-using testing::TableOn;
 using ::testing::HasSubstr;
+using testing::TableOn;
 
 // A fresh directory under the test's temp dir, removed afterwards.
 class StateDir : public ::testing::Test {
