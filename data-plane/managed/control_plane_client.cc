@@ -87,9 +87,13 @@ absl::Status PersistTable(const std::string& state_dir, const v1::RouteTable& ta
 
 std::chrono::milliseconds Backoff::Next() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
+  return Next(rng);
+}
+
+std::chrono::milliseconds Backoff::Next(absl::BitGenRef rng) {
   const auto ceiling = next_;
   next_ = std::min(max_, next_ * 2);
-  // Full jitter: a fleet that lost the control plane together does not return in lock-step.
+  // Jitter: a fleet that lost the control plane together does not return in lock-step.
   std::uniform_int_distribution<int64_t> jitter(ceiling.count() / 2, ceiling.count());
   return std::chrono::milliseconds(jitter(rng));
 }
@@ -163,10 +167,14 @@ void RouteSubscriber::RunStream(grpc::ClientContext& context) {
   }
   v1::StreamRoutesResponse response;
   if (stream->Write(hello)) {
+    // The stream is up once the hello went out on a ready channel. Waiting for a first table
+    // instead left a proxy that already serves the current one (restarted from --state-dir, or
+    // reconnecting while the control plane stayed up) "not connected" for good: the control
+    // plane sends nothing to a proxy that holds its current table.
+    if (!connected_.exchange(true)) {
+      log::Info("connected to the control plane", {{"target", options_.target}});
+    }
     while (stream->Read(&response)) {
-      if (!connected_.exchange(true)) {
-        log::Info("connected to the control plane", {{"target", options_.target}});
-      }
       v1::StreamRoutesRequest reply;
       reply.set_response_nonce(response.nonce());
       v1::RouteTable table = std::move(*response.mutable_route_table());
@@ -244,10 +252,19 @@ void LoadReporter::CollectLocked() {
     out->set_count(total);
     out->set_sum(sum - previous_sum);
   };
+  absl::flat_hash_map<std::string, Reported> next_reported;
   for (uint32_t i = 0; i < generation->load->size(); ++i) {
     const std::string& id = generation->load->id(i);
-    const proxy::BackendLoad::Totals totals = generation->load->backend(i).Read();
-    proxy::BackendLoad::Totals& previous = reported_[id];
+    const proxy::BackendLoad& counters = generation->load->backend(i);
+    const proxy::BackendLoad::Totals totals = counters.Read();
+    Reported& entry = next_reported[id];
+    if (const auto it = reported_.find(id);
+        it != reported_.end() && it->second.counters == &counters) {
+      entry = it->second;
+    } else {
+      entry.counters = &counters;  // new counters, from zero: a new backend or one that came back
+    }
+    proxy::BackendLoad::Totals& previous = entry.totals;
     const uint32_t in_flight = generation->runtime->backend(i).in_flight();
     if (totals.issued == previous.issued && totals.succeeded == previous.succeeded &&
         totals.latency_sum == previous.latency_sum && totals.ttfb_sum == previous.ttfb_sum &&
@@ -276,6 +293,10 @@ void LoadReporter::CollectLocked() {
                    totals.ttfb_sum, previous.ttfb_sum);
     previous = totals;
   }
+  // Backends that left the table are forgotten (what they did since the last report is lost with
+  // their counters).
+  reported_ = std::move(next_reported);
+  reported_load_ = generation->load;
   if (report.backend_stats_size() == 0) {
     interval_start_ = now;
     return;
@@ -296,6 +317,7 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   *hello.mutable_node() = options_.node;
   bool alive = stream->Write(hello);
   // Acks and interval changes arrive on their own thread; writes happen here.
+  bool read_side_ended = false;  // guarded by mu_
   std::thread reader([&] {
     v1::StreamLoadReportsResponse response;
     while (stream->Read(&response)) {
@@ -308,6 +330,8 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
         unacked_.pop_front();
       }
     }
+    absl::MutexLock lock(&mu_);
+    read_side_ended = true;
   });
   uint64_t sent_up_to = 0;  // the highest sequence written on this stream
   auto last_collect = std::chrono::steady_clock::now();
@@ -317,6 +341,12 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
       absl::MutexLock lock(&mu_);
       // Short waits, so an interval the server changes (its first answer) applies at once.
       if (WaitForStopLocked(std::min(interval_, std::chrono::milliseconds(100)))) {
+        break;
+      }
+      // The server ended the stream (it went away or restarted). Reconnect now, not at the next
+      // failed write: with no new traffic there may be no next write, and the reports it never
+      // acknowledged would wait on a dead stream instead of being sent again.
+      if (read_side_ended) {
         break;
       }
       const auto now = std::chrono::steady_clock::now();

@@ -26,6 +26,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/random/bit_gen_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "berry/v1/discovery.grpc.pb.h"
@@ -52,12 +53,18 @@ absl::StatusOr<berry::v1::RouteTable> LoadPersistedTable(const std::string& stat
 // Writes `table` atomically (temp file + fsync + rename), mode 0600.
 absl::Status PersistTable(const std::string& state_dir, const berry::v1::RouteTable& table);
 
-// Exponential backoff with full jitter, capped.
+// Capped exponential backoff with "equal jitter": the n-th delay is uniform in
+// [ceiling/2, ceiling], where the ceiling starts at `initial` and doubles up to `max`. The
+// random half spreads a fleet that lost the control plane together; the fixed half keeps a
+// stream the server refuses at once from being retried in a tight loop.
 class Backoff {
  public:
   Backoff(std::chrono::milliseconds initial, std::chrono::milliseconds max)
       : initial_(initial), max_(max), next_(initial) {}
+  // Draws from a per-thread generator seeded from std::random_device.
   std::chrono::milliseconds Next();
+  // Draws from `rng` (tests pass a seeded one).
+  std::chrono::milliseconds Next(absl::BitGenRef rng);
   void Reset() { next_ = initial_; }
 
  private:
@@ -102,6 +109,7 @@ class RouteSubscriber final : public StreamLoop {
                   proxy::RouteStore& routes, proxy::ProxyMetrics& metrics);
   ~RouteSubscriber() override { Stop(); }
 
+  // True from the moment its opening message reached the control plane until the stream ends.
   bool connected() const { return connected_.load(); }
 
  private:
@@ -134,8 +142,17 @@ class LoadReporter final : public StreamLoop {
   std::chrono::milliseconds interval_ ABSL_GUARDED_BY(mu_){5000};
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<berry::v1::StreamLoadReportsRequest> unacked_ ABSL_GUARDED_BY(mu_);
-  // Cumulative totals already turned into reports, by backend id.
-  absl::flat_hash_map<std::string, proxy::BackendLoad::Totals> reported_ ABSL_GUARDED_BY(mu_);
+  // What has been turned into reports, by backend id: the counters read and their totals then.
+  // A backend that leaves the table and comes back gets new counters starting at zero; comparing
+  // `counters` tells them apart from the old ones.
+  struct Reported {
+    const proxy::BackendLoad* counters = nullptr;
+    proxy::BackendLoad::Totals totals;
+  };
+  absl::flat_hash_map<std::string, Reported> reported_ ABSL_GUARDED_BY(mu_);
+  // The counters `reported_` points at (it holds the ids of this one only), kept alive so that
+  // no new counters can be allocated at one of their addresses.
+  std::shared_ptr<const proxy::LoadStats> reported_load_ ABSL_GUARDED_BY(mu_);
   std::chrono::system_clock::time_point interval_start_ ABSL_GUARDED_BY(mu_);
 };
 
