@@ -1,17 +1,17 @@
 #include "control-plane/http_probe.h"
 
-#include <boost/asio/connect.hpp>
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
+#include <boost/beast/http/message.hpp>
 #include <boost/url/parse.hpp>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "common/http/client.h"
+#include "common/http/wire.h"
 
 namespace berry::berryctl {
 namespace {
@@ -19,66 +19,15 @@ namespace {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-using tcp = net::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
 
-// One probe: resolve, connect, write, read the head. Every step is an asynchronous operation on
-// a private io_context that runs for at most the timeout, so a server that accepts and never
-// answers cannot hold the probe past it.
-class Probe {
- public:
-  Probe(std::string host, std::string port, std::string target)
-      : host_(std::move(host)), port_(std::move(port)), target_(std::move(target)) {}
-
-  absl::StatusOr<ProbeResult> Run(std::chrono::milliseconds timeout) {
-    resolver_.async_resolve(host_, port_, [this](beast::error_code ec, tcp::resolver::results_type results) {
-      if (ec) return Fail(absl::UnavailableError(absl::StrCat("cannot resolve ", host_, ": ",
-                                                              ec.message())));
-      stream_.async_connect(results, [this](beast::error_code ec, const tcp::endpoint&) {
-        if (ec) return Fail(absl::UnavailableError(absl::StrCat("cannot connect to ", host_, ":",
-                                                                port_, ": ", ec.message())));
-        request_.version(11);
-        request_.method(http::verb::get);
-        request_.target(target_);
-        request_.set(http::field::host, host_);
-        request_.set(http::field::user_agent, "berryctl-probe");
-        request_.set(http::field::connection, "close");
-        http::async_write(stream_, request_, [this](beast::error_code ec, size_t) {
-          if (ec) return Fail(absl::UnavailableError(absl::StrCat("write: ", ec.message())));
-          parser_.body_limit(64 * 1024);
-          http::async_read_header(stream_, buffer_, parser_, [this](beast::error_code ec, size_t) {
-            if (ec) return Fail(absl::UnavailableError(absl::StrCat("read: ", ec.message())));
-            result_ = ProbeResult{static_cast<int>(parser_.get().result_int()),
-                                  std::string(parser_.get().reason())};
-          });
-        });
-      });
-    });
-    io_context_.run_for(timeout);
-    if (!result_.ok() && result_.status().code() == absl::StatusCode::kUnknown) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("no answer within ", timeout.count(), " ms"));
-    }
-    return result_;
-  }
-
- private:
-  void Fail(absl::Status status) { result_ = std::move(status); }
-
-  std::string host_;
-  std::string port_;
-  std::string target_;
-  net::io_context io_context_;
-  tcp::resolver resolver_{io_context_};
-  beast::tcp_stream stream_{io_context_};
-  beast::flat_buffer buffer_;
-  http::request<http::empty_body> request_;
-  http::response_parser<http::empty_body> parser_;
-  absl::StatusOr<ProbeResult> result_ = absl::UnknownError("pending");
+// What a probe asks for: where to connect and which target to GET there.
+struct ProbeTarget {
+  upstream::Endpoint endpoint;
+  std::string target;  // path and query, "/" at least
 };
 
-}  // namespace
-
-absl::StatusOr<ProbeResult> ProbeHttp(const std::string& url, std::chrono::milliseconds timeout) {
+absl::StatusOr<ProbeTarget> ParseProbeUrl(const std::string& url) {
   auto parsed = boost::urls::parse_absolute_uri(url);
   if (!parsed) {
     return absl::InvalidArgumentError(absl::StrCat("'", url, "' is not an absolute URL"));
@@ -89,16 +38,75 @@ absl::StatusOr<ProbeResult> ProbeHttp(const std::string& url, std::chrono::milli
   if (parsed->encoded_host().empty()) {
     return absl::InvalidArgumentError(absl::StrCat("'", url, "' has no host"));
   }
-  std::string host(parsed->encoded_host());
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);  // an IPv6 literal
+  auto endpoint = upstream::Endpoint::Parse(url, /*verify=*/true);
+  if (!endpoint.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", url, "' cannot be probed: ", endpoint.status().message()));
   }
-  const std::string port = parsed->has_port() ? std::string(parsed->port()) : "80";
-  std::string target(parsed->encoded_path());
-  if (target.empty()) target = "/";
-  if (parsed->has_query()) absl::StrAppend(&target, "?", std::string(parsed->encoded_query()));
-  Probe probe(std::move(host), port, std::move(target));
-  return probe.Run(timeout);
+  ProbeTarget probe{*std::move(endpoint), std::string(parsed->encoded_path())};
+  if (probe.target.empty()) probe.target = "/";
+  if (parsed->has_query())
+    absl::StrAppend(&probe.target, "?", std::string(parsed->encoded_query()));
+  return probe;
+}
+
+absl::Status NoAnswer(std::chrono::milliseconds timeout) {
+  return absl::DeadlineExceededError(absl::StrCat("no answer within ", timeout.count(), " ms"));
+}
+
+// Connects, sends the GET and reads the response head, all within `timeout` (the connection's
+// deadline covers connect, write and read).
+net::awaitable<absl::StatusOr<ProbeResult>> Probe(net::io_context& io_context,
+                                                  const upstream::TlsContexts& tls_contexts,
+                                                  const ProbeTarget& probe,
+                                                  std::chrono::milliseconds timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  upstream::ConnectError connect_error = upstream::ConnectError::kNone;
+  auto connected = co_await upstream::Connection::Open(io_context, tls_contexts, probe.endpoint,
+                                                       timeout, &connect_error);
+  if (!connected.ok()) {
+    if (connect_error == upstream::ConnectError::kTimeout) co_return NoAnswer(timeout);
+    co_return connected.status();
+  }
+  upstream::Connection& connection = **connected;
+
+  http::request<http::empty_body> request{http::verb::get, probe.target, 11};
+  request.set(http::field::host, probe.endpoint.host_header);
+  request.set(http::field::user_agent, "berryctl-probe");
+  request.set(http::field::connection, "close");
+  std::string head;
+  wire::AppendRequestHead(head, request);
+
+  connection.ExpiresAfter(std::max(deadline - SteadyClock::now(), SteadyClock::duration::zero()));
+  upstream::ResponseParser parser;
+  parser.body_limit(64 * 1024);
+  const beast::error_code ec = co_await connection.RoundTrip(head, {}, parser);
+  connection.Cancel();  // only the head is wanted
+  if (ec == beast::error::timeout) co_return NoAnswer(timeout);
+  if (ec) co_return absl::UnavailableError(absl::StrCat("read: ", ec.message()));
+  co_return ProbeResult{static_cast<int>(parser.get().result_int()),
+                        std::string(parser.get().reason())};
+}
+
+}  // namespace
+
+absl::StatusOr<ProbeResult> ProbeHttp(const std::string& url, std::chrono::milliseconds timeout) {
+  auto probe = ParseProbeUrl(url);
+  if (!probe.ok()) return probe.status();
+  // Plain http only: the contexts are never used, but a Connection is made with them.
+  auto tls_contexts = upstream::TlsContexts::Create();
+  if (!tls_contexts.ok()) return tls_contexts.status();
+
+  std::optional<absl::StatusOr<ProbeResult>> result;
+  net::io_context io_context;
+  net::co_spawn(io_context, Probe(io_context, **tls_contexts, *probe, timeout),
+                [&result](std::exception_ptr error, absl::StatusOr<ProbeResult> outcome) {
+                  result = error ? absl::InternalError("probe failed") : std::move(outcome);
+                });
+  // Resolving is not under the connection's deadline: the loop itself stops at the timeout.
+  io_context.run_for(timeout);
+  if (!result.has_value()) return NoAnswer(timeout);
+  return *std::move(result);
 }
 
 }  // namespace berry::berryctl

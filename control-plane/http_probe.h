@@ -2,6 +2,8 @@
 // that has no shell, curl or wget. Kubelet probes over HTTP by itself; Docker's and compose's
 // HEALTHCHECK run a command, and this is that command.
 //
+// It speaks through the shared HTTP layer (common/http: upstream::Connection, wire heads).
+//
 // Threads: ProbeHttp blocks the calling thread for at most `timeout`; it owns its io_context.
 #pragma once
 
@@ -13,8 +15,8 @@
 namespace berry::berryctl {
 
 struct ProbeResult {
-  int status = 0;       // the HTTP status code
-  std::string reason;   // the reason phrase, e.g. "OK"
+  int status = 0;      // the HTTP status code
+  std::string reason;  // the reason phrase, e.g. "OK"
 };
 
 // GETs `url` (http://HOST[:PORT]/PATH; https is refused: probes are local) and returns the status
