@@ -187,7 +187,8 @@ absl::Status ControlPlane::Start() {
   }
   grpc_address_ = absl::StrCat(options_.grpc_listen.substr(0, options_.grpc_listen.rfind(':')), ":",
                                grpc_port_);
-  http_address_ = absl::StrCat(http_options.host, ":", http_server_->port());
+  http_port_ = http_server_->port();
+  http_address_ = absl::StrCat(http_options.host, ":", http_port_);
 
   recompute_ = std::thread([this] {
     while (!stop_recompute_.WaitForNotificationWithTimeout(options_.recompute_interval)) {
@@ -220,11 +221,8 @@ void ControlPlane::Stop() {
   if (http_server_ != nullptr) {
     http_server_->BeginDrain();
     http_server_->Stop();
+    http_server_.reset();  // closes the listening socket: the port refuses connections
   }
-}
-
-uint16_t ControlPlane::http_port() const {
-  return http_server_ != nullptr ? http_server_->port() : 0;
 }
 
 void ControlPlane::ConfigChanged() { health_->Update(route_table::Compile(*source_.Current())); }

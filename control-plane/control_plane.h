@@ -84,7 +84,7 @@ class ControlPlane {
   // health checker. Unavailable when a server cannot listen. Once only.
   absl::Status Start();
   // Stops the recompile thread, the health checker and the watcher, shuts the gRPC server down
-  // (open streams get `grpc_shutdown_grace`) and drains the HTTP server. Idempotent.
+  // (open streams get `grpc_shutdown_grace`) and drains and closes the HTTP server. Idempotent.
   void Stop();
 
   // Re-reads the config file (`why` is logged: "SIGHUP", "file change"); a valid, changed config
@@ -99,7 +99,7 @@ class ControlPlane {
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& http_address() const { return http_address_; }
   int grpc_port() const { return grpc_port_; }
-  uint16_t http_port() const;
+  uint16_t http_port() const { return http_port_; }
 
   const RoutePublisher& publisher() const { return publisher_; }
   const ConfigSource& source() const { return source_; }
@@ -138,6 +138,7 @@ class ControlPlane {
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<server::HttpServer> http_server_;
   int grpc_port_ = 0;
+  uint16_t http_port_ = 0;
   std::string grpc_address_;
   std::string http_address_;
 
