@@ -31,6 +31,16 @@ std::unique_ptr<FakeControlPlane> FakeControlPlane::Start(FakeScript script, int
   return fake;
 }
 
+ClientOptions TestClientOptions(const std::string& target) {
+  ClientOptions options;
+  options.target = target;
+  options.credentials = grpc::InsecureChannelCredentials();
+  options.node.set_id("node-1");
+  options.initial_backoff = std::chrono::milliseconds(50);
+  options.max_backoff = std::chrono::milliseconds(500);
+  return options;
+}
+
 FakeControlPlane::~FakeControlPlane() {
   if (server_ != nullptr) {
     // A deadline in the past cancels every open stream at once, like a control plane that died.

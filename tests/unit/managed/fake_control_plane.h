@@ -24,6 +24,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "berry/v1/discovery.grpc.pb.h"
+#include "data-plane/managed/control_plane_client.h"
 
 namespace berry::managed::testing {
 
@@ -74,6 +75,10 @@ class FakeControlPlane final : public berry::v1::RouteDiscoveryService::Service 
 // Polls `condition` every 10 ms until it holds or `timeout` passes; true if it held.
 bool WaitUntil(const std::function<bool()>& condition,
                std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
+// What a managed client under test is given: `target` in plaintext, node "node-1", and backoffs
+// of 50 ms to 500 ms so that reconnects happen within a test.
+ClientOptions TestClientOptions(const std::string& target);
 
 // A loopback port nothing listens on (bound once, then released).
 int UnusedPort();

@@ -22,6 +22,7 @@ using testing::BackendIdOf;
 using testing::FakeControlPlane;
 using testing::FakeScript;
 using testing::TableOn;
+using testing::TestClientOptions;
 using testing::WaitUntil;
 
 class LoadReporterTest : public ::testing::Test {
@@ -30,21 +31,19 @@ class LoadReporterTest : public ::testing::Test {
     ASSERT_TRUE(routes_.Apply(TableOn("a.example", {"chat", "embed"})).ok());
   }
 
-  ClientOptions Options(const std::string& target) const {
-    ClientOptions options;
-    options.target = target;
-    options.credentials = grpc::InsecureChannelCredentials();
-    options.node.set_id("node-1");
-    options.initial_backoff = 50ms;
-    options.max_backoff = 500ms;
-    return options;
-  }
-
   std::unique_ptr<LoadReporter> Report(const FakeControlPlane& server) {
-    const ClientOptions options = Options(server.target());
+    const ClientOptions options = TestClientOptions(server.target());
     auto reporter = std::make_unique<LoadReporter>(options, MakeChannel(options), routes_);
     reporter->Start();
     return reporter;
+  }
+  // Starts server_ playing `script` and reporter_ reporting to it; false (with a test failure)
+  // when the server cannot listen.
+  bool Serve(FakeScript script = {}) {
+    server_ = FakeControlPlane::Start(std::move(script));
+    if (server_ == nullptr) return false;
+    reporter_ = Report(*server_);
+    return true;
   }
 
   // `count` attempts started on `model`'s backend.
@@ -77,31 +76,29 @@ class LoadReporterTest : public ::testing::Test {
   }
 
   proxy::RouteStore routes_;
+  std::unique_ptr<FakeControlPlane> server_;
+  std::unique_ptr<LoadReporter> reporter_;  // stops before server_ goes
 };
 
 TEST_F(LoadReporterTest, OpensEachStreamWithItsNode) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
+  ASSERT_TRUE(Serve());
   ASSERT_TRUE(WaitUntil([&] {
-    const auto streams = server->report_streams();
+    const auto streams = server_->report_streams();
     return !streams.empty() && !streams[0].empty();
   }));
-  const v1::StreamLoadReportsRequest hello = server->report_streams()[0][0];
+  const v1::StreamLoadReportsRequest hello = server_->report_streams()[0][0];
   EXPECT_EQ(hello.node().id(), "node-1");
   EXPECT_EQ(hello.sequence(), 0u) << "the opening message is not a report";
   EXPECT_EQ(hello.backend_stats_size(), 0);
 }
 
 TEST_F(LoadReporterTest, ReportsCarrySequenceNumbersCountingUpFromOne) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
+  ASSERT_TRUE(Serve());
   for (size_t round = 1; round <= 3; ++round) {
     Issue("chat", 1);
-    ASSERT_TRUE(WaitForReports(*server, round)) << "round " << round;
+    ASSERT_TRUE(WaitForReports(*server_, round)) << "round " << round;
   }
-  const auto reports = server->reports();
+  const auto reports = server_->reports();
   ASSERT_EQ(reports.size(), 3u);
   for (size_t i = 0; i < reports.size(); ++i) {
     EXPECT_EQ(reports[i].sequence(), i + 1);
@@ -110,37 +107,31 @@ TEST_F(LoadReporterTest, ReportsCarrySequenceNumbersCountingUpFromOne) {
 }
 
 TEST_F(LoadReporterTest, EachReportCarriesOnlyWhatHappenedSinceThePreviousOne) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
+  ASSERT_TRUE(Serve());
   Issue("chat", 3);
-  ASSERT_TRUE(WaitForReports(*server, 1));
+  ASSERT_TRUE(WaitForReports(*server_, 1));
   Issue("chat", 2);
-  ASSERT_TRUE(WaitForReports(*server, 2));
-  const auto reports = server->reports();
+  ASSERT_TRUE(WaitForReports(*server_, 2));
+  const auto reports = server_->reports();
   EXPECT_EQ(IssuedOn(reports[0], "chat"), 3u);
   EXPECT_EQ(IssuedOn(reports[1], "chat"), 2u);
 }
 
 TEST_F(LoadReporterTest, BackendsWithoutActivityAreLeftOutOfAReport) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
+  ASSERT_TRUE(Serve());
   Issue("chat", 1);
-  ASSERT_TRUE(WaitForReports(*server, 1));
-  const v1::StreamLoadReportsRequest report = server->reports()[0];
+  ASSERT_TRUE(WaitForReports(*server_, 1));
+  const v1::StreamLoadReportsRequest report = server_->reports()[0];
   ASSERT_EQ(report.backend_stats_size(), 1);
   EXPECT_EQ(report.backend_stats(0).backend_id(), BackendIdOf("chat"));
 }
 
 // A negative check needs some waiting: ten report intervals (100 ms each) without a report.
 TEST_F(LoadReporterTest, NothingIsReportedWhileNothingHappens) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
-  ASSERT_TRUE(WaitUntil([&] { return !server->report_streams().empty(); }));
-  EXPECT_FALSE(WaitUntil([&] { return !server->reports().empty(); }, 1s));
-  EXPECT_EQ(reporter->pending(), 0u);
+  ASSERT_TRUE(Serve());
+  ASSERT_TRUE(WaitUntil([&] { return !server_->report_streams().empty(); }));
+  EXPECT_FALSE(WaitUntil([&] { return !server_->reports().empty(); }, 1s));
+  EXPECT_EQ(reporter_->pending(), 0u);
 }
 
 // The client starts at 5 s between reports; the server asks for 100 ms. Three reports, each
@@ -148,26 +139,22 @@ TEST_F(LoadReporterTest, NothingIsReportedWhileNothingHappens) {
 TEST_F(LoadReporterTest, ReportsAtTheIntervalTheServerSets) {
   FakeScript script;
   script.report_interval = 100ms;
-  auto server = FakeControlPlane::Start(script);
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
+  ASSERT_TRUE(Serve(script));
   const auto deadline = std::chrono::steady_clock::now() + 9s;
   for (size_t round = 1; round <= 3; ++round) {
     Issue("chat", 1);
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    ASSERT_TRUE(WaitUntil([&] { return server->reports().size() >= round; }, left))
+    ASSERT_TRUE(WaitUntil([&] { return server_->reports().size() >= round; }, left))
         << "report " << round << " not in time for a 100 ms interval";
   }
 }
 
 TEST_F(LoadReporterTest, AnAcknowledgedReportIsForgotten) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
+  ASSERT_TRUE(Serve());
   Issue("chat", 1);
-  ASSERT_TRUE(WaitForReports(*server, 1));
-  EXPECT_TRUE(WaitUntil([&] { return reporter->pending() == 0; }));
+  ASSERT_TRUE(WaitForReports(*server_, 1));
+  EXPECT_TRUE(WaitUntil([&] { return reporter_->pending() == 0; }));
 }
 
 // The server went away before acknowledging report 1: the reporter reconnects on its own (no
@@ -219,25 +206,21 @@ TEST_F(LoadReporterTest, AnAcknowledgedReportIsNeverSentAgain) {
 // A backend that leaves the table and comes back later gets new counters, starting at zero; its
 // next report counts from there, not from what the old counters had reached.
 TEST_F(LoadReporterTest, ABackendRemovedAndAddedBackIsCountedFromZero) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
+  ASSERT_TRUE(Serve());
   Issue("chat", 5);
-  ASSERT_TRUE(WaitForReports(*server, 1));
+  ASSERT_TRUE(WaitForReports(*server_, 1));
   ASSERT_TRUE(routes_.Apply(TableOn("a.example", {"embed"})).ok());
   ASSERT_TRUE(routes_.Apply(TableOn("a.example", {"chat", "embed"})).ok());
   Issue("chat", 2);
-  ASSERT_TRUE(WaitForReports(*server, 2));
-  EXPECT_EQ(IssuedOn(server->reports()[1], "chat"), 2u);
+  ASSERT_TRUE(WaitForReports(*server_, 2));
+  EXPECT_EQ(IssuedOn(server_->reports()[1], "chat"), 2u);
 }
 
 TEST_F(LoadReporterTest, StopReturnsPromptlyWhileConnected) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto reporter = Report(*server);
-  ASSERT_TRUE(WaitUntil([&] { return !server->report_streams().empty(); }));
+  ASSERT_TRUE(Serve());
+  ASSERT_TRUE(WaitUntil([&] { return !server_->report_streams().empty(); }));
   const auto started = std::chrono::steady_clock::now();
-  reporter->Stop();
+  reporter_->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
 }
 

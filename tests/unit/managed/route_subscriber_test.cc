@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "data-plane/managed/control_plane_client.h"
@@ -28,6 +29,7 @@ using testing::FakeControlPlane;
 using testing::FakeScript;
 using ::testing::HasSubstr;
 using testing::TableOn;
+using testing::TestClientOptions;
 using testing::UnusedPort;
 using testing::WaitUntil;
 
@@ -45,17 +47,16 @@ class RouteSubscriberTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
     state_dir_ = pattern;
   }
-  void TearDown() override { std::filesystem::remove_all(state_dir_); }
+  void TearDown() override {
+    subscriber_.reset();
+    server_.reset();
+    std::filesystem::remove_all(state_dir_);
+  }
 
   ClientOptions Options(const std::string& target) const {
-    ClientOptions options;
-    options.target = target;
-    options.credentials = grpc::InsecureChannelCredentials();
-    options.node.set_id("node-1");
+    ClientOptions options = TestClientOptions(target);
     options.node.set_build_version("berry-proxy test");
     options.state_dir = state_dir_;
-    options.initial_backoff = 50ms;
-    options.max_backoff = 500ms;
     return options;
   }
 
@@ -67,6 +68,30 @@ class RouteSubscriberTest : public ::testing::Test {
   }
   std::unique_ptr<RouteSubscriber> Subscribe(const FakeControlPlane& server) {
     return Subscribe(Options(server.target()));
+  }
+  // Starts server_ playing `script` and subscriber_ subscribed to it; false (with a test
+  // failure) when the server cannot listen.
+  bool Serve(FakeScript script = {}) {
+    server_ = FakeControlPlane::Start(std::move(script));
+    if (server_ == nullptr) return false;
+    subscriber_ = Subscribe(*server_);
+    return true;
+  }
+
+  // Serves table_a_ then `second`: the subscriber must NACK `second` (nonce "2") with `code` and
+  // a message naming `text`, name the version it keeps, and keep serving table_a_.
+  void ExpectSecondTableNacked(const v1::RouteTable& second, absl::StatusCode code,
+                               std::string_view text) {
+    ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_), Offer(second)}}));
+    ASSERT_TRUE(WaitForMessages(*server_, 3));
+    const v1::StreamRoutesRequest nack = Message(*server_, 2);
+    EXPECT_EQ(nack.response_nonce(), "2");
+    EXPECT_EQ(nack.version_info(), table_a_.version_info()) << "names the version it keeps";
+    ASSERT_TRUE(nack.has_error_detail());
+    EXPECT_EQ(nack.error_detail().code(), static_cast<int32_t>(code));
+    EXPECT_THAT(nack.error_detail().message(), HasSubstr(text));
+    EXPECT_EQ(CurrentVersion(), table_a_.version_info());
+    EXPECT_EQ(metrics_.route_table_reloads_failed->Value(), 1.0);
   }
 
   // Waits until the `stream`-th route stream the server saw holds `count` messages.
@@ -90,17 +115,17 @@ class RouteSubscriberTest : public ::testing::Test {
   proxy::RouteStore routes_;
   proxy::ProxyMetrics metrics_{routes_};
   std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<FakeControlPlane> server_;
+  std::unique_ptr<RouteSubscriber> subscriber_;  // stops before server_ goes
   const v1::RouteTable table_a_ = TableOn("a.example", {"chat"});
   const v1::RouteTable table_b_ = TableOn("a.example", {"chat", "embed"});
 };
 
 TEST_F(RouteSubscriberTest, FirstRequestCarriesTheNodeAndTheVersionItServes) {
   ASSERT_TRUE(routes_.Apply(table_a_).ok());  // as if loaded from --state-dir
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 1));
-  const v1::StreamRoutesRequest hello = Message(*server, 0);
+  ASSERT_TRUE(Serve());
+  ASSERT_TRUE(WaitForMessages(*server_, 1));
+  const v1::StreamRoutesRequest hello = Message(*server_, 0);
   EXPECT_EQ(hello.node().id(), "node-1");
   EXPECT_EQ(hello.node().build_version(), "berry-proxy test");
   EXPECT_EQ(hello.version_info(), table_a_.version_info());
@@ -109,21 +134,17 @@ TEST_F(RouteSubscriberTest, FirstRequestCarriesTheNodeAndTheVersionItServes) {
 }
 
 TEST_F(RouteSubscriberTest, FirstRequestOfAProxyWithoutATableHasNoVersion) {
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 1));
-  const v1::StreamRoutesRequest hello = Message(*server, 0);
+  ASSERT_TRUE(Serve());
+  ASSERT_TRUE(WaitForMessages(*server_, 1));
+  const v1::StreamRoutesRequest hello = Message(*server_, 0);
   EXPECT_EQ(hello.node().id(), "node-1");
   EXPECT_EQ(hello.version_info(), "");
 }
 
 TEST_F(RouteSubscriberTest, AppliesAValidTableAndAcksItsVersionAndNonce) {
-  auto server = FakeControlPlane::Start({.route_responses = {Offer(table_a_)}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 2));
-  const v1::StreamRoutesRequest ack = Message(*server, 1);
+  ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_)}}));
+  ASSERT_TRUE(WaitForMessages(*server_, 2));
+  const v1::StreamRoutesRequest ack = Message(*server_, 1);
   EXPECT_EQ(ack.response_nonce(), "1");
   EXPECT_EQ(ack.version_info(), table_a_.version_info());
   EXPECT_FALSE(ack.has_error_detail());
@@ -133,54 +154,26 @@ TEST_F(RouteSubscriberTest, AppliesAValidTableAndAcksItsVersionAndNonce) {
 }
 
 TEST_F(RouteSubscriberTest, NacksATableWhoseVersionDoesNotMatchItsContentAndKeepsTheOldOne) {
-  auto server =
-      FakeControlPlane::Start({.route_responses = {Offer(table_a_), Offer(Damaged(table_b_))}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 3));
-  const v1::StreamRoutesRequest nack = Message(*server, 2);
-  EXPECT_EQ(nack.response_nonce(), "2");
-  EXPECT_EQ(nack.version_info(), table_a_.version_info()) << "names the version it keeps";
-  ASSERT_TRUE(nack.has_error_detail());
-  EXPECT_EQ(nack.error_detail().code(), static_cast<int32_t>(absl::StatusCode::kDataLoss));
-  EXPECT_THAT(nack.error_detail().message(), HasSubstr("version_info"));
-  EXPECT_EQ(CurrentVersion(), table_a_.version_info());
-  EXPECT_EQ(metrics_.route_table_reloads_failed->Value(), 1.0);
+  ExpectSecondTableNacked(Damaged(table_b_), absl::StatusCode::kDataLoss, "version_info");
 }
 
 TEST_F(RouteSubscriberTest, NacksATableTheRouteStoreRefusesAndKeepsTheOldOne) {
   routes_.set_allowed_upstream_hosts({"a.example"});
-  auto server = FakeControlPlane::Start(
-      {.route_responses = {Offer(table_a_), Offer(TableOn("b.example", {"chat"}))}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 3));
-  const v1::StreamRoutesRequest nack = Message(*server, 2);
-  EXPECT_EQ(nack.response_nonce(), "2");
-  EXPECT_EQ(nack.version_info(), table_a_.version_info());
-  ASSERT_TRUE(nack.has_error_detail());
-  EXPECT_EQ(nack.error_detail().code(), static_cast<int32_t>(absl::StatusCode::kPermissionDenied));
-  EXPECT_THAT(nack.error_detail().message(), HasSubstr("b.example"));
-  EXPECT_EQ(CurrentVersion(), table_a_.version_info());
-  EXPECT_EQ(metrics_.route_table_reloads_failed->Value(), 1.0);
+  ExpectSecondTableNacked(TableOn("b.example", {"chat"}), absl::StatusCode::kPermissionDenied,
+                          "b.example");
 }
 
 TEST_F(RouteSubscriberTest, PersistsEachTableItAppliesToTheStateDir) {
-  auto server = FakeControlPlane::Start({.route_responses = {Offer(table_a_), Offer(table_b_)}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 3));
+  ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_), Offer(table_b_)}}));
+  ASSERT_TRUE(WaitForMessages(*server_, 3));
   auto persisted = LoadPersistedTable(state_dir_);
   ASSERT_TRUE(persisted.ok()) << persisted.status();
   EXPECT_TRUE(MessageDifferencer::Equals(*persisted, table_b_));
 }
 
 TEST_F(RouteSubscriberTest, DoesNotPersistATableItRejects) {
-  auto server =
-      FakeControlPlane::Start({.route_responses = {Offer(table_a_), Offer(Damaged(table_b_))}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 3));
+  ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_), Offer(Damaged(table_b_))}}));
+  ASSERT_TRUE(WaitForMessages(*server_, 3));
   auto persisted = LoadPersistedTable(state_dir_);
   ASSERT_TRUE(persisted.ok()) << persisted.status();
   EXPECT_EQ(persisted->version_info(), table_a_.version_info());
@@ -202,10 +195,8 @@ TEST_F(RouteSubscriberTest, AppliesAndAcksATableWhenTheStateDirCannotBeWritten) 
 }
 
 TEST_F(RouteSubscriberTest, ConnectedWhileItsStreamIsUp) {
-  auto server = FakeControlPlane::Start({.route_responses = {Offer(table_a_)}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  EXPECT_TRUE(WaitUntil([&] { return subscriber->connected(); }));
+  ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_)}}));
+  EXPECT_TRUE(WaitUntil([&] { return subscriber_->connected(); }));
 }
 
 // The control plane sends nothing to a proxy that already serves its current table (a restart
@@ -213,11 +204,9 @@ TEST_F(RouteSubscriberTest, ConnectedWhileItsStreamIsUp) {
 // the same, and berry_control_plane_connected must say so.
 TEST_F(RouteSubscriberTest, ConnectedWhenTheServerHasNoNewTableForIt) {
   ASSERT_TRUE(routes_.Apply(table_a_).ok());
-  auto server = FakeControlPlane::Start({});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 1));
-  EXPECT_TRUE(WaitUntil([&] { return subscriber->connected(); }));
+  ASSERT_TRUE(Serve());
+  ASSERT_TRUE(WaitForMessages(*server_, 1));
+  EXPECT_TRUE(WaitUntil([&] { return subscriber_->connected(); }));
 }
 
 TEST_F(RouteSubscriberTest, NotConnectedWhileNoServerAnswers) {
@@ -230,12 +219,10 @@ TEST_F(RouteSubscriberTest, NotConnectedWhileNoServerAnswers) {
 }
 
 TEST_F(RouteSubscriberTest, NotConnectedAfterTheServerGoesAway) {
-  auto server = FakeControlPlane::Start({.route_responses = {Offer(table_a_)}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitUntil([&] { return subscriber->connected(); }));
-  server.reset();
-  EXPECT_TRUE(WaitUntil([&] { return !subscriber->connected(); }));
+  ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_)}}));
+  ASSERT_TRUE(WaitUntil([&] { return subscriber_->connected(); }));
+  server_.reset();
+  EXPECT_TRUE(WaitUntil([&] { return !subscriber_->connected(); }));
   EXPECT_EQ(CurrentVersion(), table_a_.version_info()) << "keeps serving its last table";
 }
 
@@ -263,14 +250,12 @@ TEST_F(RouteSubscriberTest, ReconnectsWhenTheServerComesBackAndAnnouncesTheVersi
 constexpr auto kPrompt = 5s;
 
 TEST_F(RouteSubscriberTest, StopReturnsPromptlyWhileConnected) {
-  auto server = FakeControlPlane::Start({.route_responses = {Offer(table_a_)}});
-  ASSERT_NE(server, nullptr);
-  auto subscriber = Subscribe(*server);
-  ASSERT_TRUE(WaitForMessages(*server, 2));
+  ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_)}}));
+  ASSERT_TRUE(WaitForMessages(*server_, 2));
   const auto started = std::chrono::steady_clock::now();
-  subscriber->Stop();
+  subscriber_->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - started, kPrompt);
-  EXPECT_FALSE(subscriber->connected());
+  EXPECT_FALSE(subscriber_->connected());
 }
 
 TEST_F(RouteSubscriberTest, StopReturnsPromptlyWhileWaitingForTheChannel) {
