@@ -5,7 +5,11 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "tests/integration/proxy_test_util.h"
 
 namespace berry::itest {
@@ -13,14 +17,39 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// "chat" with strategy failover over `first` (priority 1) then `second` (priority 2), so the
-// first attempt always goes to `first`.
+// One provider of a failover chain: its id and base_url, the provider's extra TOML (e.g.
+// "max_retries = 0"), and its backends of "chat" as (upstream model, weight), all at the tier's
+// priority.
+struct Tier {
+  std::string id;
+  std::string base_url;
+  std::string extra;
+  std::vector<std::pair<std::string, double>> backends = {{"up-model", 1}};
+};
+
+// "chat" with strategy failover over `tiers`: the n-th tier's backends have priority n, so the
+// first attempt always goes to the first tier.
+std::string FailoverChainConfig(const std::vector<Tier>& tiers, std::string_view settings = "") {
+  std::string providers;
+  std::string backends;
+  for (size_t i = 0; i < tiers.size(); ++i) {
+    const Tier& tier = tiers[i];
+    std::vector<std::string> models;
+    for (const auto& [model, weight] : tier.backends) {
+      models.push_back(model);
+      absl::StrAppend(&backends, BackendToml("chat", tier.id, model, weight,
+                                             absl::StrCat("priority = ", i + 1)));
+    }
+    absl::StrAppend(&providers, ProviderToml(tier.id, tier.base_url, models, tier.extra));
+  }
+  return SettingsToml(settings) + providers + ModelToml("chat", R"(strategy = "failover")") +
+         backends;
+}
+
+// The chain `first` then `second`.
 std::string FailoverConfig(const std::string& first_url, const std::string& second_url,
                            std::string_view settings = "") {
-  return SettingsToml(settings) + ProviderToml("first", first_url) +
-         ProviderToml("second", second_url) + ModelToml("chat", R"(strategy = "failover")") +
-         BackendToml("chat", "first", "up-model", 1, "priority = 1") +
-         BackendToml("chat", "second", "up-model", 1, "priority = 2");
+  return FailoverChainConfig({{"first", first_url}, {"second", second_url}}, settings);
 }
 
 MockUpstream::Options With(Behavior behavior) {
@@ -42,9 +71,9 @@ TEST(ProxyFailover, FailsOverToNextBackendOn503BeforeFirstByte) {
   EXPECT_EQ(second->request_count(), 1u);
   EXPECT_EQ(second->last_request()->body, first->last_request()->body);
   EXPECT_EQ(Scrape(*proxy).Value("berry_retries_total", {{"model", "chat"}}), 1);
-  EXPECT_EQ(WaitForMetric(*proxy, "berry_requests_total",
-                          {{"model", "chat"}, {"backend", BackendId("chat", "second")}, {"code", "200"}},
-                          1),
+  EXPECT_EQ(WaitForMetric(
+                *proxy, "berry_requests_total",
+                {{"model", "chat"}, {"backend", BackendId("chat", "second")}, {"code", "200"}}, 1),
             1);
   EXPECT_TRUE(AccessLogContains(*proxy, R"("retries":1)"));
 }
@@ -95,12 +124,8 @@ TEST(ProxyFailover, ProviderTimeoutBoundsTheWaitForTheFirstByte) {
   auto first = StartMock("first", With(Behavior::Hang()));
   auto second = StartMock("second");
   // request_timeout_seconds stays at its default (30 s); the provider allows 1 s.
-  auto proxy = StartProxy(ProviderToml("first", first->base_url(), {"up-model"},
-                                       "timeout_seconds = 1") +
-                          ProviderToml("second", second->base_url()) +
-                          ModelToml("chat", R"(strategy = "failover")") +
-                          BackendToml("chat", "first", "up-model", 1, "priority = 1") +
-                          BackendToml("chat", "second", "up-model", 1, "priority = 2"));
+  auto proxy = StartProxy(FailoverChainConfig(
+      {{"first", first->base_url(), "timeout_seconds = 1"}, {"second", second->base_url()}}));
 
   const auto start = Clock::now();
   const HttpResponse response = Chat(*proxy, "chat");
@@ -114,13 +139,12 @@ TEST(ProxyFailover, DisabledProviderAndBackendGetNoTraffic) {
   auto off_provider = StartMock("off-provider");
   auto off_backend = StartMock("off-backend");
   auto on = StartMock("on");
-  auto proxy = StartProxy(ProviderToml("off_provider", off_provider->base_url(), {"up-model"},
-                                       "enabled = false") +
-                          ProviderToml("off_backend", off_backend->base_url()) +
-                          ProviderToml("on", on->base_url()) + ModelToml("chat") +
-                          BackendToml("chat", "off_provider", "up-model", 100) +
-                          BackendToml("chat", "off_backend", "up-model", 100, "enabled = false") +
-                          BackendToml("chat", "on", "up-model", 1));
+  auto proxy = StartProxy(
+      ProviderToml("off_provider", off_provider->base_url(), {"up-model"}, "enabled = false") +
+      ProviderToml("off_backend", off_backend->base_url()) + ProviderToml("on", on->base_url()) +
+      ModelToml("chat") + BackendToml("chat", "off_provider", "up-model", 100) +
+      BackendToml("chat", "off_backend", "up-model", 100, "enabled = false") +
+      BackendToml("chat", "on", "up-model", 1));
 
   for (int i = 0; i < 20; ++i) {
     ASSERT_EQ(Chat(*proxy, "chat").status, 200);
@@ -135,11 +159,11 @@ TEST(ProxyFailover, EachRetryGoesToABackendNotYetTried) {
   auto a = StartMock("a", With(Behavior::Fail(502)));
   auto b = StartMock("b", With(Behavior::Fail(502)));
   auto c = StartMock("c", With(Behavior::Fail(502)));
-  auto proxy = StartProxy(SettingsToml("max_retries = 5\ncircuit_breaker_failure_threshold = 100") +
-                          ProviderToml("a", a->base_url()) + ProviderToml("b", b->base_url()) +
-                          ProviderToml("c", c->base_url()) + ModelToml("chat") +
-                          BackendToml("chat", "a") + BackendToml("chat", "b") +
-                          BackendToml("chat", "c"));
+  auto proxy =
+      StartProxy(SettingsToml("max_retries = 5\ncircuit_breaker_failure_threshold = 100") +
+                 ProviderToml("a", a->base_url()) + ProviderToml("b", b->base_url()) +
+                 ProviderToml("c", c->base_url()) + ModelToml("chat") + BackendToml("chat", "a") +
+                 BackendToml("chat", "b") + BackendToml("chat", "c"));
 
   for (int i = 1; i <= 5; ++i) {
     const HttpResponse response = Chat(*proxy, "chat");
@@ -155,8 +179,7 @@ TEST(ProxyFailover, EachRetryGoesToABackendNotYetTried) {
 TEST(ProxyFailover, NoRetryWhenMaxRetriesIsZero) {
   auto first = StartMock("first", With(Behavior::Fail(503)));
   auto second = StartMock("second");
-  auto proxy =
-      StartProxy(FailoverConfig(first->base_url(), second->base_url(), "max_retries = 0"));
+  auto proxy = StartProxy(FailoverConfig(first->base_url(), second->base_url(), "max_retries = 0"));
 
   const HttpResponse response = Chat(*proxy, "chat");
 
@@ -172,13 +195,9 @@ TEST(ProxyFailover, RetriesSkipAProviderWithAZeroRetryBudget) {
   auto first = StartMock("first", With(Behavior::Fail(503)));
   auto guarded = StartMock("guarded");
   auto last = StartMock("last");
-  auto proxy = StartProxy(
-      ProviderToml("first", first->base_url()) +
-      ProviderToml("guarded", guarded->base_url(), {"up-model"}, "max_retries = 0") +
-      ProviderToml("last", last->base_url()) + ModelToml("chat", R"(strategy = "failover")") +
-      BackendToml("chat", "first", "up-model", 1, "priority = 1") +
-      BackendToml("chat", "guarded", "up-model", 1, "priority = 2") +
-      BackendToml("chat", "last", "up-model", 1, "priority = 3"));
+  auto proxy = StartProxy(FailoverChainConfig({{"first", first->base_url()},
+                                               {"guarded", guarded->base_url(), "max_retries = 0"},
+                                               {"last", last->base_url()}}));
 
   const HttpResponse response = Chat(*proxy, "chat");
 
@@ -208,15 +227,11 @@ TEST(ProxyFailover, AProviderTakesAtMostItsMaxRetriesOfOneRequestsRetries) {
   auto last = StartMock("last");
   // Three backends on "multi", which allows one retry per request; settings.max_retries (3)
   // would allow three.
-  auto proxy = StartProxy(
-      SettingsToml("max_retries = 3") + ProviderToml("first", first->base_url()) +
-      ProviderToml("multi", multi->base_url(), {"up-a", "up-b", "up-c"}, "max_retries = 1") +
-      ProviderToml("last", last->base_url()) + ModelToml("chat", R"(strategy = "failover")") +
-      BackendToml("chat", "first", "up-model", 1, "priority = 1") +
-      BackendToml("chat", "multi", "up-a", 3, "priority = 2") +
-      BackendToml("chat", "multi", "up-b", 2, "priority = 2") +
-      BackendToml("chat", "multi", "up-c", 1, "priority = 2") +
-      BackendToml("chat", "last", "up-model", 1, "priority = 3"));
+  auto proxy = StartProxy(FailoverChainConfig(
+      {{"first", first->base_url()},
+       {"multi", multi->base_url(), "max_retries = 1", {{"up-a", 3}, {"up-b", 2}, {"up-c", 1}}},
+       {"last", last->base_url()}},
+      "max_retries = 3"));
 
   const HttpResponse response = Chat(*proxy, "chat");
 
@@ -234,11 +249,8 @@ TEST(ProxyFailover, ARequestStartedOnAProviderDoesNotRetryOnItBeyondItsBudget) {
   auto zero = StartMock("zero", With(Behavior::Fail(503)));
   // Both backends on "zero" (max_retries = 0); failover picks up-a first, and up-b would be a
   // retry onto zero. With nothing else to try the client gets zero's 503 as it was.
-  auto proxy =
-      StartProxy(ProviderToml("zero", zero->base_url(), {"up-a", "up-b"}, "max_retries = 0") +
-                 ModelToml("chat", R"(strategy = "failover")") +
-                 BackendToml("chat", "zero", "up-a", 2, "priority = 1") +
-                 BackendToml("chat", "zero", "up-b", 1, "priority = 1"));
+  auto proxy = StartProxy(FailoverChainConfig(
+      {{"zero", zero->base_url(), "max_retries = 0", {{"up-a", 2}, {"up-b", 1}}}}));
 
   const HttpResponse response = Chat(*proxy, "chat");
 
@@ -252,14 +264,10 @@ TEST(ProxyFailover, SettingsMaxRetriesStillCapsTheTotalOverProviderBudgets) {
   auto a = StartMock("a", With(Behavior::Fail(503)));
   auto b = StartMock("b", With(Behavior::Fail(503)));
   auto c = StartMock("c");
-  auto proxy = StartProxy(SettingsToml("max_retries = 1") +
-                          ProviderToml("a", a->base_url(), {"up-model"}, "max_retries = 5") +
-                          ProviderToml("b", b->base_url(), {"up-model"}, "max_retries = 5") +
-                          ProviderToml("c", c->base_url(), {"up-model"}, "max_retries = 5") +
-                          ModelToml("chat", R"(strategy = "failover")") +
-                          BackendToml("chat", "a", "up-model", 1, "priority = 1") +
-                          BackendToml("chat", "b", "up-model", 1, "priority = 2") +
-                          BackendToml("chat", "c", "up-model", 1, "priority = 3"));
+  auto proxy = StartProxy(FailoverChainConfig({{"a", a->base_url(), "max_retries = 5"},
+                                               {"b", b->base_url(), "max_retries = 5"},
+                                               {"c", c->base_url(), "max_retries = 5"}},
+                                              "max_retries = 1"));
 
   const HttpResponse response = Chat(*proxy, "chat");
 
@@ -294,7 +302,9 @@ TEST(ProxyFailover, Answers504WhenEveryBackendTimesOut) {
 }
 
 TEST(ProxyFailover, PassesTheLastUpstream429ThroughWhenEveryBackendFails) {
-  Behavior limited = Behavior::Fail(429, R"({"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}})");
+  Behavior limited = Behavior::Fail(
+      429,
+      R"({"error":{"message":"slow down","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}})");
   limited.headers = {{"Retry-After", "7"}};
   auto first = StartMock("first", With(Behavior::Fail(500)));
   auto second = StartMock("second", With(limited));
@@ -323,7 +333,8 @@ TEST(ProxyFailover, PassesTheLastUpstream5xxThroughWhenEveryBackendFails) {
 TEST(ProxyFailover, Other4xxFromUpstreamArePassedThroughAndNotRetried) {
   for (const int status : {400, 401, 404, 422}) {
     SCOPED_TRACE(status);
-    const std::string body = R"({"error":{"message":"upstream says no","type":"invalid_request_error","param":"messages","code":"x"}})";
+    const std::string body =
+        R"({"error":{"message":"upstream says no","type":"invalid_request_error","param":"messages","code":"x"}})";
     Behavior rejecting = Behavior::Fail(status, body);
     rejecting.headers = {{"X-Upstream-Reason", "nope"}};
     auto first = StartMock("first", With(rejecting));
@@ -373,13 +384,14 @@ TEST(ProxyFailover, EjectsABackendAfterConsecutiveFailuresAndStopsSendingItTraff
 TEST(ProxyFailover, TimeoutsAndConnectErrorsCountTowardsEjection) {
   auto second = StartMock("second");
   const std::string refused = "http://127.0.0.1:" + std::to_string(UnusedPort()) + "/v1";
-  auto proxy = StartProxy(FailoverConfig(refused, second->base_url(),
-                                         "circuit_breaker_failure_threshold = 2"));
+  auto proxy = StartProxy(
+      FailoverConfig(refused, second->base_url(), "circuit_breaker_failure_threshold = 2"));
 
   EXPECT_EQ(Chat(*proxy, "chat").status, 200);
   EXPECT_EQ(Chat(*proxy, "chat").status, 200);
 
-  EXPECT_EQ(Scrape(*proxy).Value("berry_backend_ejected", {{"backend", BackendId("chat", "first")}}), 1);
+  EXPECT_EQ(
+      Scrape(*proxy).Value("berry_backend_ejected", {{"backend", BackendId("chat", "first")}}), 1);
   EXPECT_EQ(Chat(*proxy, "chat").status, 200);
   EXPECT_EQ(Scrape(*proxy).Value("berry_retries_total", {{"model", "chat"}}), 2)
       << "the ejected backend is no longer tried first";
