@@ -34,7 +34,7 @@ namespace pb = google::protobuf;
   std::abort();
 }
 
-// Assumes the value's kind was checked against `field` by the caller (Set below).
+// An integer key goes into an integer field or a Duration's seconds.
 void SetInteger(pb::Message& out, const pb::FieldDescriptor& field, int64_t value) {
   const pb::Reflection& reflection = *out.GetReflection();
   switch (field.cpp_type()) {
