@@ -10,119 +10,14 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/config/diagnostics.h"
+#include "common/config/schema.h"
 
 namespace berry::config::internal {
 namespace {
 
-// ---- The key schema: one row per scalar key, so every table is read the same way. ----------
-
-template <typename T>
-using Member = std::variant<int64_t T::*, std::optional<int64_t> T::*, double T::*, bool T::*,
-                            std::string T::*, std::vector<std::string> T::*,
-                            std::map<std::string, std::string> T::*, Strategy T::*>;
-
-template <typename T>
-struct Field {
-  std::string_view key;
-  Member<T> member;
-  Rule rule = {};
-};
-
-constexpr Rule kPositive = {.min = 1};
-constexpr Rule kNonNegative = {.min = 0};
-constexpr Rule kPercent = {.min = 0, .max = 100};
-constexpr Rule kPriority = {.min = kMinPriority, .max = kMaxPriority};
-constexpr Rule kName = {.not_blank = true};
-constexpr Rule kRequired = {.required = true};
-constexpr Rule kRequiredNotBlank = {.required = true, .not_blank = true};
-constexpr Rule kWeight = {.positive = true};
-
-constexpr std::string_view kBillingModes[] = {"per_token", "per_request"};
-constexpr Rule kBillingMode = {.one_of = kBillingModes};
-// Berry API also knows "claude" and "gemini"; Berry speaks only OpenAI's API upstream so far,
-// and a request sent in OpenAI's shape to a native Anthropic or Gemini endpoint would fail.
-constexpr std::string_view kBackendTypes[] = {"openai"};
-constexpr Rule kBackendType = {
-    .one_of = kBackendTypes,
-    .refused_because =
-        "Berry sends every request in OpenAI's shape ({base_url}/chat/completions with "
-        "`Authorization: Bearer`), which Anthropic's and Gemini's native APIs reject; use "
-        "\"openai\" with the provider's OpenAI-compatible base_url"};
-
-// Berry API keys that load but change nothing here: each is a warning when present.
-constexpr Rule kMaxInternalRetries = {
-    .min = 0,
-    .no_effect =
-        "has no effect: Berry's selection only ever draws usable backends, so there is "
-        "no unusable pick to re-draw (accepted so Berry API configs load; retries on "
-        "other backends are settings.max_retries)"};
-constexpr Rule kSmartAiTuning = {
-    .no_effect =
-        "has no effect: Berry API's SmartAI tuning is accepted so its configs load, but "
-        "Berry's smart strategies (smart_ai, smart_weighted_failover) weight backends by "
-        "the fleet's recent success rate instead"};
-
-constexpr Field<Settings> kSettingsFields[] = {
-    {"health_check_interval_seconds", &Settings::health_check_interval_seconds, kPositive},
-    {"health_check_timeout_seconds", &Settings::health_check_timeout_seconds, kPositive},
-    {"request_timeout_seconds", &Settings::request_timeout_seconds, kPositive},
-    {"stream_idle_timeout_seconds", &Settings::stream_idle_timeout_seconds, kPositive},
-    {"max_retries", &Settings::max_retries, kNonNegative},
-    {"circuit_breaker_failure_threshold", &Settings::circuit_breaker_failure_threshold, kPositive},
-    {"circuit_breaker_timeout_seconds", &Settings::circuit_breaker_timeout_seconds, kPositive},
-    {"recovery_check_interval_seconds", &Settings::recovery_check_interval_seconds, kPositive},
-    {"max_internal_retries", &Settings::max_internal_retries, kMaxInternalRetries},
-    {"panic_threshold_percent", &Settings::panic_threshold_percent, kPercent},
-    {"max_request_body_bytes", &Settings::max_request_body_bytes, kPositive},
-};
-
-constexpr Field<Provider> kProviderFields[] = {
-    {"name", &Provider::name, kName},
-    {"base_url", &Provider::base_url, kRequired},
-    // Present but empty is allowed: local OpenAI-compatible servers often need no key.
-    {"api_key", &Provider::api_key, kRequired},
-    {"models", &Provider::models, kRequiredNotBlank},
-    {"headers", &Provider::headers},
-    {"enabled", &Provider::enabled},
-    {"timeout_seconds", &Provider::timeout_seconds, kPositive},
-    {"max_retries", &Provider::max_retries, kNonNegative},
-    {"backend_type", &Provider::backend_type, kBackendType},
-    {"tls_verify", &Provider::tls_verify},
-    {"billing_mode", &Provider::billing_mode, kBillingMode},
-};
-
-constexpr Field<CustomModel> kModelFields[] = {
-    {"name", &CustomModel::name, kName},
-    {"strategy", &CustomModel::strategy},
-    {"enabled", &CustomModel::enabled},
-};
-
-constexpr Field<Backend> kBackendFields[] = {
-    {"provider", &Backend::provider, kRequiredNotBlank},
-    {"model", &Backend::model, kRequiredNotBlank},
-    {"weight", &Backend::weight, kWeight},
-    {"priority", &Backend::priority, kPriority},
-    {"enabled", &Backend::enabled},
-    {"tags", &Backend::tags},
-    {"billing_mode", &Backend::billing_mode, kBillingMode},
-};
-
-constexpr Field<User> kUserFields[] = {
-    {"name", &User::name, kName},
-    {"token", &User::token, kRequiredNotBlank},
-    {"allowed_models", &User::allowed_models},
-    {"enabled", &User::enabled},
-    {"tags", &User::tags},
-};
-
-constexpr Field<RateLimit> kRateLimitFields[] = {
-    {"requests_per_minute", &RateLimit::requests_per_minute, kPositive},
-    {"requests_per_hour", &RateLimit::requests_per_hour, kPositive},
-    {"requests_per_day", &RateLimit::requests_per_day, kPositive},
-};
-
-template <typename T, typename Fields>
-void ReadFields(TableReader& reader, const Fields& fields, T& out) {
+// Every key of a table, read by its row in schema.h.
+template <typename T, size_t N>
+void ReadFields(TableReader& reader, const Field<T> (&fields)[N], T& out) {
   for (const Field<T>& field : fields) {
     std::visit([&](auto member) { reader.Read(field.key, field.rule, out.*member); }, field.member);
   }
@@ -232,7 +127,7 @@ void CheckRateLimitOrder(const std::string& path, const RateLimit& limit, Diagno
 // ---- Tables. -------------------------------------------------------------------------------
 
 // Berry API's SmartAI tuning: only its shape is checked, nothing is kept (see Settings), and
-// its presence is a warning (kSmartAiTuning).
+// its presence is a warning (schema::kSmartAiTuning).
 void ReadSmartAiValues(TableReader& reader) {
   reader.ReadRemaining([&reader](const toml::node& value, const std::string& path) {
     if (!value.is_number() && !value.is_boolean()) {
@@ -249,7 +144,7 @@ void ReadSmartAi(TableReader& reader) {
 
 void ReadSettings(TableReader& reader, Settings& settings) {
   ReadFields(reader, kSettingsFields, settings);
-  reader.ReadTable("smart_ai", kSmartAiTuning, ReadSmartAi);
+  reader.ReadTable("smart_ai", schema::kSmartAiTuning, ReadSmartAi);
 }
 
 Provider ReadProvider(std::string_view id, TableReader& reader) {
@@ -274,9 +169,9 @@ CustomModel ReadModel(std::string_view id, TableReader& reader) {
   model.id = std::string(id);
   model.name = model.id;
   ReadFields(reader, kModelFields, model);
-  reader.ReadArrayOfTables("backends", kRequiredNotBlank, [&model](size_t, TableReader& backend) {
-    model.backends.push_back(ReadBackend(backend));
-  });
+  reader.ReadArrayOfTables(
+      "backends", schema::kRequiredNotBlank,
+      [&model](size_t, TableReader& backend) { model.backends.push_back(ReadBackend(backend)); });
   return model;
 }
 

@@ -18,6 +18,7 @@
 
 #include "common/config/config.h"
 #include "common/config/diagnostics.h"
+#include "common/config/schema.h"
 
 namespace berry::config::internal {
 
@@ -27,26 +28,6 @@ std::string_view TypeName(const toml::node& node);
 struct ReadContext {
   Diagnostics& diagnostics;
   const EnvLookup& env;
-};
-
-// What a value must satisfy beyond its type. Fields that do not apply to a type are ignored.
-struct Rule {
-  bool required = false;
-  // Strings: not empty or whitespace only. Lists, tables, arrays of tables: at least one entry.
-  bool not_blank = false;
-  // Integers: inclusive bounds.
-  int64_t min = std::numeric_limits<int64_t>::min();
-  int64_t max = std::numeric_limits<int64_t>::max();
-  // Numbers read as floating point: finite and greater than 0.
-  bool positive = false;
-  // Strings: the accepted spellings; empty = any.
-  std::span<const std::string_view> one_of = {};
-  // Strings with `one_of`: why any other value is refused, when the refusal needs explaining
-  // (a value another product accepts, say); said in the error instead of "unknown value".
-  std::string_view refused_because = {};
-  // Any type: the key loads but changes nothing (it is accepted so that Berry API configs load).
-  // When the key is present this is reported as a warning at the key; never an error.
-  std::string_view no_effect = {};
 };
 
 class TableReader {

@@ -1,107 +1,167 @@
 #include "common/route_table/compile.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <optional>
 #include <utility>
+#include <variant>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/config/schema.h"
 #include "common/crypto/sha256.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/duration.pb.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/message.h"
 
 namespace berry::route_table {
 namespace {
 
 namespace v1 = berry::v1;
 
-void SetSeconds(google::protobuf::Duration* duration, int64_t seconds) {
-  duration->set_seconds(seconds);
+namespace pb = google::protobuf;
+
+// The schema names a field its value cannot go into: a mistake in schema.h, caught by the first
+// Compile() in any test.
+[[noreturn]] void SchemaMismatch(const pb::Message& message, std::string_view field) {
+  std::fprintf(stderr, "berry: config schema maps a key to %s.%.*s, which cannot hold it\n",
+               std::string(message.GetDescriptor()->full_name()).c_str(),
+               static_cast<int>(field.size()), field.data());
+  std::abort();
 }
 
-v1::Strategy ToProto(config::Strategy strategy) {
-  switch (strategy) {
-    case config::Strategy::kWeightedRandom:
-      return v1::STRATEGY_WEIGHTED_RANDOM;
-    case config::Strategy::kRoundRobin:
-      return v1::STRATEGY_ROUND_ROBIN;
-    case config::Strategy::kRandom:
-      return v1::STRATEGY_RANDOM;
-    case config::Strategy::kLeastLatency:
-      return v1::STRATEGY_LEAST_LATENCY;
-    case config::Strategy::kLeastRequests:
-      return v1::STRATEGY_LEAST_REQUESTS;
-    case config::Strategy::kFailover:
-      return v1::STRATEGY_FAILOVER;
-    case config::Strategy::kWeightedFailover:
-      return v1::STRATEGY_WEIGHTED_FAILOVER;
-    case config::Strategy::kSmartWeightedFailover:
-      return v1::STRATEGY_SMART_WEIGHTED_FAILOVER;
-    case config::Strategy::kSmartAi:
-      return v1::STRATEGY_SMART_AI;
+// An integer key goes into an integer field or a Duration's seconds.
+void SetInteger(pb::Message& out, const pb::FieldDescriptor& field, int64_t value) {
+  const pb::Reflection& reflection = *out.GetReflection();
+  switch (field.cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      reflection.SetUInt32(&out, &field, static_cast<uint32_t>(value));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      reflection.SetUInt64(&out, &field, static_cast<uint64_t>(value));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      reflection.SetInt64(&out, &field, value);
+      return;
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+      if (field.message_type() == pb::Duration::descriptor()) {
+        static_cast<pb::Duration*>(reflection.MutableMessage(&out, &field))->set_seconds(value);
+        return;
+      }
+      break;
+    default:
+      break;
   }
-  return v1::STRATEGY_UNSPECIFIED;
+  SchemaMismatch(out, field.name());
+}
+
+bool Is(const pb::FieldDescriptor& field, pb::FieldDescriptor::CppType type, bool repeated) {
+  return field.cpp_type() == type && field.is_repeated() == repeated;
+}
+
+void Set(pb::Message& out, const pb::FieldDescriptor& field, int64_t value) {
+  if (field.is_repeated()) {
+    SchemaMismatch(out, field.name());
+  }
+  SetInteger(out, field, value);
+}
+
+// Unset = 0, which the proto documents as "no limit".
+void Set(pb::Message& out, const pb::FieldDescriptor& field, const std::optional<int64_t>& value) {
+  Set(out, field, value.value_or(0));
+}
+
+void Set(pb::Message& out, const pb::FieldDescriptor& field, double value) {
+  if (!Is(field, pb::FieldDescriptor::CPPTYPE_DOUBLE, false)) {
+    SchemaMismatch(out, field.name());
+  }
+  out.GetReflection()->SetDouble(&out, &field, value);
+}
+
+void Set(pb::Message& out, const pb::FieldDescriptor& field, bool value) {
+  if (!Is(field, pb::FieldDescriptor::CPPTYPE_BOOL, false)) {
+    SchemaMismatch(out, field.name());
+  }
+  out.GetReflection()->SetBool(&out, &field, value);
+}
+
+void Set(pb::Message& out, const pb::FieldDescriptor& field, const std::string& value) {
+  if (!Is(field, pb::FieldDescriptor::CPPTYPE_STRING, false)) {
+    SchemaMismatch(out, field.name());
+  }
+  out.GetReflection()->SetString(&out, &field, value);
 }
 
 // Sorted, duplicates removed: list order in the TOML carries no meaning for these fields.
-template <typename Field>
-void AddSortedUnique(std::vector<std::string> values, Field* field) {
+void Set(pb::Message& out, const pb::FieldDescriptor& field, std::vector<std::string> values) {
+  if (!Is(field, pb::FieldDescriptor::CPPTYPE_STRING, true)) {
+    SchemaMismatch(out, field.name());
+  }
   std::sort(values.begin(), values.end());
   values.erase(std::unique(values.begin(), values.end()), values.end());
-  for (auto& value : values) {
-    field->Add(std::move(value));
+  for (std::string& value : values) {
+    out.GetReflection()->AddString(&out, &field, std::move(value));
   }
 }
 
-void CompileSettings(const config::Settings& in, v1::Settings* out) {
-  SetSeconds(out->mutable_health_check_interval(), in.health_check_interval_seconds);
-  SetSeconds(out->mutable_health_check_timeout(), in.health_check_timeout_seconds);
-  SetSeconds(out->mutable_request_timeout(), in.request_timeout_seconds);
-  SetSeconds(out->mutable_stream_idle_timeout(), in.stream_idle_timeout_seconds);
-  out->set_max_retries(static_cast<uint32_t>(in.max_retries));
-  out->set_circuit_breaker_failure_threshold(
-      static_cast<uint32_t>(in.circuit_breaker_failure_threshold));
-  SetSeconds(out->mutable_circuit_breaker_timeout(), in.circuit_breaker_timeout_seconds);
-  SetSeconds(out->mutable_recovery_check_interval(), in.recovery_check_interval_seconds);
-  out->set_max_internal_retries(static_cast<uint32_t>(in.max_internal_retries));
-  out->set_panic_threshold_percent(static_cast<uint32_t>(in.panic_threshold_percent));
-  out->set_max_request_body_bytes(static_cast<uint64_t>(in.max_request_body_bytes));
+// A table of strings has no generic message shape; such keys are compiled by hand.
+void Set(pb::Message& out, const pb::FieldDescriptor& field,
+         const std::map<std::string, std::string>&) {
+  SchemaMismatch(out, field.name());
+}
+
+// config::Strategy::kSmartAi ("smart_ai") is v1::STRATEGY_SMART_AI, and so on.
+void Set(pb::Message& out, const pb::FieldDescriptor& field, config::Strategy strategy) {
+  const pb::EnumValueDescriptor* value =
+      field.enum_type() == nullptr || field.is_repeated()
+          ? nullptr
+          : field.enum_type()->FindValueByName(absl::AsciiStrToUpper(
+                absl::StrCat("STRATEGY_", std::string(config::StrategyName(strategy)))));
+  if (value == nullptr) {
+    SchemaMismatch(out, field.name());
+  }
+  out.GetReflection()->SetEnum(&out, &field, value);
+}
+
+// Copies every key of `fields` that names a proto field into `out`.
+template <typename T, size_t N>
+void CompileFields(const config::Field<T> (&fields)[N], const T& in, pb::Message& out) {
+  for (const config::Field<T>& field : fields) {
+    if (field.proto_field.empty()) {
+      continue;
+    }
+    const pb::FieldDescriptor* descriptor =
+        out.GetDescriptor()->FindFieldByName(std::string(field.proto_field));
+    if (descriptor == nullptr) {
+      SchemaMismatch(out, field.proto_field);
+    }
+    std::visit([&](auto member) { Set(out, *descriptor, in.*member); }, field.member);
+  }
 }
 
 void CompileProvider(const config::Provider& in, v1::Provider* out) {
   out->set_id(in.id);
-  out->set_name(in.name);
-  out->set_base_url(in.base_url);
-  out->set_api_key(in.api_key);
-  AddSortedUnique(in.models, out->mutable_models());
+  CompileFields(config::kProviderFields, in, *out);
   for (const auto& [name, value] : in.headers) {  // std::map: already sorted by name
     v1::Header* header = out->add_headers();
     header->set_name(name);
     header->set_value(value);
   }
-  out->set_enabled(in.enabled);
-  SetSeconds(out->mutable_timeout(), in.timeout_seconds);
-  out->set_max_retries(static_cast<uint32_t>(in.max_retries));
-  out->set_backend_type(in.backend_type);
-  out->set_tls_verify(in.tls_verify);
-  out->set_billing_mode(in.billing_mode);
 }
 
 void CompileModel(const config::CustomModel& in, v1::CustomModel* out) {
   out->set_id(in.id);
-  out->set_name(in.name);
-  out->set_strategy(ToProto(in.strategy));
-  out->set_enabled(in.enabled);
+  CompileFields(config::kModelFields, in, *out);
   std::map<std::pair<std::string, std::string>, int> seen;  // (provider, model) → count
   for (const config::Backend& backend : in.backends) {
     const int repeat = ++seen[{backend.provider, backend.model}];
     v1::Backend* b = out->add_backends();
     b->set_id(BackendId(in.id, backend.provider, backend.model, repeat));
-    b->set_provider_id(backend.provider);
-    b->set_upstream_model(backend.model);
-    b->set_weight(backend.weight);
-    b->set_priority(static_cast<uint32_t>(backend.priority));
-    b->set_enabled(backend.enabled);
-    AddSortedUnique(backend.tags, b->mutable_tags());
+    CompileFields(config::kBackendFields, backend, *b);
     b->set_health(v1::HEALTH_STATUS_UNKNOWN);
     b->set_effective_weight(backend.weight);
   }
@@ -109,7 +169,7 @@ void CompileModel(const config::CustomModel& in, v1::CustomModel* out) {
 
 void CompileUser(const config::Config& config, const config::User& in, v1::ClientKey* out) {
   out->set_id(in.id);
-  out->set_name(in.name);
+  CompileFields(config::kUserFields, in, *out);
   out->set_token_sha256(crypto::Sha256Bytes(in.token));
   // allowed_models may name a model by client-facing name or by table id; proxies match the
   // name clients send, so normalise to names.
@@ -119,13 +179,8 @@ void CompileUser(const config::Config& config, const config::User& in, v1::Clien
     const config::CustomModel* model = config.FindModel(entry);
     allowed.push_back(model != nullptr ? model->name : entry);
   }
-  AddSortedUnique(std::move(allowed), out->mutable_allowed_models());
-  out->set_enabled(in.enabled);
-  AddSortedUnique(in.tags, out->mutable_tags());
-  v1::RateLimit* limit = out->mutable_rate_limit();
-  limit->set_requests_per_minute(static_cast<uint64_t>(in.rate_limit.requests_per_minute.value_or(0)));
-  limit->set_requests_per_hour(static_cast<uint64_t>(in.rate_limit.requests_per_hour.value_or(0)));
-  limit->set_requests_per_day(static_cast<uint64_t>(in.rate_limit.requests_per_day.value_or(0)));
+  Set(*out, *v1::ClientKey::descriptor()->FindFieldByName("allowed_models"), std::move(allowed));
+  CompileFields(config::kRateLimitFields, in.rate_limit, *out->mutable_rate_limit());
 }
 
 }  // namespace
@@ -141,7 +196,7 @@ std::string BackendId(const std::string& model_id, const std::string& provider_i
 
 v1::RouteTable Compile(const config::Config& config) {
   v1::RouteTable table;
-  CompileSettings(config.settings(), table.mutable_settings());
+  CompileFields(config::kSettingsFields, config.settings(), *table.mutable_settings());
   // Config keeps providers, models and users sorted by id, which makes the table deterministic.
   for (const config::Provider& provider : config.providers()) {
     CompileProvider(provider, table.add_providers());

@@ -1,7 +1,8 @@
 // Text views of a typed Config for operators: the running config re-emitted as TOML with every
-// secret replaced by "<redacted>" (AdminService.GetConfig), and a readable diff between two
-// configs by name (AdminService.ApplyConfig). Neither ever contains a provider key, a header
-// value or a user token. Pure functions; any thread.
+// secret redacted (AdminService.GetConfig), and a readable diff between two configs by name
+// (AdminService.ApplyConfig). Neither ever contains a provider key, a header value or a user
+// token. Both are derived from the key tables in common/config/schema.h. Pure functions; any
+// thread.
 #pragma once
 
 #include <string>
@@ -11,11 +12,10 @@
 
 namespace berry::admin {
 
-// What every secret is replaced with.
-inline constexpr char kRedacted[] = "<redacted>";
-
-// The config as TOML that loads back into an equal config except for secrets: provider
-// `api_key`, every `headers` value and user `token` read "<redacted>".
+// The config as TOML (config::EmitToml, redacted) under a comment line. It loads back, with no
+// warnings, into an equal config except for secrets and keys that have no effect: provider
+// `api_key` and every `headers` value read "<redacted>", each user's `token` reads
+// "<redacted:ID>" (tokens must be unique).
 std::string RedactedToml(const config::Config& config);
 
 // One line per change, sorted by section: "+ provider x", "- model y",

@@ -472,6 +472,35 @@ TEST_F(Admin, GetConfigNeverContainsAKeyOrToken) {
   EXPECT_EQ(applied.SerializeAsString().find("rotated-999"), std::string::npos);
 }
 
+// What GetConfig shows can be edited and applied back: it validates, with no warnings even
+// when the running file has keys that only warn, and with several users (tokens must differ).
+TEST_F(Admin, GetConfigOutputValidatesWithoutWarningsAndAppliesAsANoOp) {
+  const std::string users =
+      absl::StrCat("[users.alice]\ntoken = \"", kUserToken, "\"\n[users.bob]\ntoken = \"",
+                   kUserToken, "-bob\"\n[users.bob.rate_limit]\nrequests_per_minute = 5\n");
+  StartFleet(ChatOnBWithCompatibilityKeys("max_internal_retries = 1") + users,
+             /*with_proxy=*/false);
+  const std::string shown = GetConfig().redacted_toml();
+  EXPECT_EQ(shown.find("max_internal_retries"), std::string::npos) << shown;
+  EXPECT_EQ(shown.find("smart_ai"), std::string::npos) << shown;
+
+  v1::ValidateConfigRequest validate;
+  validate.set_toml(shown);
+  v1::ValidateConfigResponse validated;
+  ASSERT_TRUE(stub_->ValidateConfig(Context().get(), validate, &validated).ok());
+  EXPECT_TRUE(validated.valid()) << validated.DebugString() << shown;
+  EXPECT_TRUE(validated.errors().empty()) << validated.DebugString();
+  EXPECT_TRUE(validated.warnings().empty()) << validated.DebugString();
+
+  // Only the secrets differ from the running config, and the diff says so by name.
+  v1::ApplyConfigResponse dry;
+  ASSERT_TRUE(Apply(shown, &dry, /*dry_run=*/true).ok());
+  EXPECT_EQ(absl::StrJoin(dry.diff_lines(), "\n"),
+            "~ settings: max_internal_retries 1 -> 2\n~ provider a: api_key changed\n"
+            "~ provider b: api_key changed\n~ user alice: token changed\n"
+            "~ user bob: token changed");
+}
+
 TEST_F(Admin, DrainLetsAnInFlightStreamFinishWhileNewRequestsGoElsewhere) {
   StartFleet(ChatOnBoth());
   const Behavior slow = Behavior::Stream(20, std::chrono::milliseconds(250));
