@@ -4,9 +4,9 @@
 
 #include <chrono>
 #include <string>
-#include <thread>
 
 #include "tests/integration/proxy_test_util.h"
+#include "tests/support/manual_clock.h"
 
 namespace berry::itest {
 namespace {
@@ -34,19 +34,27 @@ std::string UsersConfig(const MockUpstream& premium, const MockUpstream& basic,
                       "\"\n[users.dave.rate_limit]\nrequests_per_minute = 2\n");
 }
 
+// 2023-11-14T22:13:20Z, 20 s into its minute.
+constexpr int64_t kStartUnixSeconds = 1'700'000'000;
+
+// The proxy runs on a manual clock (rate-limit windows) and a seeded selection generator.
 class ProxyAuth : public ::testing::Test {
  protected:
   void SetUp() override {
     premium_ = StartMock("premium");
     basic_ = StartMock("basic");
     plain_ = StartMock("plain");
-    proxy_ = StartProxy(UsersConfig(*premium_, *basic_, *plain_));
+    TestProxyOptions options;
+    options.clock = &clock_;
+    options.rng_seed = 7;
+    proxy_ = StartProxy(UsersConfig(*premium_, *basic_, *plain_), options);
   }
 
   uint64_t upstream_requests() const {
     return premium_->request_count() + basic_->request_count() + plain_->request_count();
   }
 
+  test_support::ManualClock clock_{kStartUnixSeconds};  // outlives proxy_
   std::unique_ptr<MockUpstream> premium_, basic_, plain_;
   std::unique_ptr<TestProxy> proxy_;
 };
@@ -129,26 +137,29 @@ TEST_F(ProxyAuth, UntaggedUserReachesEveryBackend) {
 }
 
 TEST_F(ProxyAuth, RateLimitRefusesTheThirdRequestInAMinute) {
-  // Windows are fixed minutes of the wall clock. Two requests straddling a minute boundary would
-  // land in two windows, so start well inside one (this waits for the clock, not for the proxy).
-  const auto now = std::chrono::system_clock::now().time_since_epoch();
-  const auto into_minute = std::chrono::duration_cast<std::chrono::seconds>(now) % 60;
-  if (into_minute >= 55s) {
-    std::this_thread::sleep_for(60s - into_minute + 100ms);
-  }
-
   EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 200);
   EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 200);
   const HttpResponse limited = Chat(*proxy_, "chat", Bearer(kDaveToken));
 
   ExpectOpenAiError(limited, 429, "rate_limit_error", "rate_limit_exceeded");
-  const int retry_after = std::stoi(limited.Header("Retry-After").value_or("0"));
-  EXPECT_GE(retry_after, 1);
-  EXPECT_LE(retry_after, 60);
+  // 20 s into the minute: the window starts over in 40 s.
+  EXPECT_EQ(limited.Header("Retry-After").value_or(""), "40");
   EXPECT_EQ(upstream_requests(), 2u);
   EXPECT_EQ(Scrape(*proxy_).Value("berry_rate_limited_total", {{"user", "dave"}}), 1);
   // Other users are not affected.
   EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kAliceToken)).status, 200);
+}
+
+TEST_F(ProxyAuth, RateLimitStartsOverWithTheNextMinute) {
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 200);
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 200);
+  clock_.Advance(39s);
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 429);
+
+  clock_.Advance(1s);  // the next minute
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 200);
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 200);
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kDaveToken)).status, 429);
 }
 
 TEST_F(ProxyAuth, ModelLookupHidesModelsTheCallerMayNotUse) {

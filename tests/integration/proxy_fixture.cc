@@ -111,8 +111,11 @@ absl::Status TestProxy::Init(TestProxyOptions options) {
   server_options.write_timeout = options_.write_timeout;
   auto server = proxy::HttpServer::Create(
       server_options, [this](int, net::io_context& io_context) {
+        proxy::ProxyOptions proxy_options;
+        proxy_options.clock = options_.clock;
+        proxy_options.rng_seed = options_.rng_seed;
         return std::make_unique<proxy::ProxyHandler>(io_context, *routes_, *metrics_, tls_,
-                                                     *access_log_);
+                                                     *access_log_, proxy_options);
       });
   if (!server.ok()) {
     return server.status();

@@ -29,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "common/http/server.h"
 #include "data-plane/proxy/access_log.h"
+#include "data-plane/proxy/clock.h"
 #include "data-plane/proxy/proxy_handler.h"
 #include "data-plane/proxy/proxy_metrics.h"
 #include "data-plane/proxy/route_store.h"
@@ -48,6 +49,11 @@ struct TestProxyOptions {
   std::string extra_ca_pem;
   // The access log goes to a temporary file that access_log_text() reads back; off = disabled.
   bool access_log = true;
+  // The request path's clock (must outlive the proxy); null = the system clocks.
+  const proxy::Clock* clock = nullptr;
+  // Seeds every worker's selection generator (each worker then draws the same sequence); unset =
+  // random.
+  std::optional<uint64_t> rng_seed;
 };
 
 class TestProxy {

@@ -51,6 +51,15 @@ std::string Sequence(const TestProxy& proxy, const Trio& trio, int n) {
   return order;
 }
 
+// A proxy whose selection draws from a generator seeded with `seed`. Sequence() sends all its
+// requests to one worker, so a seeded test makes the same picks on every run; the tolerances are
+// the 5-sigma ones the tests had with unseeded generators, so they hold for other seeds too.
+TestProxyOptions Seeded(uint64_t seed) {
+  TestProxyOptions options;
+  options.rng_seed = seed;
+  return options;
+}
+
 TEST(ProxyStrategy, RoundRobinFollowsTheSmoothWeightedSequence) {
   Trio trio;
   auto proxy = StartProxy(trio.Providers() + ModelToml("chat", "strategy = \"round_robin\"") +
@@ -65,7 +74,8 @@ TEST(ProxyStrategy, RandomIgnoresWeights) {
   Trio trio;
   auto proxy = StartProxy(trio.Providers() + ModelToml("chat", "strategy = \"random\"") +
                           BackendToml("chat", "a", "up-model", 9) +
-                          BackendToml("chat", "b", "up-model", 1));
+                          BackendToml("chat", "b", "up-model", 1),
+                          Seeded(11));
   const std::string order = Sequence(*proxy, trio, 300);
   const auto b = std::count(order.begin(), order.end(), 'b');
   // Uniform: 150 ± 5 sigma (sigma ≈ 8.7); weighted 9:1 would give about 30.
@@ -111,7 +121,8 @@ TEST(ProxyStrategy, WeightedFailoverSplitsByWeightInsideTheFirstTier) {
   auto proxy = StartProxy(trio.Providers() + ModelToml("chat", "strategy = \"weighted_failover\"") +
                           BackendToml("chat", "a", "up-model", 3, "priority = 1") +
                           BackendToml("chat", "b", "up-model", 1, "priority = 1") +
-                          BackendToml("chat", "c", "up-model", 100, "priority = 2"));
+                          BackendToml("chat", "c", "up-model", 100, "priority = 2"),
+                          Seeded(12));
   const std::string order = Sequence(*proxy, trio, 400);
   EXPECT_EQ(std::count(order.begin(), order.end(), 'c'), 0) << "tier 2 got traffic";
   EXPECT_NEAR(static_cast<double>(std::count(order.begin(), order.end(), 'a')), 300.0, 45.0);
@@ -124,7 +135,8 @@ TEST(ProxyStrategy, SmartStrategiesStayInTheFirstTierAndSplitByEffectiveWeight) 
                             ModelToml("chat", absl::StrCat("strategy = \"", strategy, "\"")) +
                             BackendToml("chat", "a", "up-model", 3, "priority = 1") +
                             BackendToml("chat", "b", "up-model", 1, "priority = 1") +
-                            BackendToml("chat", "c", "up-model", 100, "priority = 2"));
+                            BackendToml("chat", "c", "up-model", 100, "priority = 2"),
+                          Seeded(13));
     // Standalone, effective weight = weight (no fleet data): 3:1 inside tier 1.
     const std::string order = Sequence(*proxy, trio, 400);
     EXPECT_EQ(std::count(order.begin(), order.end(), 'c'), 0) << strategy;
@@ -139,7 +151,8 @@ TEST(ProxyStrategy, LeastLatencyPrefersTheFasterBackend) {
   slow.headers_delay = std::chrono::milliseconds(40);
   trio.a->SetDefaultBehavior(slow);
   auto proxy = StartProxy(trio.Providers() + ModelToml("chat", "strategy = \"least_latency\"") +
-                          BackendToml("chat", "a") + BackendToml("chat", "b"));
+                          BackendToml("chat", "a") + BackendToml("chat", "b"),
+                          Seeded(14));
   const std::string order = Sequence(*proxy, trio, 100);
   // Both are tried first (no sample yet), then b wins except for the 5% exploration share.
   EXPECT_GE(std::count(order.begin(), order.end(), 'b'), 80) << order;
@@ -152,7 +165,8 @@ TEST(ProxyStrategy, LeastRequestsAvoidsTheBackendWithRequestsInFlight) {
   slow.headers_delay = std::chrono::milliseconds(300);
   trio.a->SetDefaultBehavior(slow);
   auto proxy = StartProxy(trio.Providers() + ModelToml("chat", "strategy = \"least_requests\"") +
-                          BackendToml("chat", "a") + BackendToml("chat", "b"));
+                          BackendToml("chat", "a") + BackendToml("chat", "b"),
+                          Seeded(15));
   // Four clients in parallel: while a holds a slow request, the others go to b.
   std::vector<std::thread> clients;
   std::atomic<int> failures{0};

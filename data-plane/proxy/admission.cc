@@ -1,0 +1,85 @@
+#include "data-plane/proxy/admission.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "data-plane/auth/rate_limiter.h"
+#include "data-plane/openai/errors.h"
+#include "data-plane/openai/request_body.h"
+
+namespace berry::proxy {
+namespace {
+
+using openai::ErrorKind;
+
+// Abseil's Debian build has its own string_view type.
+std::string_view View(absl::string_view text) { return {text.data(), text.size()}; }
+
+}  // namespace
+
+const auth::Client* Admission::Authenticate(const RouteGeneration& generation,
+                                            std::string_view authorization, std::string* error) {
+  auto client = generation.clients->Authenticate(authorization);
+  if (!client.ok()) {
+    *error = std::string(client.status().message());
+    return nullptr;
+  }
+  return *client;
+}
+
+std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_null,
+                                           std::string_view authorization, std::string_view body,
+                                           Admitted& admitted, std::string& error) const {
+  if (generation_or_null == nullptr) {
+    error = "no route table loaded";
+    return ErrorReply{503,
+                      openai::ErrorJson(ErrorKind::kNoBackendAvailable, "no route table loaded")};
+  }
+  const RouteGeneration& generation = *generation_or_null;
+
+  admitted.client = Authenticate(generation, authorization, &error);
+  if (admitted.client == nullptr) {
+    return ErrorReply{401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error)};
+  }
+  const auth::Client& client = *admitted.client;
+
+  const auth::Decision decision = generation.limiter->Check(client, clock_.UnixSeconds());
+  if (!decision.allowed) {
+    const std::string window(auth::WindowName(decision.window));
+    error = absl::StrCat("rate limit: ", decision.limit, " requests per ", window);
+    return ErrorReply{429,
+                      openai::ErrorJson(ErrorKind::kRateLimited,
+                                        absl::StrCat("Rate limit reached: ", decision.limit,
+                                                     " requests per ", window, ". Retry after ",
+                                                     decision.reset_after_seconds, "s.")),
+                      static_cast<int>(decision.reset_after_seconds), /*rate_limited=*/true};
+  }
+
+  auto fields = openai::ScanRequestBody(body);
+  if (!fields.ok()) {
+    error = std::string(fields.status().message());
+    return ErrorReply{
+        400, openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message()))};
+  }
+  admitted.fields = *std::move(fields);
+
+  auto model = generation.snapshot().FindModel(admitted.fields.model);
+  if (!model.ok()) {
+    error = "model not found";
+    return ErrorReply{
+        404, openai::ErrorJson(
+                 ErrorKind::kModelNotFound,
+                 absl::StrCat("The model '", admitted.fields.model, "' does not exist"), "model")};
+  }
+  if (!client.MayUse((*model)->name())) {
+    error = "model not allowed";
+    return ErrorReply{403, openai::ErrorJson(ErrorKind::kModelNotAllowed,
+                                             absl::StrCat("This API key may not use the model '",
+                                                          admitted.fields.model, "'"),
+                                             "model")};
+  }
+  admitted.model = *model;
+  return std::nullopt;
+}
+
+}  // namespace berry::proxy

@@ -1,0 +1,40 @@
+// Whether a relayed request may go on, decided before any backend is picked (DESIGN.md,
+// "Request path"): a route table is loaded (503), the bearer token names an enabled client
+// (401), the client is within its rate limits on the wall clock (429 with Retry-After), the body
+// is JSON with a `model` (400), that custom model exists (404) and the client may use it (403).
+//
+// Threads: one Admission per worker; Admit() allocates only for refusals.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "data-plane/proxy/clock.h"
+#include "data-plane/proxy/exchange.h"
+#include "data-plane/proxy/route_store.h"
+
+namespace berry::proxy {
+
+class Admission {
+ public:
+  // `clock` (its wall time) places requests in rate-limit windows; it must outlive this.
+  explicit Admission(const Clock& clock) : clock_(clock) {}
+
+  // The client the Authorization header value names, or nullptr with the reason in `error`.
+  static const auth::Client* Authenticate(const RouteGeneration& generation,
+                                          std::string_view authorization, std::string* error);
+
+  // Checks a request to relay. `generation` may be null (no table yet). Fills `admitted` as far
+  // as it got (the client once authenticated, the body's fields once scanned, the model once
+  // allowed) and returns nullopt when the request may go on, else the answer to give, with the
+  // access log's reason in `error`.
+  std::optional<ErrorReply> Admit(const RouteGeneration* generation, std::string_view authorization,
+                                  std::string_view body, Admitted& admitted,
+                                  std::string& error) const;
+
+ private:
+  const Clock& clock_;
+};
+
+}  // namespace berry::proxy

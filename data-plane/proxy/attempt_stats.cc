@@ -1,0 +1,123 @@
+#include "data-plane/proxy/attempt_stats.h"
+
+#include <utility>
+
+#include "common/log/log.h"
+
+namespace berry::proxy {
+
+AttemptStats::AttemptStats(ProxyMetrics& metrics, AccessLog& access_log, const Clock& clock)
+    : metrics_(metrics), access_log_(access_log), clock_(clock) {}
+
+void AttemptStats::BeginAttempt(const RouteGeneration& generation,
+                                const selection::CompiledBackend& backend) {
+  generation.runtime->backend(backend).BeginRequest();
+  generation.load->backend(backend.index()).RecordIssued();
+}
+
+void AttemptStats::EndAttempt(const RouteGeneration& generation,
+                              const selection::CompiledBackend& backend) {
+  generation.runtime->backend(backend).EndRequest();
+}
+
+void AttemptStats::RecordTtfb(Exchange& exchange, const selection::CompiledBackend& backend,
+                              double seconds) {
+  exchange.ttfb = seconds;
+  exchange.generation->runtime->backend(backend).RecordTtfb(seconds);
+  exchange.generation->load->backend(backend.index()).ObserveTtfb(seconds);
+  metrics_.ObserveTtfb(*exchange.model, backend, seconds);
+}
+
+void AttemptStats::RecordOutcome(const RouteGeneration& generation,
+                                 const selection::CompiledBackend& backend,
+                                 outlier::Outcome outcome) {
+  generation.load->backend(backend.index()).RecordOutcome(outcome);
+  const auto result = generation.outliers->Record(backend.index(), outcome, clock_.MonotonicNs());
+  if (result.ejected) {
+    log::Warn("backend ejected", {{"backend", backend.id()},
+                                  {"reason", outlier::OutcomeName(outcome)},
+                                  {"multiplier", std::to_string(result.multiplier)}});
+  }
+}
+
+void AttemptStats::FailAttempt(Exchange& exchange, const selection::CompiledBackend& backend,
+                               outlier::Outcome outcome, std::string message) {
+  exchange.last_timed_out = outcome == outlier::Outcome::kTimeout;
+  exchange.error = std::move(message);
+  exchange.backend = &backend;
+  RecordOutcome(*exchange.generation, backend, outcome);
+}
+
+void AttemptStats::RecordUsage(Exchange& exchange, const selection::CompiledBackend& backend,
+                               const openai::Usage& usage) {
+  exchange.prompt_tokens = usage.prompt_tokens;
+  exchange.completion_tokens = usage.completion_tokens;
+  metrics_.CountTokens(*exchange.model, backend, usage.prompt_tokens, usage.completion_tokens);
+}
+
+void AttemptStats::CountStreamBroken(const Exchange& exchange,
+                                     const selection::CompiledBackend& backend) {
+  metrics_.CountStreamBroken(*exchange.model, backend);
+}
+
+void AttemptStats::CountPick(Exchange& exchange, bool panic, bool retry) {
+  if (panic) {
+    exchange.panic = true;
+    metrics_.CountPanic(*exchange.model);
+  }
+  if (retry) {
+    ++exchange.retries;
+    metrics_.CountRetry(*exchange.model);
+  }
+}
+
+void AttemptStats::CountRateLimited(const auth::Client& client) {
+  metrics_.CountRateLimited(client.id());
+}
+
+void AttemptStats::Finish(const Exchange& exchange) {
+  if (exchange.local_endpoint) {
+    metrics_.shared().CountLocalEndpoint(exchange.path, exchange.status);
+  } else if (exchange.status != 0) {
+    metrics_.CountRequest(exchange.model, exchange.backend, exchange.status);
+  }
+  if (exchange.model != nullptr && exchange.backend != nullptr) {
+    const double seconds = clock_.SecondsSince(exchange.start);
+    metrics_.ObserveDuration(*exchange.model, *exchange.backend, seconds);
+    BackendLoad& load = exchange.generation->load->backend(exchange.backend->index());
+    load.ObserveLatency(seconds);
+    load.AddTokens(exchange.prompt_tokens, exchange.completion_tokens);
+  }
+  if (!access_log_.enabled()) {
+    return;
+  }
+  AccessLogEntry entry;
+  entry.request_id = exchange.downstream.request_id();
+  entry.user = exchange.client != nullptr ? std::string_view(exchange.client->id()) : "";
+  entry.method = exchange.request.method_string();
+  entry.path = exchange.path;
+  entry.model = exchange.model != nullptr ? std::string_view(exchange.model->name()) : "";
+  entry.backend = exchange.backend != nullptr ? std::string_view(exchange.backend->id()) : "";
+  entry.status = exchange.client_gone && !exchange.answered ? 499 : exchange.status;
+  entry.duration_seconds = clock_.SecondsSince(exchange.start);
+  entry.ttfb_seconds = exchange.ttfb;
+  entry.retries = exchange.retries;
+  entry.stream = exchange.fields.stream;
+  entry.panic = exchange.panic;
+  entry.prompt_tokens = exchange.prompt_tokens;
+  entry.completion_tokens = exchange.completion_tokens;
+  entry.error = exchange.error;
+  access_log_.Write(entry);
+}
+
+void AttemptStats::FinishBadRequest(int status, std::string_view reason,
+                                    std::string_view request_id) {
+  metrics_.CountRequest(nullptr, nullptr, status);
+  AccessLogEntry entry;
+  entry.request_id = request_id;
+  entry.status = status;
+  entry.error = reason;
+  access_log_.Write(entry);
+}
+
+}  // namespace berry::proxy

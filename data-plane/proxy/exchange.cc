@@ -1,0 +1,27 @@
+#include "data-plane/proxy/exchange.h"
+
+#include <utility>
+
+#include "data-plane/proxy/header_policy.h"
+
+namespace berry::proxy {
+
+net::awaitable<void> Send(Exchange& exchange, Response& response) {
+  HeaderPolicy::AddCors(exchange.path, response);
+  exchange.status = response.result_int();
+  exchange.answered = true;
+  co_await exchange.downstream.Write(response);
+}
+
+net::awaitable<void> SendError(Exchange& exchange, int status, std::string body,
+                               int retry_after_seconds) {
+  Response response{static_cast<http::status>(status), 11};
+  response.set(http::field::content_type, "application/json");
+  if (retry_after_seconds > 0) {
+    response.set(http::field::retry_after, std::to_string(retry_after_seconds));
+  }
+  response.body() = std::move(body);
+  co_await Send(exchange, response);
+}
+
+}  // namespace berry::proxy

@@ -1,0 +1,120 @@
+// One request's state as it goes through the request path (proxy_handler.h): what admission
+// found out, the attempts made, and what the access log and metrics record at the end. Every
+// part of the request path (Admission, LocalEndpoints, UpstreamAttempt, UnaryRelay, StreamRelay,
+// AttemptStats) reads and writes the Exchange of the request it serves.
+//
+// Threads: an Exchange lives on one worker's thread, inside one request's coroutine.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/container/inlined_vector.h"
+#include "common/http/server.h"
+#include "common/selection/snapshot.h"
+#include "data-plane/auth/client_directory.h"
+#include "data-plane/openai/request_body.h"
+#include "data-plane/proxy/clock.h"
+#include "data-plane/proxy/route_store.h"
+
+namespace berry::proxy {
+
+// The shared HTTP layer's names the request path uses throughout.
+namespace net = server::net;
+namespace beast = server::beast;
+namespace http = server::http;
+using server::Downstream;
+using server::Handler;
+using server::HttpServer;
+using server::PooledString;
+using server::Request;
+using server::Response;
+using server::ResponseHeader;
+using server::ServerOptions;
+using server::StringPool;
+
+// An error answer decided without waiting for anything.
+struct ErrorReply {
+  int status;
+  std::string body;  // OpenAI's error JSON
+  int retry_after_seconds = 0;
+  // Refused by a rate limit (counted in berry_rate_limited_total).
+  bool rate_limited = false;
+};
+
+// What Admission establishes about a request: who calls, what the body asks for, which custom
+// model serves it. Filled as far as admission got, also when it refused the request.
+struct Admitted {
+  const auth::Client* client = nullptr;
+  const selection::CompiledModel* model = nullptr;
+  openai::RequestFields fields;
+};
+
+// One request's state across attempts (Admitted's fields included).
+struct Exchange : Admitted {
+  Exchange(Request& request, Downstream& downstream, Clock::TimePoint start)
+      : request(request), downstream(downstream), start(start) {
+    std::string_view target = request.target();
+    const size_t q = target.find('?');
+    path = target.substr(0, q);
+    if (q != std::string_view::npos) {
+      query = target.substr(q);
+    }
+  }
+
+  Request& request;
+  Downstream& downstream;
+  Clock::TimePoint start;
+  std::string_view path;
+  std::string_view query;  // "?..." or empty
+
+  const RouteGeneration* generation = nullptr;
+  const selection::CompiledBackend* backend = nullptr;  // of the attempt that answered
+  absl::InlinedVector<uint32_t, 8> tried;
+  int status = 0;
+  int retries = 0;
+  bool panic = false;
+  bool answered = false;     // a response (or its header) went to the client
+  bool client_gone = false;  // the client disconnected while we waited
+  // A probe or scrape (/healthz, /health, /readyz, /metrics): counted apart from API requests,
+  // so kubelets and Prometheus do not inflate berry_requests_total.
+  bool local_endpoint = false;
+  double ttfb = -1;
+  uint64_t prompt_tokens = 0;
+  uint64_t completion_tokens = 0;
+  std::string error;  // for the access log
+
+  // The last failed attempt, answered to the client when every attempt failed.
+  bool last_timed_out = false;
+  std::optional<Response> last_upstream_response;  // a 429/5xx from upstream, passed through
+};
+
+// The OpenAI endpoints berry relays, by path: the upstream path after the base URL ("" for a
+// path that is not relayed).
+inline std::string_view RelayedPath(std::string_view path) {
+  static constexpr std::array<std::string_view, 3> kPaths = {"/v1/chat/completions",
+                                                             "/v1/completions", "/v1/embeddings"};
+  for (std::string_view p : kPaths) {
+    if (path == p) {
+      return p.substr(3);  // drop "/v1": base_url carries the version
+    }
+  }
+  return {};
+}
+
+// A Settings/Provider duration, or `fallback` seconds when unset.
+inline Clock::Duration SecondsOr(const google::protobuf::Duration& d, int64_t fallback) {
+  return std::chrono::seconds(d.seconds() > 0 ? d.seconds() : fallback);
+}
+
+// Writes a response the proxy made (or an upstream answer kept for retry) to the client, with
+// the headers HeaderPolicy adds, and records the status on the exchange.
+net::awaitable<void> Send(Exchange& exchange, Response& response);
+// An OpenAI-shaped JSON error (with Retry-After when retry_after_seconds > 0).
+net::awaitable<void> SendError(Exchange& exchange, int status, std::string body,
+                               int retry_after_seconds = 0);
+
+}  // namespace berry::proxy

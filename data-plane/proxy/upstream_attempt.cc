@@ -1,0 +1,135 @@
+#include "data-plane/proxy/upstream_attempt.h"
+
+#include <algorithm>
+#include <optional>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "common/http/wire.h"
+#include "data-plane/openai/request_body.h"
+#include "data-plane/proxy/header_policy.h"
+
+namespace berry::proxy {
+namespace {
+
+// The upstream request: the request line, the headers HeaderPolicy relays and adds, the body
+// with `model` rewritten. Written straight into `head` and `body` (common/http/wire.h).
+void BuildUpstreamRequest(const Exchange& exchange, const selection::CompiledBackend& backend,
+                          const ProviderRoute& route, std::string& head, std::string& body) {
+  openai::RewriteModel(exchange.request.body(), exchange.fields, backend.config().upstream_model(),
+                       body);
+  head.reserve(1024);
+  const auto method = exchange.request.method_string();
+  wire::AppendRequestLine(head, std::string_view(method.data(), method.size()),
+                          {route.endpoint.path_prefix, RelayedPath(exchange.path), exchange.query});
+  HeaderPolicy::AppendUpstreamRequestFields(head, exchange.request, route,
+                                            exchange.downstream.request_id());
+  const http::verb verb = exchange.request.method();
+  if (!body.empty() || verb == http::verb::post || verb == http::verb::put ||
+      verb == http::verb::patch) {
+    wire::AppendContentLength(head, body.size());
+  }
+  head.append(wire::kCrLf);
+}
+
+}  // namespace
+
+UpstreamAttempt::UpstreamAttempt(net::io_context& io_context,
+                                 std::shared_ptr<const upstream::TlsContexts> tls,
+                                 AttemptStats& stats, const Clock& clock,
+                                 uint64_t max_response_body_bytes)
+    : pool_(io_context, std::move(tls)),
+      stats_(stats),
+      clock_(clock),
+      unary_(pool_, strings_, stats, clock, max_response_body_bytes),
+      stream_(io_context, stats) {}
+
+net::awaitable<void> UpstreamAttempt::Run(Exchange& exchange,
+                                          const selection::CompiledBackend& backend) {
+  const RouteGeneration& generation = *exchange.generation;
+  const ProviderRoute& route = generation.provider_for(backend);
+  stats_.BeginAttempt(generation, backend);
+  absl::Cleanup end_attempt = [this, &generation, &backend] {
+    stats_.EndAttempt(generation, backend);
+  };
+
+  PooledString upstream_head(strings_);
+  PooledString upstream_body(strings_);
+  BuildUpstreamRequest(exchange, backend, route, *upstream_head, *upstream_body);
+
+  const Clock::TimePoint attempt_start = clock_.Now();
+  const auto request_timeout = SecondsOr(generation.settings().request_timeout(), 30);
+  const auto first_byte_timeout =
+      std::min(request_timeout, SecondsOr(backend.provider().timeout(), 30));
+
+  std::unique_ptr<upstream::Connection> connection;
+  std::optional<upstream::ResponseParser> parser;
+  // A kept-alive connection the provider already closed fails before any response byte: that is
+  // retried once on a fresh connection and is not the backend's fault.
+  for (bool fresh = false;; fresh = true) {
+    connection = fresh ? nullptr : pool_.TakeIdle(route.endpoint);
+    if (connection == nullptr) {
+      upstream::ConnectError connect_error = upstream::ConnectError::kNone;
+      auto connected = co_await pool_.Connect(route.endpoint, first_byte_timeout, &connect_error);
+      if (!connected.ok()) {
+        stats_.FailAttempt(exchange, backend,
+                           connect_error == upstream::ConnectError::kTimeout
+                               ? outlier::Outcome::kTimeout
+                               : outlier::Outcome::kConnectError,
+                           std::string(connected.status().message()));
+        co_return;
+      }
+      connection = *std::move(connected);
+    }
+    upstream::Connection* raw = connection.get();
+    exchange.downstream.WatchForDisconnect([&exchange, raw] {
+      exchange.client_gone = true;
+      raw->Cancel();
+    });
+    connection->ExpiresAfter(first_byte_timeout - (clock_.Now() - attempt_start));
+    parser.emplace(std::piecewise_construct, std::make_tuple(),
+                   std::make_tuple(exchange.downstream.arena()));
+    parser->body_limit(boost::none);
+    const beast::error_code ec =
+        co_await connection->RoundTrip(*upstream_head, *upstream_body, *parser);
+    exchange.downstream.StopWatching();
+    if (exchange.client_gone) {
+      co_return;
+    }
+    if (!ec) {
+      break;
+    }
+    if (ec == beast::error::timeout) {
+      stats_.FailAttempt(exchange, backend, outlier::Outcome::kTimeout,
+                         "upstream timed out before the first byte");
+      co_return;
+    }
+    if (connection->reused() && !fresh && !parser->got_some() && connection->buffer().size() == 0) {
+      continue;
+    }
+    stats_.FailAttempt(exchange, backend, outlier::Outcome::kConnectError,
+                       absl::StrCat("upstream connection failed: ", ec.message()));
+    co_return;
+  }
+
+  // The first-byte deadline is over; until the next upstream read sets one, none applies (a
+  // deadline would otherwise close the connection while the client is being written to).
+  connection->ExpiresNever();
+  stats_.RecordTtfb(exchange, backend, clock_.SecondsSince(attempt_start));
+  const int status = parser->get().result_int();
+
+  if (!UnaryRelay::IsRetryableStatus(status) && status < 300 &&
+      StreamRelay::IsEventStream(parser->get()[http::field::content_type])) {
+    exchange.backend = &backend;
+    if (co_await stream_.Relay(exchange, backend, *connection, *parser)) {
+      pool_.Release(std::move(connection));
+    }
+    co_return;
+  }
+  // A whole response: read completely before the client sees anything, so a failure here can
+  // still go to another backend.
+  co_await unary_.Relay(exchange, backend, connection, *parser, attempt_start, request_timeout);
+}
+
+}  // namespace berry::proxy
