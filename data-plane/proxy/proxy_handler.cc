@@ -12,12 +12,12 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/http/sse.h"
 #include "common/http/wire.h"
 #include "common/json/json_escape.h"
 #include "common/log/log.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
-#include "data-plane/openai/sse.h"
 #include "data-plane/openai/usage.h"
 
 namespace berry::proxy {
@@ -918,7 +918,7 @@ net::awaitable<bool> ProxyHandler::RelayStream(Exchange& exchange,
     co_return false;
   }
 
-  openai::SseEventSplitter splitter;
+  sse::SseEventSplitter splitter;
   std::optional<openai::Usage> usage;
   const auto idle_timeout = Seconds(generation.settings().stream_idle_timeout(), 60);
   std::array<char, 8 * 1024> piece;
