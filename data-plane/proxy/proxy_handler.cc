@@ -16,6 +16,7 @@
 #include "common/http/wire.h"
 #include "common/json/json_escape.h"
 #include "common/log/log.h"
+#include "common/strings/views.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/openai/usage.h"
@@ -171,9 +172,6 @@ bool IsEventStream(std::string_view content_type) {
   return content_type.size() >= kEventStream.size() &&
          beast::iequals(content_type.substr(0, kEventStream.size()), kEventStream);
 }
-
-// Abseil's Debian build has its own string_view type.
-std::string_view View(absl::string_view text) { return {text.data(), text.size()}; }
 
 bool IsRetryableStatus(int status) {
   return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
@@ -548,8 +546,8 @@ std::optional<ProxyHandler::ErrorReply> ProxyHandler::Admit(Exchange& exchange) 
   auto fields = openai::ScanRequestBody(exchange.request.body());
   if (!fields.ok()) {
     exchange.error = std::string(fields.status().message());
-    return ErrorReply{
-        400, openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message()))};
+    return ErrorReply{400, openai::ErrorJson(ErrorKind::kInvalidRequest,
+                                             strings::Std(fields.status().message()))};
   }
   exchange.fields = *std::move(fields);
 
