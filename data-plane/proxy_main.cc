@@ -92,7 +92,7 @@ bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std:
       std::cerr << "berry-proxy: " << path << ": " << status.message() << "\n";
     } else {
       berry::log::Error("config rejected; the running route table stays in force",
-                        {{"file", path}, {"error", strings::Std(status.message())}});
+                        {{"file", path}, {"error", berry::strings::Std(status.message())}});
     }
     return false;
   }
