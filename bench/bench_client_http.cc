@@ -460,60 +460,21 @@ ResponseDecoder::Step ResponseDecoder::Eof() {
 // ----------------------------------------------------------------------------------------------
 // Server-Sent Events
 
-size_t NextSseEvent(std::string_view text, bool at_end, SseEvent* event) {
+int64_t MockSentNs(std::string_view data) {
   constexpr std::string_view kSentField = "\"mock_sent_ns\":";
-  *event = SseEvent();
-  size_t pos = 0;
-  while (pos < text.size()) {
-    const void* found = std::memchr(text.data() + pos, '\n', text.size() - pos);
-    size_t next;
-    std::string_view line;
-    if (found == nullptr) {
-      if (!at_end) {
-        return 0;
-      }
-      line = text.substr(pos);
-      next = text.size();
-    } else {
-      const size_t nl = static_cast<size_t>(static_cast<const char*>(found) - text.data());
-      line = text.substr(pos, nl - pos);
-      next = nl + 1;
-    }
-    if (!line.empty() && line.back() == '\r') {
-      line.remove_suffix(1);
-    }
-    if (line.empty()) {
-      return next;
-    }
-    if (line.starts_with("data:")) {
-      std::string_view data = line.substr(5);
-      if (!data.empty() && data.front() == ' ') {
-        data.remove_prefix(1);
-      }
-      event->has_data = true;
-      if (data == "[DONE]") {
-        event->done = true;
-      } else if (event->mock_sent_ns < 0) {
-        // glibc's memmem: the field sits near the end of a few hundred bytes of JSON.
-        const void* field = memmem(data.data(), data.size(), kSentField.data(), kSentField.size());
-        if (field != nullptr) {
-          const char* digits = static_cast<const char*>(field) + kSentField.size();
-          const char* data_end = data.data() + data.size();
-          while (digits < data_end && *digits == ' ') {
-            ++digits;
-          }
-          int64_t value = 0;
-          auto [p, ec] = std::from_chars(digits, data_end, value);
-          if (ec == std::errc() && p != digits && value >= 0) {
-            event->mock_sent_ns = value;
-          }
-        }
-      }
-    }
-    pos = next;
+  // glibc's memmem: the field sits near the end of a few hundred bytes of JSON.
+  const void* field = memmem(data.data(), data.size(), kSentField.data(), kSentField.size());
+  if (field == nullptr) {
+    return -1;
   }
-  // Only reachable with at_end: the body ended without a blank line after the last event.
-  return at_end ? pos : 0;
+  const char* digits = static_cast<const char*>(field) + kSentField.size();
+  const char* data_end = data.data() + data.size();
+  while (digits < data_end && *digits == ' ') {
+    ++digits;
+  }
+  int64_t value = 0;
+  auto [p, ec] = std::from_chars(digits, data_end, value);
+  return ec == std::errc() && p != digits && value >= 0 ? value : -1;
 }
 
 }  // namespace berry::bench

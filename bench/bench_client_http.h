@@ -1,11 +1,11 @@
 // The HTTP/1.1 pieces of berry-bench-client: the target URL, the one serialized request every
 // connection sends, an incremental response decoder that works inside a connection's own read
-// buffer, and a Server-Sent Events scanner over the decoded body.
+// buffer, and the time stamp the mock provider puts into its stream events.
 //
 // The decoder exists (rather than Beast's parser) so that a connection needs one small buffer
-// and nothing per response: chunk framing is squeezed out in place, so an SSE event split across
-// chunks or reads is contiguous when it is scanned, and a finished response leaves no state
-// behind. Each decoder belongs to one connection and is used from the load thread only.
+// and nothing per response: chunk framing is squeezed out in place, so the decoded body is
+// contiguous whatever the chunks and reads, and a finished response leaves no state behind. Each
+// decoder belongs to one connection and is used from the load thread only.
 #pragma once
 
 #include <cstddef>
@@ -127,16 +127,8 @@ class ResponseDecoder {
   bool keep_body_;
 };
 
-// One Server-Sent Event, as far as the benchmark cares.
-struct SseEvent {
-  bool has_data = false;      // at least one `data:` line; events without one are not dispatched
-  bool done = false;          // a `data: [DONE]` line
-  int64_t mock_sent_ns = -1;  // the first `"mock_sent_ns":<integer>` in its data, or -1
-};
-
-// Looks at the event at the front of `text`. Returns the bytes it spans, through the blank line
-// that ends it, or 0 when it is not complete yet. With `at_end` (the body is over), an
-// unterminated tail counts as the last event.
-size_t NextSseEvent(std::string_view text, bool at_end, SseEvent* event);
+// The first `"mock_sent_ns":<integer>` in an event's data (the mock provider's send time), or
+// -1. The events themselves are split by common/http/sse.h.
+int64_t MockSentNs(std::string_view data);
 
 }  // namespace berry::bench

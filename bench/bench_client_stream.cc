@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "bench/bench_client_http.h"
 #include "bench/bench_client_load.h"
+#include "common/http/sse.h"
 
 namespace berry::bench {
 namespace {
@@ -38,6 +39,7 @@ class StreamRun {
     explicit Stream(net::io_context& io) : socket(io), decoder(kReadBuffer, /*keep_body=*/true) {}
     tcp::socket socket;
     ResponseDecoder decoder;
+    sse::SseEventSplitter events;
     int64_t sent_ns = 0;
     bool connected = false;
     bool sent = false;
@@ -54,7 +56,8 @@ class StreamRun {
   void SendDue();
   void Read(Stream& s);
   void OnRead(Stream& s, const error_code& ec, size_t n);
-  void ScanEvents(Stream& s, int64_t now_ns, bool at_end);
+  // Feeds the body decoded so far to the stream's event splitter and counts what it completes.
+  void ScanEvents(Stream& s, int64_t now_ns);
   void Complete(Stream& s, int64_t now_ns);
   void Fail(Stream& s, std::string_view why);
   void Close(Stream& s);
@@ -236,13 +239,13 @@ void StreamRun::OnRead(Stream& s, const error_code& ec, size_t n) {
   }
   switch (step) {
     case ResponseDecoder::Step::kNeedMore:
-      ScanEvents(s, now, /*at_end=*/false);
+      ScanEvents(s, now);
       if (!s.closed) {
         Read(s);
       }
       return;
     case ResponseDecoder::Step::kDone:
-      ScanEvents(s, now, /*at_end=*/true);
+      ScanEvents(s, now);
       if (!s.done_seen) {
         Fail(s, "stream ended without [DONE]");
       }
@@ -259,36 +262,25 @@ void StreamRun::OnRead(Stream& s, const error_code& ec, size_t n) {
   }
 }
 
-void StreamRun::ScanEvents(Stream& s, int64_t now_ns, bool at_end) {
-  const std::string_view body = s.decoder.body();
-  size_t offset = 0;
-  SseEvent event;
-  while (offset < body.size()) {
-    const size_t n = NextSseEvent(body.substr(offset), at_end, &event);
-    if (n == 0) {
-      break;
-    }
-    offset += n;
-    if (!event.has_data) {
-      continue;
-    }
+void StreamRun::ScanEvents(Stream& s, int64_t now_ns) {
+  s.events.Feed(s.decoder.body(), [&](std::string_view data) {
     if (!s.got_event) {
       s.got_event = true;
       result_.ttfe_ns.push_back(now_ns - s.sent_ns);
     }
-    if (event.done) {
+    if (data == "[DONE]") {
       if (!s.done_seen) {
         s.done_seen = true;
         Complete(s, now_ns);
       }
-      continue;
+      return;
     }
     ++result_.events;
-    if (event.mock_sent_ns >= 0) {
-      result_.delays_ns.push_back(now_ns - event.mock_sent_ns);
+    if (const int64_t sent_ns = MockSentNs(data); sent_ns >= 0) {
+      result_.delays_ns.push_back(now_ns - sent_ns);
     }
-  }
-  s.decoder.Consume(offset);
+  });
+  s.decoder.Consume(s.decoder.body().size());
 }
 
 void StreamRun::Complete(Stream& s, int64_t now_ns) {

@@ -128,30 +128,15 @@ TEST(ResponseDecoder, MalformedChunkSizeIsAnError) {
   EXPECT_TRUE(d.error);
 }
 
-TEST(NextSseEvent, ReadsTheStampAndDone) {
-  SseEvent event;
-  const std::string text =
-      "data: {\"a\":1,\"mock_sent_ns\":123456789}\n\ndata: [DONE]\n\ndata: {\"b\"";
-  const size_t first = NextSseEvent(text, false, &event);
-  ASSERT_GT(first, 0u);
-  EXPECT_TRUE(event.has_data);
-  EXPECT_FALSE(event.done);
-  EXPECT_EQ(event.mock_sent_ns, 123456789);
-
-  const size_t second = NextSseEvent(std::string_view(text).substr(first), false, &event);
-  ASSERT_GT(second, 0u);
-  EXPECT_TRUE(event.done);
-  EXPECT_EQ(event.mock_sent_ns, -1);
-
-  EXPECT_EQ(NextSseEvent(std::string_view(text).substr(first + second), false, &event), 0u)
-      << "an unterminated event is not complete yet";
+TEST(MockSentNs, ReadsTheStamp) {
+  EXPECT_EQ(MockSentNs("{\"a\":1,\"mock_sent_ns\":123456789}"), 123456789);
+  EXPECT_EQ(MockSentNs("{\"mock_sent_ns\": 42,\"b\":2}"), 42);
 }
 
-TEST(NextSseEvent, CommentOnlyEventsAreNotDispatched) {
-  SseEvent event;
-  const size_t n = NextSseEvent(": keep-alive\n\n", false, &event);
-  EXPECT_GT(n, 0u);
-  EXPECT_FALSE(event.has_data);
+TEST(MockSentNs, IsMinusOneWithoutAUsableStamp) {
+  EXPECT_EQ(MockSentNs("[DONE]"), -1);
+  EXPECT_EQ(MockSentNs("{\"mock_sent_ns\":\"x\"}"), -1);
+  EXPECT_EQ(MockSentNs("{\"mock_sent_ns\":-5}"), -1);
 }
 
 TEST(ParseTarget, HostPortAndPath) {

@@ -16,6 +16,7 @@
 #include "common/config/config.h"
 #include "common/log/log.h"
 #include "common/route_table/compile.h"
+#include "common/strings/views.h"
 #include "data-plane/managed/control_plane_client.h"
 #include "data-plane/proxy/proxy_handler.h"
 
@@ -90,10 +91,8 @@ bool LoadInto(RouteStore& store, berry::proxy::ProxyMetrics& metrics, const std:
     if (at_start) {
       std::cerr << "berry-proxy: " << path << ": " << status.message() << "\n";
     } else {
-      berry::log::Error(
-          "config rejected; the running route table stays in force",
-          {{"file", path},
-           {"error", std::string_view(status.message().data(), status.message().size())}});
+      berry::log::Error("config rejected; the running route table stays in force",
+                        {{"file", path}, {"error", berry::strings::Std(status.message())}});
     }
     return false;
   }
@@ -299,13 +298,14 @@ int main(int argc, char** argv) {
     // A second SIGTERM or SIGINT skips the rest of the delay; SIGHUP is ignored now.
     berry::log::Info("shutting down: not ready, still serving",
                      {{"delay_seconds", std::to_string(flags.shutdown_delay_seconds)}});
-    const auto until = std::chrono::steady_clock::now() +
-                       std::chrono::seconds(flags.shutdown_delay_seconds);
+    const auto until =
+        std::chrono::steady_clock::now() + std::chrono::seconds(flags.shutdown_delay_seconds);
     for (;;) {
       const auto left = until - std::chrono::steady_clock::now();
       if (left <= std::chrono::steady_clock::duration::zero()) break;
       const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-      const timespec wait{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+      const timespec wait{static_cast<time_t>(ns / 1'000'000'000),
+                          static_cast<long>(ns % 1'000'000'000)};
       const int signal_number = sigtimedwait(&signals, nullptr, &wait);
       if (signal_number == SIGTERM || signal_number == SIGINT) {
         berry::log::Info("second termination signal: draining now");

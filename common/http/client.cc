@@ -133,18 +133,6 @@ size_t ReadRoom(const beast::flat_buffer& buffer) {
   return std::max<size_t>(4096, buffer.capacity() - buffer.size());
 }
 
-// What a read that hit the end of the stream means for `parser` (as Beast's read operations
-// do it): the end of a body delimited by the connection's close, a message cut short, or no
-// message at all.
-beast::error_code OnEndOfStream(ResponseParser& parser) {
-  if (!parser.got_some()) {
-    return http::error::end_of_stream;
-  }
-  beast::error_code ec;
-  parser.put_eof(ec);
-  return ec;
-}
-
 }  // namespace
 
 net::awaitable<beast::error_code> Connection::Fill() {
@@ -178,46 +166,22 @@ net::awaitable<beast::error_code> Connection::RoundTrip(std::string_view head,
       std::tie(ec, std::ignore) = co_await net::async_write(*plain_, rest, kNoThrow);
     }
   }
+  if (ec) {
+    co_return deadline_->Translate(ec);
+  }
   // The header: plain reads into the connection's buffer, parsed from there (no Beast read
   // operation around each read).
-  while (!ec) {
-    ec = wire::ParseBuffered(parser, buffer_, /*header_only=*/true);
-    if (ec || parser.is_header_done()) {
-      break;
-    }
-    ec = co_await Fill();
-    if (ec == net::error::eof) {
-      ec = OnEndOfStream(parser);
-      if (!ec) {
-        ec = http::error::partial_message;  // the header never ended
-      }
-    }
-  }
-  co_return deadline_->Translate(ec);
+  co_return (co_await wire::ReadMessage(*this, parser, wire::ReadUntil::kHeader)).ec;
 }
 
-net::awaitable<std::pair<beast::error_code, size_t>> Connection::ReadSome(ResponseParser& parser,
-                                                                          char* data, size_t size) {
+// Not a coroutine: the read's own awaitable is returned, so reading costs one coroutine frame.
+net::awaitable<wire::ReadResult> Connection::ReadSome(ResponseParser& parser, char* data,
+                                                      size_t size) {
   auto& body = parser.get().body();
   body.data = data;
   body.size = size;
-  beast::error_code ec;
-  for (;;) {
-    // Bytes already buffered (they came with the header, or with the previous read) first.
-    ec = wire::ParseBuffered(parser, buffer_, /*header_only=*/false);
-    if (ec || parser.is_done() || body.size < size) {
-      break;
-    }
-    ec = co_await Fill();
-    if (ec == net::error::eof) {
-      ec = OnEndOfStream(parser);  // a body that ends with the connection is complete now
-      break;
-    }
-    if (ec) {
-      break;
-    }
-  }
-  co_return std::pair{deadline_->Translate(ec), size - body.size};
+  // Bytes already buffered (they came with the header, or with the previous read) first.
+  return wire::ReadMessage(*this, parser, wire::ReadUntil::kSomeBody);
 }
 
 net::awaitable<absl::StatusOr<std::unique_ptr<Connection>>> Connection::Open(

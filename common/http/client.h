@@ -29,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/http/deadline.h"
+#include "common/http/read_message.h"
 
 namespace berry::upstream {
 
@@ -118,14 +119,16 @@ class Connection {
                                               ResponseParser& parser);
   // Reads some body bytes into `data`/`size` (bytes already buffered first, then at most as
   // many socket reads as it takes to place one byte or finish the message); returns the error
-  // and the number of body bytes placed.
-  net::awaitable<std::pair<beast::error_code, size_t>> ReadSome(ResponseParser& parser, char* data,
-                                                                size_t size);
+  // and the number of body bytes placed (`auto [ec, n] = co_await ReadSome(...)`).
+  net::awaitable<wire::ReadResult> ReadSome(ResponseParser& parser, char* data, size_t size);
+
+  // The read side wire::ReadMessage reads through (read_message.h); RoundTrip and ReadSome are
+  // how everyone else reads.
+  // One read of whatever the socket has into buffer() (end of stream comes back as eof).
+  net::awaitable<beast::error_code> Fill();
+  beast::error_code Translate(beast::error_code ec) const { return deadline_->Translate(ec); }
 
  private:
-  // One read of whatever the socket has into buffer_ (end of stream comes back as eof).
-  net::awaitable<beast::error_code> Fill();
-
   std::string pool_key_;
   bool reused_ = false;
   std::chrono::steady_clock::time_point idle_since_;

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -13,7 +14,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
 #include <mutex>
 #include <utility>
 
@@ -85,7 +85,11 @@ void ClientRead::Start() {
   }
   result_.reset();
   pending_ = true;
-  socket_.async_read_some(buffer_.prepare(4096),
+  // The buffer's spare room, as Beast's reads take it (at most 64 KiB), or 4 KiB when it has
+  // little (the first read of a connection).
+  const size_t spare = buffer_.capacity() - buffer_.size();
+  const size_t room = spare >= 512 ? std::min<size_t>(spare, 64 * 1024) : 4096;
+  socket_.async_read_some(buffer_.prepare(room),
                           [this](beast::error_code ec, size_t n) { Done(ec, n); });
 }
 
@@ -119,19 +123,49 @@ net::awaitable<beast::error_code> ClientRead::Wait() {
   co_return ec;
 }
 
-Downstream::Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
-                       beast::flat_buffer& read_buffer, ClientRead& client_read,
-                       std::string& head_buffer, std::string_view request_id, bool keep_alive,
+ClientSession::ClientSession(net::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+
+net::awaitable<void> ClientSession::Close() {
+  beast::error_code ignored;
+  if (read_.pending()) {
+    socket_.cancel(ignored);
+    co_await read_.Wait();  // its handler refers to this object
+  }
+  socket_.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  socket_.close(ignored);
+}
+
+ReadFailure ClassifyReadError(RequestPhase phase, beast::error_code ec) {
+  const bool header = phase == RequestPhase::kHeader;
+  if (ec == http::error::end_of_stream || ec == net::error::eof ||
+      ec == net::error::connection_reset || ec == http::error::partial_message) {
+    return {};  // the client went away mid-request: nobody to answer
+  }
+  if (ec == http::error::header_limit) {
+    return {true, http::status::request_header_fields_too_large, "request headers are too large"};
+  }
+  if (ec == http::error::body_limit) {
+    // In the header phase: a Content-Length over the limit, refused as soon as the headers are
+    // complete.
+    return {true, http::status::payload_too_large, "request body is larger than the limit"};
+  }
+  if (ec == beast::error::timeout) {
+    return {
+        true, http::status::request_timeout,
+        header ? "timed out reading the request headers" : "timed out reading the request body"};
+  }
+  return {true, http::status::bad_request,
+          header ? "malformed HTTP request" : "malformed HTTP request body"};
+}
+
+Downstream::Downstream(ClientSession& session, std::string_view request_id, bool keep_alive,
                        std::chrono::milliseconds write_timeout, ArenaAllocator arena)
-    : socket_(socket),
-      deadline_(deadline),
-      head_(head_buffer),
+    : session_(session),
+      head_(session.head_buffer()),
       request_id_(request_id),
       keep_alive_(keep_alive),
       write_timeout_(write_timeout),
-      arena_(arena),
-      read_buffer_(read_buffer),
-      client_read_(client_read) {}
+      arena_(arena) {}
 
 std::string& Downstream::BeginHead(unsigned status) {
   status_ = status;
@@ -167,16 +201,16 @@ net::awaitable<bool> Downstream::Send(Buffers buffers) {
   // Whatever the socket takes at once goes without a trip through the event loop (and without
   // touching the deadline); only a rest that has to wait is written asynchronously.
   beast::error_code ec;
-  const size_t written = wire::WriteNow(socket_, buffers, ec);
+  const size_t written = wire::WriteNow(session_.socket(), buffers, ec);
   if (!ec && written < net::buffer_size(buffers)) {
     if (watchdog_writes_) {
       write_started_ = std::chrono::steady_clock::now();
     } else {
-      deadline_.ExpiresAfter(write_timeout_);
+      session_.deadline().ExpiresAfter(write_timeout_);
     }
     beast::buffers_suffix<Buffers> rest(buffers);
     rest.consume(written);
-    auto [write_ec, n] = co_await net::async_write(socket_, rest, kNoThrow);
+    auto [write_ec, n] = co_await net::async_write(session_.socket(), rest, kNoThrow);
     write_started_ = {};
     ec = write_ec;
   }
@@ -206,7 +240,7 @@ net::awaitable<bool> Downstream::WriteHeader(ResponseHeader& header) {
 
 void Downstream::UseWatchdogForWrites() {
   watchdog_writes_ = true;
-  deadline_.ExpiresNever();
+  session_.deadline().ExpiresNever();
 }
 
 std::optional<std::chrono::steady_clock::time_point> Downstream::write_pending_since() const {
@@ -218,7 +252,7 @@ std::optional<std::chrono::steady_clock::time_point> Downstream::write_pending_s
 
 void Downstream::Abort() {
   beast::error_code ignored;
-  socket_.cancel(ignored);
+  session_.socket().cancel(ignored);
 }
 
 net::awaitable<bool> Downstream::WriteChunk(std::string_view data) {
@@ -241,45 +275,87 @@ net::awaitable<bool> Downstream::WriteEnd() {
 }
 
 void Downstream::WatchForDisconnect(std::function<void()> on_gone) {
-  if (client_read_.client_gone()) {
+  ClientRead& read = session_.read();
+  if (read.client_gone()) {
     on_gone();
     return;
   }
-  if (read_buffer_.size() > 0) {
+  if (session_.has_buffered()) {
     return;  // the client sent more (a pipelined request): it is alive
   }
-  client_read_.OnGone(std::move(on_gone));
-  deadline_.ExpiresNever();  // the wait for the upstream has timeouts of its own
-  client_read_.Start();
+  read.OnGone(std::move(on_gone));
+  session_.deadline().ExpiresNever();  // the wait for the upstream has timeouts of its own
+  read.Start();
 }
 
-void Downstream::StopWatching() { client_read_.OnGone(nullptr); }
+void Downstream::StopWatching() { session_.read().OnGone(nullptr); }
 
 Downstream::~Downstream() { StopWatching(); }  // the read outlives this request
 
 namespace {
 
+// Times the reads of a request: the header timeout from the first read of its header, the body
+// timeout from the first read of its body (after "100 Continue" when the client waits for it).
+// Nothing happens for a request that is read from the buffer whole.
+class RequestReadTimer {
+ public:
+  RequestReadTimer(ClientSession& session, const ServerOptions& options)
+      : session_(session), options_(options) {}
+
+  // Before each read of the request from the socket.
+  template <class Parser>
+  net::awaitable<beast::error_code> BeforeFill(Parser& parser) {
+    if (!parser.is_header_done()) {
+      if (!header_armed_) {
+        header_armed_ = true;
+        session_.deadline().ExpiresAfter(options_.header_timeout);
+      }
+      co_return beast::error_code{};
+    }
+    if (!body_armed_) {
+      body_armed_ = true;
+      if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        session_.deadline().ExpiresAfter(options_.write_timeout);
+        auto [ec, n] =
+            co_await net::async_write(session_.socket(), net::buffer(kContinue), kNoThrow);
+        if (ec) {
+          continue_failed_ = true;
+          co_return ec;
+        }
+      }
+      session_.deadline().ExpiresAfter(options_.body_timeout);
+    }
+    co_return beast::error_code{};
+  }
+
+  // Writing "100 Continue" failed: the connection is closed without an answer.
+  bool continue_failed() const { return continue_failed_; }
+
+ private:
+  ClientSession& session_;
+  const ServerOptions& options_;
+  bool header_armed_ = false;
+  bool body_armed_ = false;
+  bool continue_failed_ = false;
+};
+
 net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions& options,
                                 std::atomic<int64_t>& active_requests,
                                 const std::atomic<bool>& draining, net::ip::tcp::socket socket) {
-  // Cancel, not close: a client cut off reading its request still gets its 408.
-  deadline::SocketDeadline deadline(socket, deadline::SocketDeadline::OnExpiry::kCancel);
-  beast::flat_buffer buffer;
-  std::string head_buffer;  // response heads, reused by every request on this connection
-  std::string request_id;   // the same
-  ClientRead client_read(socket, buffer);
+  ClientSession session(std::move(socket));
   Handler& handler = *worker.handler;
   for (;;) {
-    if (buffer.size() == 0) {
+    if (!session.has_buffered()) {
       if (draining.load(std::memory_order_relaxed)) {
         break;
       }
       // Idle between requests: the only state a drain may close the connection in.
-      worker.idle.insert(&socket);
-      deadline.ExpiresAfter(options.idle_timeout);
+      worker.idle.insert(&session.socket());
+      session.deadline().ExpiresAfter(options.idle_timeout);
       // Often already pending: the previous request's disconnect watch.
-      const beast::error_code ec = co_await client_read.Wait();
-      worker.idle.erase(&socket);
+      const beast::error_code ec = co_await session.read().Wait();
+      worker.idle.erase(&session.socket());
       if (ec) {
         break;
       }
@@ -292,79 +368,40 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
     parser.header_limit(options.header_limit_bytes);
     parser.body_limit(handler.body_limit());
     // Usually the whole request is in the buffer already: parsed at once, no read operation.
-    beast::error_code header_ec = wire::ParseBuffered(parser, buffer, /*header_only=*/true);
-    if (!header_ec && !parser.is_header_done()) {
-      deadline.ExpiresAfter(options.header_timeout);
-      auto [read_ec, n] = co_await http::async_read_header(socket, buffer, parser, kNoThrow);
-      header_ec = deadline.Translate(read_ec);
-    }
-    std::string_view bad_reason;
-    http::status bad_status = http::status::bad_request;
-    if (header_ec == http::error::header_limit) {
-      bad_status = http::status::request_header_fields_too_large;
-      bad_reason = "request headers are too large";
-    } else if (header_ec == http::error::body_limit) {
-      // A Content-Length over the limit is refused as soon as the headers are complete.
-      bad_status = http::status::payload_too_large;
-      bad_reason = "request body is larger than the limit";
-    } else if (header_ec == beast::error::timeout) {
-      bad_status = http::status::request_timeout;
-      bad_reason = "timed out reading the request headers";
-    } else if (header_ec) {
-      if (header_ec == http::error::end_of_stream || header_ec == net::error::eof ||
-          header_ec == net::error::connection_reset || header_ec == http::error::partial_message) {
-        break;  // the client went away mid-request: nobody to answer
+    RequestReadTimer timer(session, options);
+    const beast::error_code read_ec =
+        (co_await wire::ReadMessage(session, parser, wire::ReadUntil::kMessage, [&] {
+          return timer.BeforeFill(parser);
+        })).ec;
+    std::optional<ReadFailure> failure;
+    if (read_ec) {
+      if (timer.continue_failed()) {
+        break;
       }
-      bad_reason = "malformed HTTP request";
-    } else {
-      beast::error_code body_ec = wire::ParseBuffered(parser, buffer, /*header_only=*/false);
-      if (!body_ec && !parser.is_done()) {
-        const auto expect = parser.get()[http::field::expect];
-        if (beast::iequals(expect, "100-continue")) {
-          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-          deadline.ExpiresAfter(options.write_timeout);
-          auto [ec, n] = co_await net::async_write(socket, net::buffer(kContinue), kNoThrow);
-          if (ec) {
-            break;
-          }
-        }
-        deadline.ExpiresAfter(options.body_timeout);
-        auto [read_ec, n] = co_await http::async_read(socket, buffer, parser, kNoThrow);
-        body_ec = deadline.Translate(read_ec);
-      }
-      if (body_ec == http::error::body_limit) {
-        bad_status = http::status::payload_too_large;
-        bad_reason = "request body is larger than the limit";
-      } else if (body_ec == beast::error::timeout) {
-        bad_status = http::status::request_timeout;
-        bad_reason = "timed out reading the request body";
-      } else if (body_ec) {
-        if (body_ec == http::error::partial_message || body_ec == net::error::eof ||
-            body_ec == net::error::connection_reset) {
-          break;
-        }
-        bad_reason = "malformed HTTP request body";
+      failure = ClassifyReadError(
+          parser.is_header_done() ? RequestPhase::kBody : RequestPhase::kHeader, read_ec);
+      if (!failure->answer) {
+        break;
       }
     }
-
     active_requests.fetch_add(1, std::memory_order_relaxed);
-    if (!bad_reason.empty()) {
+    if (failure) {
       // The stream is out of sync with the framing: answer and close.
-      Downstream downstream(socket, deadline, buffer, client_read, head_buffer,
-                            NewRequestId(worker.rng, request_id), false, options.write_timeout,
-                            arena.allocator());
-      co_await handler.HandleBadRequest(bad_status, bad_reason, downstream);
+      Downstream downstream(session, NewRequestId(worker.rng, session.request_id()), false,
+                            options.write_timeout, arena.allocator());
+      co_await handler.HandleBadRequest(failure->status, failure->reason, downstream);
       active_requests.fetch_sub(1, std::memory_order_relaxed);
       break;
     }
     Request request = parser.release();
+    std::string& request_id = session.request_id();
     const auto client_id = request["x-request-id"];
     if (AcceptableRequestId(client_id)) {
       request_id.assign(client_id.data(), client_id.size());
     } else {
       NewRequestId(worker.rng, request_id);
     }
-    Downstream downstream(socket, deadline, buffer, client_read, head_buffer, request_id,
+    Downstream downstream(session, request_id,
                           request.keep_alive() && !draining.load(std::memory_order_relaxed),
                           options.write_timeout, arena.allocator());
     co_await handler.Handle(request, downstream);
@@ -373,13 +410,7 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
       break;
     }
   }
-  beast::error_code ignored;
-  if (client_read.pending()) {
-    socket.cancel(ignored);
-    co_await client_read.Wait();  // its handler refers to this frame
-  }
-  socket.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
-  socket.close(ignored);
+  co_await session.Close();
 }
 
 net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions& options,

@@ -26,11 +26,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/http/deadline.h"
+#include "common/http/read_message.h"
 #include "common/http/request_arena.h"
 #include "common/http/wire.h"
 
@@ -63,11 +65,16 @@ struct ServerOptions {
 
 // The one read a client connection keeps between two requests. Started while a request is
 // being answered, it is the disconnect watch (a client that closes or resets makes it fail);
-// once the answer is out, the session waits on that same read for the next request. A
-// kept-alive connection so makes one read per request, and no read that is cancelled only to be
-// started again (Asio tries every new read once before it waits: that try is a system call).
+// once the answer is out, the session waits on that same read for the next request, and reads
+// the rest of a request through it too (ClientSession::Fill). A kept-alive connection so makes
+// one read per request, and no read that is cancelled only to be started again (Asio tries every
+// new read once before it waits: that try is a system call).
 //
-// Bytes it reads go into the session's buffer: the next, possibly pipelined, request.
+// Bytes it reads go into the session's buffer: the next, possibly pipelined, request. While the
+// read is pending the buffer is the read's: nobody may consume, prepare or commit (a flat_buffer
+// that is emptied or grows moves the bytes the read writes into). Start() is called only with
+// the buffer empty (Downstream::WatchForDisconnect, or a request read that ran out of bytes) and
+// the buffer is touched again only after Wait(), so the rule holds by construction.
 class ClientRead {
  public:
   ClientRead(net::ip::tcp::socket& socket, beast::flat_buffer& buffer)
@@ -96,23 +103,72 @@ class ClientRead {
   bool gone_ = false;
   std::optional<beast::error_code> result_;  // of the read that ended, until collected
   std::function<void()> on_gone_;
-  // Wait() sleeps on this timer (it never expires) until Done() cancels it. The waiting
-  // coroutine is so held by an operation Asio owns: when the io_context goes away with the
-  // connection still open, Asio destroys the operation and with it the coroutine (a handler
-  // kept here, inside the coroutine's own frame, would keep the frame alive for ever).
+  // Wait() sleeps on this timer until Done() cancels it: it is a wake-up signal, not a timeout,
+  // so it is set to expire never. The waiting coroutine is so held by an operation Asio owns:
+  // when the io_context goes away with the connection still open, Asio destroys the operation
+  // and with it the coroutine (a handler kept here, inside the coroutine's own frame, would keep
+  // the frame alive for ever).
   net::steady_timer wake_;
   bool waiting_ = false;
 };
 
+// One client connection: its socket, the buffer its requests are read into, its deadline and
+// its one read, plus the scratch strings its responses reuse. It is the read side its requests
+// are read through (wire::ReadMessage: Fill waits on the ClientRead).
+//
+// Lifetimes are the member order: the deadline and the read refer to the socket and the buffer,
+// so they are declared after them and destroyed first. A read still pending refers to this
+// object: the session calls Close() (which cancels it and waits for it) before it lets go.
+class ClientSession {
+ public:
+  explicit ClientSession(net::ip::tcp::socket socket);
+  ClientSession(const ClientSession&) = delete;
+  ClientSession& operator=(const ClientSession&) = delete;
+
+  net::ip::tcp::socket& socket() { return socket_; }
+  deadline::SocketDeadline& deadline() { return deadline_; }
+  ClientRead& read() { return read_; }
+  // Response heads, reused by every request on this connection; the request id's storage too.
+  std::string& head_buffer() { return head_buffer_; }
+  std::string& request_id() { return request_id_; }
+  // Bytes of a next request are here already (pipelined, or read by the disconnect watch).
+  bool has_buffered() const { return buffer_.size() > 0; }
+
+  // For wire::ReadMessage.
+  beast::flat_buffer& buffer() { return buffer_; }
+  net::awaitable<beast::error_code> Fill() { return read_.Wait(); }
+  beast::error_code Translate(beast::error_code ec) const { return deadline_.Translate(ec); }
+
+  // Cancels a pending read and waits for it, then shuts the connection down.
+  net::awaitable<void> Close();
+
+ private:
+  net::ip::tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  // Cancel, not close: a client cut off reading its request still gets its 408.
+  deadline::SocketDeadline deadline_{socket_, deadline::SocketDeadline::OnExpiry::kCancel};
+  ClientRead read_{socket_, buffer_};
+  std::string head_buffer_;
+  std::string request_id_;
+};
+
+// Where reading a request failed, and what the client is told.
+enum class RequestPhase { kHeader, kBody };
+struct ReadFailure {
+  // False: the client went away in the middle of its request; nobody to answer, just close.
+  bool answer = false;
+  http::status status = http::status::bad_request;  // 400, 408, 413 or 431
+  std::string_view reason;
+};
+// The answer to an error `ec` (not none) reading a request in `phase`.
+ReadFailure ClassifyReadError(RequestPhase phase, beast::error_code ec);
+
 // One client connection as a handler sees it while answering one request.
 class Downstream {
  public:
-  // `socket` and `deadline` are the session's; `read_buffer` too (where a pipelined request
-  // waits); `head_buffer` is its scratch for response heads, reused request after request.
-  Downstream(net::ip::tcp::socket& socket, deadline::SocketDeadline& deadline,
-             beast::flat_buffer& read_buffer, ClientRead& client_read, std::string& head_buffer,
-             std::string_view request_id, bool keep_alive, std::chrono::milliseconds write_timeout,
-             ArenaAllocator arena);
+  // `session`'s buffers and read serve every request on the connection.
+  Downstream(ClientSession& session, std::string_view request_id, bool keep_alive,
+             std::chrono::milliseconds write_timeout, ArenaAllocator arena);
   ~Downstream();
   Downstream(const Downstream&) = delete;
   Downstream& operator=(const Downstream&) = delete;
@@ -126,7 +182,7 @@ class Downstream {
   void set_keep_alive(bool keep_alive) { keep_alive_ = keep_alive; }
   // True once anything of the response was written: retries are over for this request.
   bool started() const { return started_; }
-  bool failed() const { return failed_ || client_read_.client_gone(); }
+  bool failed() const { return failed_ || session_.read().client_gone(); }
 
   // A complete response. Sets x-request-id, Connection and Content-Length.
   net::awaitable<bool> Write(Response& response);
@@ -171,8 +227,7 @@ class Downstream {
   template <typename Buffers>
   net::awaitable<bool> Send(Buffers buffers);
 
-  net::ip::tcp::socket& socket_;
-  deadline::SocketDeadline& deadline_;
+  ClientSession& session_;
   std::string& head_;
   wire::ChunkLineStorage chunk_line_;
   std::string_view request_id_;  // in the session's storage
@@ -182,8 +237,6 @@ class Downstream {
   unsigned status_ = 0;  // of the head being written
   std::chrono::milliseconds write_timeout_;
   ArenaAllocator arena_;
-  beast::flat_buffer& read_buffer_;
-  ClientRead& client_read_;
   bool watchdog_writes_ = false;
   std::chrono::steady_clock::time_point write_started_{};  // {} = no write in progress
 };

@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/strings/views.h"
 
 namespace berry::selection {
 namespace {
@@ -298,8 +299,7 @@ void Snapshot::BuildOrderAndFastView(CompiledModel& model) {
 absl::StatusOr<const CompiledModel*> Snapshot::FindModel(std::string_view name) const {
   const auto it = model_by_name_.find(name);
   if (it == model_by_name_.end() || !models_[it->second].enabled()) {
-    return absl::NotFoundError(
-        absl::StrCat("model \"", absl::string_view(name.data(), name.size()), "\" does not exist"));
+    return absl::NotFoundError(absl::StrCat("model \"", strings::Absl(name), "\" does not exist"));
   }
   return &models_[it->second];
 }

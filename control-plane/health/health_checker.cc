@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "common/http/wire.h"
 #include "common/log/log.h"
+#include "common/strings/views.h"
 
 namespace berry::control_plane {
 namespace {
@@ -29,9 +30,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
 
-// Debian's Abseil has its own string_view; the maps' heterogeneous lookup wants that one.
-absl::string_view Key(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
 absl::Duration FromProto(const google::protobuf::Duration& d, absl::Duration fallback) {
   const absl::Duration value = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
   return value > absl::ZeroDuration() ? value : fallback;
@@ -40,9 +38,6 @@ absl::Duration FromProto(const google::protobuf::Duration& d, absl::Duration fal
 SteadyClock::duration ToSteady(absl::Duration d) {
   return std::chrono::duration_cast<SteadyClock::duration>(absl::ToChronoNanoseconds(d));
 }
-
-// Debian's Abseil has its own string_view; log fields take std::string_view.
-std::string_view Std(absl::string_view s) { return std::string_view(s.data(), s.size()); }
 
 }  // namespace
 
@@ -188,7 +183,7 @@ void HealthChecker::SetFleetEjected(std::string_view provider_id, bool ejected) 
 
 std::optional<bool> HealthChecker::ProviderHealth(std::string_view provider_id) const {
   absl::MutexLock lock(&published_mu_);
-  auto it = published_.find(Key(provider_id));
+  auto it = published_.find(strings::Absl(provider_id));
   return it == published_.end() ? std::nullopt : it->second.verdict;
 }
 
@@ -252,9 +247,9 @@ void HealthChecker::Apply(Schedule schedule, std::vector<ProviderConfig> provide
     state->wait_started = now;
     state->wait_factor = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
     if (!state->target->endpoint.ok()) {
-      log::Warn(
-          "health check: provider base_url is unusable; every probe fails",
-          {{"provider", config.id}, {"error", Std(state->target->endpoint.status().message())}});
+      log::Warn("health check: provider base_url is unusable; every probe fails",
+                {{"provider", config.id},
+                 {"error", strings::Std(state->target->endpoint.status().message())}});
     }
     {
       absl::MutexLock lock(&published_mu_);

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/strings/views.h"
 
 namespace berry::control_plane {
 namespace {
@@ -39,9 +40,6 @@ std::optional<double> Ratio(uint64_t part, uint64_t whole) {
 }
 
 std::string Fraction(double value) { return absl::StrCat(value); }
-
-// Debian's Abseil has its own string_view; the maps' heterogeneous lookup wants that one.
-absl::string_view Key(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 }  // namespace
 
@@ -328,14 +326,14 @@ absl::StatusOr<uint64_t> FleetStats::Fold(const v1::StreamLoadReportsRequest& re
 
 uint64_t FleetStats::AckedSequence(std::string_view node_id) const {
   absl::MutexLock lock(&mu_);
-  auto it = nodes_.find(Key(node_id));
+  auto it = nodes_.find(strings::Absl(node_id));
   return it == nodes_.end() ? 0 : it->second.last_sequence;
 }
 
 void FleetStats::ForgetNode(std::string_view node_id) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_();
-  auto it = nodes_.find(Key(node_id));
+  auto it = nodes_.find(strings::Absl(node_id));
   if (it == nodes_.end()) {
     return;
   }
@@ -349,7 +347,7 @@ void FleetStats::SetProviderProbeHealth(std::string_view provider_id, std::optio
   if (healthy.has_value()) {
     provider_probe_[std::string(provider_id)] = *healthy;
   } else {
-    provider_probe_.erase(Key(provider_id));
+    provider_probe_.erase(strings::Absl(provider_id));
   }
 }
 
@@ -358,13 +356,13 @@ void FleetStats::SetBackendProbeHealth(std::string_view backend_id, std::optiona
   if (healthy.has_value()) {
     backend_probe_[std::string(backend_id)] = *healthy;
   } else {
-    backend_probe_.erase(Key(backend_id));
+    backend_probe_.erase(strings::Absl(backend_id));
   }
 }
 
 double FleetStats::EffectiveWeight(std::string_view backend_id, double configured_weight) {
   absl::MutexLock lock(&mu_);
-  auto it = backends_.find(Key(backend_id));
+  auto it = backends_.find(strings::Absl(backend_id));
   if (it == backends_.end()) {
     return configured_weight;
   }
@@ -617,8 +615,8 @@ absl::Status FleetStats::RegisterMetrics(metrics::Registry& registry) {
     return status;
   }
   return registry.AddCallbackCounter("berry_cp_load_reports_total",
-                                   "Load reports folded into the fleet statistics.",
-                                   [this] { return static_cast<double>(folded_reports()); });
+                                     "Load reports folded into the fleet statistics.",
+                                     [this] { return static_cast<double>(folded_reports()); });
 }
 
 }  // namespace berry::control_plane

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log/log.h"
 #include "common/route_table/compile.h"
+#include "common/strings/views.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace berry::managed {
@@ -22,8 +23,6 @@ namespace v1 = berry::v1;
 using google::protobuf::util::TimeUtil;
 
 constexpr char kTableFile[] = "route_table.pb";
-
-std::string_view View(absl::string_view text) { return {text.data(), text.size()}; }
 
 }  // namespace
 
@@ -73,14 +72,16 @@ absl::Status PersistTable(const std::string& state_dir, const v1::RouteTable& ta
     const ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
     if (n <= 0) {
       ::close(fd);
-      return absl::UnavailableError(absl::StrCat("cannot write ", temp, ": ", std::strerror(errno)));
+      return absl::UnavailableError(
+          absl::StrCat("cannot write ", temp, ": ", std::strerror(errno)));
     }
     written += static_cast<size_t>(n);
   }
   const bool synced = ::fsync(fd) == 0;
   ::close(fd);
   if (!synced || ::rename(temp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot replace ", path, ": ", std::strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("cannot replace ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
 }
@@ -190,7 +191,8 @@ void RouteSubscriber::RunStream(grpc::ClientContext& context) {
         log::Info("route table applied", {{"version", response.version_info()}});
         if (!options_.state_dir.empty()) {
           if (absl::Status persisted = PersistTable(options_.state_dir, table); !persisted.ok()) {
-            log::Warn("cannot persist the route table", {{"error", View(persisted.message())}});
+            log::Warn("cannot persist the route table",
+                      {{"error", strings::Std(persisted.message())}});
           }
         }
       } else {
@@ -199,9 +201,10 @@ void RouteSubscriber::RunStream(grpc::ClientContext& context) {
           reply.set_version_info(current->version());
         }
         reply.mutable_error_detail()->set_code(static_cast<int32_t>(status.code()));
-        reply.mutable_error_detail()->set_message(std::string(View(status.message())));
-        log::Error("route table rejected; the current one stays in force",
-                   {{"version", response.version_info()}, {"reason", View(status.message())}});
+        reply.mutable_error_detail()->set_message(std::string(strings::Std(status.message())));
+        log::Error(
+            "route table rejected; the current one stays in force",
+            {{"version", response.version_info()}, {"reason", strings::Std(status.message())}});
       }
       if (!stream->Write(reply)) {
         break;
@@ -289,8 +292,8 @@ void LoadReporter::CollectLocked() {
     stats->set_completion_tokens(totals.completion_tokens - previous.completion_tokens);
     fill_histogram(stats->mutable_latency(), totals.latency_counts, previous.latency_counts,
                    totals.latency_sum, previous.latency_sum);
-    fill_histogram(stats->mutable_ttfb(), totals.ttfb_counts, previous.ttfb_counts,
-                   totals.ttfb_sum, previous.ttfb_sum);
+    fill_histogram(stats->mutable_ttfb(), totals.ttfb_counts, previous.ttfb_counts, totals.ttfb_sum,
+                   previous.ttfb_sum);
     previous = totals;
   }
   // Backends that left the table are forgotten (what they did since the last report is lost with
@@ -303,8 +306,8 @@ void LoadReporter::CollectLocked() {
   }
   *report.mutable_node() = options_.node;
   report.set_sequence(next_sequence_++);
-  *report.mutable_interval_start() = TimeUtil::TimeTToTimestamp(
-      std::chrono::system_clock::to_time_t(interval_start_));
+  *report.mutable_interval_start() =
+      TimeUtil::TimeTToTimestamp(std::chrono::system_clock::to_time_t(interval_start_));
   *report.mutable_interval() = TimeUtil::MillisecondsToDuration(
       std::chrono::duration_cast<std::chrono::milliseconds>(now - interval_start_).count());
   interval_start_ = now;

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/json/json_escape.h"
+#include "common/strings/views.h"
 
 namespace berry::openai {
 namespace {
@@ -451,7 +452,7 @@ absl::StatusOr<RequestFields> ScanRequestBody(std::string_view body) {
   }
   if (handler.field_error() != FieldError::kNone) {
     const std::string_view message = FieldErrorMessage(handler.field_error());
-    return absl::InvalidArgumentError(absl::string_view(message.data(), message.size()));
+    return absl::InvalidArgumentError(strings::Absl(message));
   }
   if (!handler.model_seen()) {
     return absl::InvalidArgumentError("missing required field 'model'");

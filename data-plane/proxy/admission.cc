@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/strings/views.h"
 #include "data-plane/auth/rate_limiter.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
@@ -11,9 +12,6 @@ namespace berry::proxy {
 namespace {
 
 using openai::ErrorKind;
-
-// Abseil's Debian build has its own string_view type.
-std::string_view View(absl::string_view text) { return {text.data(), text.size()}; }
 
 }  // namespace
 
@@ -59,7 +57,7 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
   if (!fields.ok()) {
     error = std::string(fields.status().message());
     return ErrorReply{
-        400, openai::ErrorJson(ErrorKind::kInvalidRequest, View(fields.status().message()))};
+        400, openai::ErrorJson(ErrorKind::kInvalidRequest, strings::Std(fields.status().message()))};
   }
   admitted.fields = *std::move(fields);
 

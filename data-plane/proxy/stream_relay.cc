@@ -9,7 +9,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "data-plane/openai/errors.h"
-#include "data-plane/openai/sse.h"
+#include "common/http/sse.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
 
@@ -116,7 +116,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     co_return false;
   }
 
-  openai::SseEventSplitter splitter;
+  sse::SseEventSplitter splitter;
   std::optional<openai::Usage> usage;
   const auto idle_timeout = SecondsOr(generation.settings().stream_idle_timeout(), 60);
   std::array<char, 8 * 1024> piece;

@@ -16,6 +16,7 @@
 #include <limits>
 #include <optional>
 
+#include "common/http/sse.h"
 #include "tests/support/text.h"
 
 namespace berry::test_support {
@@ -89,65 +90,6 @@ std::optional<std::string> FindHeader(const HttpHeaders& headers, std::string_vi
 bool HasHeader(const HttpHeaders& headers, std::string_view name) {
   return FindHeader(headers, name).has_value();
 }
-
-// Splits a byte stream into Server-Sent Events (the WHATWG event-stream format: CRLF or LF line
-// ends, `data:`/`event:` fields, `:` comments, blank line dispatches).
-class SseParser {
- public:
-  // Appends the events completed by `bytes` to `out`.
-  void Feed(std::string_view bytes, Clock::time_point now, std::vector<SseEvent>& out) {
-    for (char c : bytes) {
-      if (c == '\r') {
-        continue;
-      }
-      if (c != '\n') {
-        line_.push_back(c);
-        continue;
-      }
-      if (line_.empty()) {
-        if (has_data_) {
-          out.push_back(SseEvent{std::move(event_), std::move(data_), now});
-        }
-        event_.clear();
-        data_.clear();
-        has_data_ = false;
-        continue;
-      }
-      TakeLine();
-      line_.clear();
-    }
-  }
-
- private:
-  void TakeLine() {
-    if (line_.front() == ':') {
-      return;
-    }
-    std::string_view line = line_;
-    std::string_view field = line.substr(0, line.find(':'));
-    std::string_view value;
-    if (field.size() < line.size()) {
-      value = line.substr(field.size() + 1);
-      if (!value.empty() && value.front() == ' ') {
-        value.remove_prefix(1);
-      }
-    }
-    if (field == "data") {
-      if (has_data_) {
-        data_.push_back('\n');
-      }
-      data_.append(value);
-      has_data_ = true;
-    } else if (field == "event") {
-      event_.assign(value);
-    }
-  }
-
-  std::string line_;
-  std::string event_;
-  std::string data_;
-  bool has_data_ = false;
-};
 
 // Runs `op` to completion on `io` (which nothing else runs) and returns its result.
 template <class T>
@@ -379,10 +321,10 @@ class HttpConnection::Impl {
     out.status = static_cast<int>(parser.get().result_int());
     out.headers = CopyHeaders(parser.get().base());
     out.connection_close = !parser.get().keep_alive();
-    const bool sse = text::StartsWithIgnoreCase(
+    const bool event_stream = text::StartsWithIgnoreCase(
         std::string_view(parser.get()[http::field::content_type]), "text/event-stream");
 
-    SseParser sse_parser;
+    sse::SseEventSplitter splitter;
     std::array<char, 16384> chunk;
     size_t reported = 0;
     while (!parser.is_done()) {
@@ -398,8 +340,10 @@ class HttpConnection::Impl {
       if (got > 0) {
         std::string_view bytes(chunk.data(), got);
         out.body.append(bytes);
-        if (sse) {
-          sse_parser.Feed(bytes, now, out.events);
+        if (event_stream) {
+          splitter.Feed(bytes, [&out, now](std::string_view data) {
+            out.events.push_back(SseEvent{std::string(data), now});
+          });
         }
       }
       for (; reported < out.events.size(); ++reported) {

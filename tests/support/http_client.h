@@ -75,9 +75,9 @@ struct HttpResponse {
   std::optional<std::string> Header(std::string_view name) const;
 };
 
-// One Server-Sent Event: its `data:` lines joined by '\n' (e.g. a JSON chunk or "[DONE]").
+// One Server-Sent Event: its `data:` lines joined by '\n' (e.g. a JSON chunk or "[DONE]"), as
+// common/http/sse.h splits them (events without `data` are not reported).
 struct SseEvent {
-  std::string event;  // the `event:` field, usually empty
   std::string data;
   std::chrono::steady_clock::time_point arrived_at;  // when the read that completed it returned
 };

@@ -1,7 +1,5 @@
 #include "tests/support/mock_upstream.h"
 
-#include "common/json/json_escape.h"
-
 #include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -31,6 +29,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/json/json_escape.h"
+#include "common/strings/views.h"
 #include "tests/support/certs.h"
 #include "tests/support/text.h"
 
@@ -1001,7 +1001,7 @@ void MockUpstream::SetModelBehavior(std::string_view model, Behavior behavior) {
 
 void MockUpstream::ClearModelBehavior(std::string_view model) {
   absl::MutexLock lock(&mu_);
-  model_behaviors_.erase(absl::string_view(model.data(), model.size()));
+  model_behaviors_.erase(strings::Absl(model));
 }
 
 void MockUpstream::EnqueueBehavior(Behavior behavior) {
@@ -1013,7 +1013,7 @@ void MockUpstream::EnqueueBehavior(Behavior behavior) {
 void MockUpstream::EnqueueModelBehavior(std::string_view model, Behavior behavior) {
   auto b = std::make_shared<const Behavior>(std::move(behavior));
   absl::MutexLock lock(&mu_);
-  model_queues_[absl::string_view(model.data(), model.size())].push_back(std::move(b));
+  model_queues_[strings::Absl(model)].push_back(std::move(b));
   ++model_queued_;
 }
 
@@ -1040,8 +1040,7 @@ void MockUpstream::ResetNextConnections(int n) {
 
 MockUpstream::BehaviorPtr MockUpstream::ResolveBehaviorLocked(std::string_view model) {
   if (model_queued_ > 0 && !model.empty()) {
-    if (auto it = model_queues_.find(absl::string_view(model.data(), model.size()));
-        it != model_queues_.end()) {
+    if (auto it = model_queues_.find(strings::Absl(model)); it != model_queues_.end()) {
       BehaviorPtr b = std::move(it->second.front());
       it->second.pop_front();
       --model_queued_;
@@ -1057,8 +1056,7 @@ MockUpstream::BehaviorPtr MockUpstream::ResolveBehaviorLocked(std::string_view m
     return b;
   }
   if (!model.empty() && !model_behaviors_.empty()) {
-    if (auto it = model_behaviors_.find(absl::string_view(model.data(), model.size()));
-        it != model_behaviors_.end()) {
+    if (auto it = model_behaviors_.find(strings::Absl(model)); it != model_behaviors_.end()) {
       return it->second;
     }
   }

@@ -1,8 +1,9 @@
-// Observes an upstream's text/event-stream body as the proxy relays it, to find each event's
-// `data:` payload (the final chunk's `usage`, the `[DONE]` marker) and to know whether the bytes
-// relayed so far end between events. The proxy forwards bytes to the client as they arrive; this
-// class only watches them. One instance per stream, used by the worker thread that owns the
-// stream; not thread-safe.
+// Server-Sent Events (text/event-stream bodies), read the one way everything here reads them:
+// the proxy observes an upstream's stream as it relays it, to find each event's `data:` payload
+// (the final chunk's `usage`, the `[DONE]` marker) and to know whether the bytes relayed so far
+// end between events (it forwards bytes as they arrive; this class only watches them); the test
+// HTTP client (tests/support) and the benchmark's load generator (bench/) collect the events
+// they receive. One instance per stream, used by one thread; not thread-safe.
 #pragma once
 
 #include <cstddef>
@@ -12,7 +13,7 @@
 
 #include "absl/functional/function_ref.h"
 
-namespace berry::openai {
+namespace berry::sse {
 
 // Splits an SSE byte stream into events per the WHATWG EventSource parsing rules: lines end with
 // "\r\n", "\n" or "\r"; a blank line ends an event; `data` fields are joined with "\n"; comment
@@ -87,4 +88,4 @@ class SseEventSplitter {
   std::string_view held_;
 };
 
-}  // namespace berry::openai
+}  // namespace berry::sse

@@ -1,4 +1,4 @@
-#include "data-plane/openai/sse.h"
+#include "common/http/sse.h"
 
 #include <string>
 #include <string_view>
@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::openai {
+namespace berry::sse {
 namespace {
 
 using Events = std::vector<std::string>;
@@ -279,8 +279,7 @@ TEST(SseEventSplitter, DoesNotGrowItsBufferForEventsOfARepeatedSize) {
 
 TEST(SseEventSplitter, WholeOneLineEventsAreDeliveredWithoutBuffering) {
   SseEventSplitter splitter;
-  const std::string events =
-      "data: {\"n\":1}\n\nid: 7\ndata: {\"n\":2}\r\n\r\ndata: [DONE]\n\n";
+  const std::string events = "data: {\"n\":1}\n\nid: 7\ndata: {\"n\":2}\r\n\r\ndata: [DONE]\n\n";
   std::vector<std::string> seen;
   splitter.Feed(events, [&seen](std::string_view data) { seen.emplace_back(data); });
   EXPECT_EQ(seen, (std::vector<std::string>{R"({"n":1})", R"({"n":2})", "[DONE]"}));
@@ -315,4 +314,4 @@ TEST(SseEventSplitter, HeldFirstLineIsKeptWhenOnlyTheBlankLineComesLater) {
 }
 
 }  // namespace
-}  // namespace berry::openai
+}  // namespace berry::sse

@@ -1,9 +1,9 @@
-#include "data-plane/openai/sse.h"
+#include "common/http/sse.h"
 
 #include <algorithm>
 #include <cstring>
 
-namespace berry::openai {
+namespace berry::sse {
 namespace {
 
 constexpr char kBom[] = "\xEF\xBB\xBF";
@@ -201,4 +201,4 @@ void SseEventSplitter::Append(std::string_view bytes) {
   size_ = needed;
 }
 
-}  // namespace berry::openai
+}  // namespace berry::sse
