@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log/log.h"
 #include "common/route_table/compile.h"
+#include "common/strings/views.h"
 #include "grpc/health/v1/health.pb.h"
 
 namespace berry::control_plane {
@@ -182,7 +183,7 @@ absl::Status ControlPlane::Start() {
 
   if (options_.watch_config) {
     if (absl::Status watch = source_.Watch([this] { Reload("file change"); }); !watch.ok()) {
-      log::Warn(std::string_view(watch.message().data(), watch.message().size()));
+      log::Warn(strings::Std(watch.message()));
     }
   }
   grpc_address_ = absl::StrCat(options_.grpc_listen.substr(0, options_.grpc_listen.rfind(':')), ":",
