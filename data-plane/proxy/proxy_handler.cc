@@ -261,7 +261,7 @@ void ProxyHandler::Refresh() {
       picker_.emplace(generation_->runtime);
     }
   }
-  metrics_.Reset();
+  metrics_.Reset(generation_ ? &generation_->snapshot() : nullptr);
 }
 
 uint64_t ProxyHandler::body_limit() {
