@@ -309,9 +309,10 @@ absl::StatusOr<Family<T>*> Registry::AddFamily(std::string_view name, std::strin
       !status.ok()) {
     return status;
   }
-  prometheus::Family<T>& family = RegisterIn<T>(registry_, std::string(name), EscapeHelp(help));
-  families_.push_back(std::make_unique<Family<T>>(std::string(name), std::move(label_names), family,
-                                                  std::move(bounds)));
+  std::string escaped = EscapeHelp(help);
+  prometheus::Family<T>& family = RegisterIn<T>(registry_, std::string(name), escaped);
+  families_.push_back(std::make_unique<Family<T>>(
+      std::string(name), std::move(escaped), std::move(label_names), family, std::move(bounds)));
   return static_cast<Family<T>*>(families_.back().get());
 }
 
@@ -397,6 +398,13 @@ std::string Registry::Render() const {
   std::vector<prometheus::MetricFamily> families = registry_.Collect();
   {
     absl::MutexLock lock(&mu_);
+    for (const std::unique_ptr<internal::FamilyBase>& family : families_) {
+      if (std::none_of(families.begin(), families.end(), [&](const prometheus::MetricFamily& f) {
+            return f.name == family->Name();
+          })) {
+        families.push_back(family->Empty());
+      }
+    }
     for (const std::unique_ptr<Source>& source : sources_) {
       for (prometheus::MetricFamily& family : source->collectable->Collect()) {
         if (std::find(source->names.begin(), source->names.end(), family.name) !=
@@ -406,7 +414,6 @@ std::string Registry::Render() const {
       }
     }
   }
-  std::erase_if(families, [](const prometheus::MetricFamily& f) { return f.metric.empty(); });
   std::sort(families.begin(), families.end(),
             [](const prometheus::MetricFamily& a, const prometheus::MetricFamily& b) {
               return a.name < b.name;

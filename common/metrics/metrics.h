@@ -82,6 +82,8 @@ class FamilyBase {
   virtual ~FamilyBase() = default;
   const std::string& Name() const { return name_; }
   const std::vector<std::string>& LabelNames() const { return label_names_; }
+  // The family with no children (prometheus-cpp leaves such a family out of Collect()).
+  virtual prometheus::MetricFamily Empty() const = 0;
 
  protected:
   // InvalidArgument on a wrong count or invalid UTF-8; otherwise the prometheus label map.
@@ -97,11 +99,16 @@ class FamilyBase {
 template <typename T>
 class Family final : public internal::FamilyBase {
  public:
-  Family(std::string name, std::vector<std::string> label_names, prometheus::Family<T>& family,
-         std::vector<double> bounds = {})
+  Family(std::string name, std::string escaped_help, std::vector<std::string> label_names,
+         prometheus::Family<T>& family, std::vector<double> bounds = {})
       : FamilyBase(std::move(name), std::move(label_names)),
+        help_(std::move(escaped_help)),
         family_(family),
         bounds_(std::move(bounds)) {}
+
+  prometheus::MetricFamily Empty() const override {
+    return prometheus::MetricFamily{.name = Name(), .help = help_, .type = T::metric_type};
+  }
 
   // The child for `label_values` (one per label name, in order, valid UTF-8), created on first
   // use; the same values always return the same child, whose address is stable for the
@@ -120,6 +127,7 @@ class Family final : public internal::FamilyBase {
   }
 
  private:
+  const std::string help_;
   prometheus::Family<T>& family_;
   const std::vector<double> bounds_;  // histograms only
 };
@@ -186,7 +194,8 @@ class Registry {
                               std::vector<std::string> family_names);
 
   // Every family in the text exposition format 0.0.4 (prometheus::TextSerializer), families
-  // ordered by name and children by labels. Families without children are left out.
+  // ordered by name and children by labels (a family without children renders as its HELP and
+  // TYPE lines alone).
   std::string Render() const;
 
  private:

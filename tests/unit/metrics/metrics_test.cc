@@ -138,13 +138,15 @@ TEST(MetricsTest, HelpEscapesBackslashAndNewlineButNotQuote) {
             "g 1\n");
 }
 
-TEST(MetricsTest, FamilyWithoutChildrenIsLeftOut) {
+TEST(MetricsTest, FamilyWithoutChildrenRendersOnlyHelpAndType) {
   Registry registry;
   Ok(registry.AddCounter("c_total", "C."));
   ASSERT_TRUE(
       registry.AddCallbackGauge("g", "G.", {"k"}, [] { return std::vector<GaugeSample>{}; }).ok());
 
-  EXPECT_EQ(registry.Render(), "");
+  EXPECT_EQ(registry.Render(),
+            "# HELP c_total C.\n# TYPE c_total counter\n"
+            "# HELP g G.\n# TYPE g gauge\n");
 }
 
 // prometheus::TextSerializer's number format: 15 significant digits, which promtool and
