@@ -68,6 +68,7 @@ RUN export DEBIAN_FRONTEND=noninteractive \
         libboost-url1.81.0 \
         libgrpc++1.51 \
         libgrpc29 \
+        libprometheus-cpp-core1.0 \
         libprotobuf32 \
         libssl3 \
         libtomlplusplus3 \

@@ -1,12 +1,10 @@
 #include "common/metrics/metrics.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
-#include <optional>
 #include <set>
 #include <utility>
 
@@ -14,30 +12,10 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
 
 namespace berry::metrics {
 namespace {
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// Integers print as integers (`3`, not `3e+00`); everything else in the shortest form that reads
-// back as the same double. Integral values up to 1e15 are exact in a double, so the cast is too.
-void AppendNumber(std::string& out, double value) {
-  if (std::isnan(value)) {
-    out += "NaN";
-    return;
-  }
-  if (std::isinf(value)) {
-    out += value > 0 ? "+Inf" : "-Inf";
-    return;
-  }
-  char buf[32];
-  const std::to_chars_result result =
-      value == std::trunc(value) && std::abs(value) < 1e15
-          ? std::to_chars(buf, buf + sizeof(buf), static_cast<int64_t>(value))
-          : std::to_chars(buf, buf + sizeof(buf), value);
-  out.append(buf, result.ptr);
-}
 
 // Length of the well-formed UTF-8 sequence starting at `s[i]` (Unicode table 3-7), or 0.
 size_t Utf8SequenceLength(std::string_view s, size_t i) {
@@ -84,9 +62,11 @@ bool IsValidUtf8(std::string_view s) {
   return true;
 }
 
-// Escapes backslash, newline and, in label values, double quote. Bytes that are not UTF-8 (only
-// gauge callbacks can supply them) become U+FFFD so that the exposition stays parseable.
-void AppendEscaped(std::string& out, std::string_view s, bool escape_quote) {
+// Bytes that are not UTF-8 (only scrape-time sources can supply them) become U+FFFD so that the
+// exposition stays parseable.
+std::string SanitizeUtf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
     const size_t length = Utf8SequenceLength(s, i);
     if (length == 0) {
@@ -94,18 +74,27 @@ void AppendEscaped(std::string& out, std::string_view s, bool escape_quote) {
       ++i;
       continue;
     }
-    const char c = s[i];
+    out.append(s.substr(i, length));
+    i += length;
+  }
+  return out;
+}
+
+// prometheus::TextSerializer writes help text verbatim: escape backslash and newline here, as the
+// exposition format wants (label values it escapes itself).
+std::string EscapeHelp(std::string_view help) {
+  std::string out;
+  out.reserve(help.size());
+  for (const char c : SanitizeUtf8(help)) {
     if (c == '\\') {
       out += "\\\\";
     } else if (c == '\n') {
       out += "\\n";
-    } else if (c == '"' && escape_quote) {
-      out += "\\\"";
     } else {
-      out.append(s.substr(i, length));
+      out += c;
     }
-    i += length;
   }
+  return out;
 }
 
 // Metric names may contain colons, label names may not.
@@ -123,155 +112,68 @@ bool IsValidName(std::string_view name, bool allow_colon) {
   return true;
 }
 
-std::string_view TypeName(internal::Type type) {
-  switch (type) {
-    case internal::Type::kCounter:
-      return "counter";
-    case internal::Type::kGauge:
-      return "gauge";
-    case internal::Type::kHistogram:
-      return "histogram";
-  }
-  std::abort();  // unreachable: the switch covers every enumerator
-}
-
-}  // namespace
-
-namespace internal {
-
-// Writes the samples of one child: its name, labels and values, one line each.
-class SampleWriter {
- public:
-  SampleWriter(std::string& out, std::string_view name, const std::vector<std::string>& label_names,
-               const std::vector<std::string>& label_values)
-      : out_(out), name_(name), label_names_(label_names), label_values_(label_values) {}
-
-  // Appends `<name><suffix>{<labels>[,le="<le>"]} <value>`.
-  void Write(std::string_view suffix, double value, std::optional<double> le = std::nullopt) {
-    out_ += name_;
-    out_ += suffix;
-    if (!label_names_.empty() || le.has_value()) {
-      char separator = '{';
-      for (size_t i = 0; i < label_names_.size(); ++i) {
-        AppendLabel(separator, label_names_[i], label_values_[i]);
-        separator = ',';
-      }
-      if (le.has_value()) {
-        std::string bound;
-        AppendNumber(bound, *le);
-        AppendLabel(separator, "le", bound);
-      }
-      out_ += '}';
-    }
-    out_ += ' ';
-    AppendNumber(out_, value);
-    out_ += '\n';
-  }
-
- private:
-  void AppendLabel(char separator, std::string_view name, std::string_view value) {
-    out_ += separator;
-    out_ += name;
-    out_ += "=\"";
-    AppendEscaped(out_, value, /*escape_quote=*/true);
-    out_ += '"';
-  }
-
-  std::string& out_;
-  std::string_view name_;
-  const std::vector<std::string>& label_names_;
-  const std::vector<std::string>& label_values_;
-};
-
-FamilyBase::FamilyBase(std::string name, std::string help, Type type,
-                       std::vector<std::string> label_names)
-    : name_(std::move(name)),
-      help_(std::move(help)),
-      type_(type),
-      label_names_(std::move(label_names)) {}
-
-void FamilyBase::Render(std::string& out) const {
-  out += "# HELP ";
-  out += name_;
-  out += ' ';
-  AppendEscaped(out, help_, /*escape_quote=*/false);
-  out += "\n# TYPE ";
-  out += name_;
-  out += ' ';
-  out += TypeName(type_);
-  out += '\n';
-  CollectSamples(out);
-}
-
-LabeledFamily::LabeledFamily(std::string name, std::string help, Type type,
-                             std::vector<std::string> label_names, ChildFactory new_child)
-    : FamilyBase(std::move(name), std::move(help), type, std::move(label_names)),
-      new_child_(std::move(new_child)) {}
-
-absl::StatusOr<Metric*> LabeledFamily::AddChild(const std::vector<std::string>& label_values) {
-  if (label_values.size() != LabelNames().size()) {
-    return absl::InvalidArgumentError(absl::StrCat(Name(), " takes ", LabelNames().size(),
-                                                   " label values, got ", label_values.size()));
-  }
-  for (const std::string& value : label_values) {
-    if (!IsValidUtf8(value)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(Name(), ": label value is not valid UTF-8: ", absl::CEscape(value)));
-    }
-  }
-  absl::MutexLock lock(&mu_);
-  std::unique_ptr<Metric>& child = children_[label_values];
-  if (child == nullptr) {
-    child = new_child_();
-  }
-  return child.get();
-}
-
-void LabeledFamily::CollectSamples(std::string& out) const {
-  absl::MutexLock lock(&mu_);
-  for (const auto& [label_values, child] : children_) {
-    SampleWriter writer(out, Name(), LabelNames(), label_values);
-    child->Collect(writer);
+template <typename T>
+prometheus::Family<T>& RegisterIn(prometheus::Registry& registry, const std::string& name,
+                                  const std::string& help) {
+  if constexpr (std::is_same_v<T, Counter>) {
+    return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+  } else if constexpr (std::is_same_v<T, Gauge>) {
+    return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+  } else {
+    return prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
   }
 }
-
-}  // namespace internal
-
-namespace {
 
 // A gauge or counter family whose samples a callback computes at scrape time.
-class CallbackFamily final : public internal::FamilyBase {
+class CallbackFamily final : public prometheus::Collectable {
  public:
-  CallbackFamily(std::string name, std::string help, internal::Type type,
+  CallbackFamily(std::string name, std::string help, prometheus::MetricType type,
                  std::vector<std::string> label_names, GaugeCallback callback)
-      : FamilyBase(std::move(name), std::move(help), type, std::move(label_names)),
+      : name_(std::move(name)),
+        help_(std::move(help)),
+        type_(type),
+        label_names_(std::move(label_names)),
         callback_(std::move(callback)) {}
 
- private:
-  void CollectSamples(std::string& out) const override {
-    std::vector<GaugeSample> samples = callback_();
-    std::sort(samples.begin(), samples.end(), [](const GaugeSample& a, const GaugeSample& b) {
-      return a.label_values < b.label_values;
-    });
-    for (const GaugeSample& sample : samples) {
-      if (sample.label_values.size() != LabelNames().size()) {
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily family = MakeFamily(name_, help_, type_);
+    for (const GaugeSample& sample : callback_()) {
+      if (sample.label_values.size() != label_names_.size()) {
         // The callback is Berry's own code, and a malformed line would make every scrape fail.
         std::fprintf(stderr, "metrics: callback for %s returned %zu label values, wants %zu\n",
-                     Name().c_str(), sample.label_values.size(), LabelNames().size());
+                     name_.c_str(), sample.label_values.size(), label_names_.size());
         std::abort();
       }
-      internal::SampleWriter(out, Name(), LabelNames(), sample.label_values)
-          .Write("", sample.value);
+      prometheus::ClientMetric metric = MakeSample(label_names_, sample.label_values);
+      if (type_ == prometheus::MetricType::Counter) {
+        metric.counter.value = sample.value;
+      } else {
+        metric.gauge.value = sample.value;
+      }
+      family.metric.push_back(std::move(metric));
     }
+    return {std::move(family)};
   }
 
+ private:
+  const std::string name_;
+  const std::string help_;
+  const prometheus::MetricType type_;
+  const std::vector<std::string> label_names_;
   const GaugeCallback callback_;
 };
 
 }  // namespace
 
-std::vector<double> DefaultLatencyBuckets() {
-  return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+// A collectable and the family names it may emit.
+struct Registry::Source {
+  const prometheus::Collectable* collectable;
+  std::vector<std::string> names;
+};
+
+const std::vector<double>& LatencyBuckets() {
+  static const std::vector<double> buckets(kLatencyBuckets.begin(), kLatencyBuckets.end());
+  return buckets;
 }
 
 absl::StatusOr<std::vector<double>> ExponentialBuckets(double start, double factor, int count) {
@@ -291,66 +193,137 @@ absl::StatusOr<std::vector<double>> ExponentialBuckets(double start, double fact
   return bounds;
 }
 
-void internal::SingleValueMetric::Collect(SampleWriter& writer) const { writer.Write("", Value()); }
-
-Histogram::Histogram(std::shared_ptr<const std::vector<double>> bounds)
-    : bounds_(std::move(bounds)), counts_(bounds_->size() + 1) {}
-
-void Histogram::Observe(double value) {
-  // A NaN compares false with every bound, so it would land in the first bucket; like the Go
-  // client, count it in `+Inf`.
-  const size_t bucket =
-      std::isnan(value)
-          ? bounds_->size()
-          : std::lower_bound(bounds_->begin(), bounds_->end(), value) - bounds_->begin();
-  counts_[bucket].fetch_add(1, std::memory_order_relaxed);
-  sum_.fetch_add(value, std::memory_order_relaxed);
-}
-
-uint64_t Histogram::Count() const {
-  uint64_t count = 0;
-  for (const std::atomic<uint64_t>& bucket : counts_) {
-    count += bucket.load(std::memory_order_relaxed);
+HistogramCounts ReadHistogram(const Histogram& histogram) {
+  const prometheus::ClientMetric metric = histogram.Collect();
+  HistogramCounts out;
+  out.count = metric.histogram.sample_count;
+  out.sum = metric.histogram.sample_sum;
+  uint64_t previous = 0;
+  for (const prometheus::ClientMetric::Bucket& bucket : metric.histogram.bucket) {
+    if (!std::isinf(bucket.upper_bound)) {
+      out.bounds.push_back(bucket.upper_bound);
+    }
+    out.counts.push_back(bucket.cumulative_count - previous);
+    previous = bucket.cumulative_count;
   }
-  return count;
+  return out;
 }
 
-void Histogram::Collect(internal::SampleWriter& writer) const {
-  // `_count` is the running total rather than a separate atomic, so it always equals `+Inf`
-  // even while observations race with the scrape.
+void AddToHistogram(Histogram& histogram, const std::vector<uint64_t>& counts, double sum) {
+  std::vector<double> increments(counts.begin(), counts.end());
+  histogram.ObserveMultiple(increments, sum);  // throws (so aborts) on a size mismatch
+}
+
+namespace internal {
+
+absl::StatusOr<prometheus::Labels> FamilyBase::ToLabels(
+    const std::vector<std::string>& label_values) const {
+  if (label_values.size() != label_names_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(name_, " takes ", label_names_.size(),
+                                                   " label values, got ", label_values.size()));
+  }
+  prometheus::Labels labels;
+  for (size_t i = 0; i < label_values.size(); ++i) {
+    if (!IsValidUtf8(label_values[i])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name_, ": label value is not valid UTF-8: ", absl::CEscape(label_values[i])));
+    }
+    labels.emplace(label_names_[i], label_values[i]);
+  }
+  return labels;
+}
+
+}  // namespace internal
+
+prometheus::MetricFamily MakeFamily(std::string name, std::string help,
+                                    prometheus::MetricType type) {
+  prometheus::MetricFamily family;
+  family.name = std::move(name);
+  family.help = EscapeHelp(help);
+  family.type = type;
+  return family;
+}
+
+prometheus::ClientMetric MakeSample(const std::vector<std::string>& label_names,
+                                    const std::vector<std::string>& label_values) {
+  prometheus::ClientMetric metric;
+  metric.label.reserve(label_names.size());
+  for (size_t i = 0; i < label_names.size() && i < label_values.size(); ++i) {
+    metric.label.push_back({label_names[i], SanitizeUtf8(label_values[i])});
+  }
+  return metric;
+}
+
+void SetHistogram(prometheus::ClientMetric& sample, const std::vector<double>& bounds,
+                  const std::vector<uint64_t>& counts, double sum) {
   uint64_t cumulative = 0;
-  for (size_t i = 0; i < counts_.size(); ++i) {
-    cumulative += counts_[i].load(std::memory_order_relaxed);
-    writer.Write("_bucket", static_cast<double>(cumulative),
-                 i < bounds_->size() ? (*bounds_)[i] : kInf);
+  sample.histogram.bucket.clear();
+  for (size_t i = 0; i < counts.size(); ++i) {
+    cumulative += counts[i];
+    sample.histogram.bucket.push_back(
+        {.cumulative_count = cumulative,
+         .upper_bound = i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity()});
   }
-  writer.Write("_sum", Sum());
-  writer.Write("_count", static_cast<double>(cumulative));
+  sample.histogram.sample_count = cumulative;
+  sample.histogram.sample_sum = sum;
+}
+
+Registry::Registry() = default;
+Registry::~Registry() = default;
+
+absl::Status Registry::Reserve(std::string_view name_view, std::string_view help,
+                               const std::vector<std::string>& label_names, bool histogram) {
+  const std::string name(name_view);  // Debian's Abseil StrCat wants its own string_view
+  if (!IsValidName(name, /*allow_colon=*/true)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid metric name \"", name, "\""));
+  }
+  if (!IsValidUtf8(help)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": help text is not valid UTF-8"));
+  }
+  std::set<std::string_view> seen;
+  for (const std::string& label : label_names) {
+    if (!IsValidName(label, /*allow_colon=*/false) || absl::StartsWith(label, "__")) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": invalid label name \"", label, "\""));
+    }
+    if (label == "le" && histogram) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": label \"le\" is reserved"));
+    }
+    if (!seen.insert(label).second) {
+      return absl::InvalidArgumentError(absl::StrCat(name, ": duplicate label \"", label, "\""));
+    }
+  }
+  mu_.AssertHeld();
+  if (std::find(names_.begin(), names_.end(), name) != names_.end()) {
+    return absl::AlreadyExistsError(absl::StrCat("metric ", name, " is already registered"));
+  }
+  names_.emplace_back(name);
+  return absl::OkStatus();
 }
 
 template <typename T>
 absl::StatusOr<Family<T>*> Registry::AddFamily(std::string_view name, std::string_view help,
                                                std::vector<std::string> label_names,
-                                               internal::Type type,
-                                               internal::LabeledFamily::ChildFactory new_child) {
-  absl::StatusOr<internal::FamilyBase*> family = Register(std::make_unique<Family<T>>(
-      std::string(name), std::string(help), type, std::move(label_names), std::move(new_child)));
-  if (!family.ok()) {
-    return family.status();
+                                               std::vector<double> bounds) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status status = Reserve(name, help, label_names, std::is_same_v<T, Histogram>);
+      !status.ok()) {
+    return status;
   }
-  return static_cast<Family<T>*>(*family);
+  std::string escaped = EscapeHelp(help);
+  prometheus::Family<T>& family = RegisterIn<T>(registry_, std::string(name), escaped);
+  families_.push_back(std::make_unique<Family<T>>(
+      std::string(name), std::move(escaped), std::move(label_names), family, std::move(bounds)));
+  return static_cast<Family<T>*>(families_.back().get());
 }
 
 absl::StatusOr<Family<Counter>*> Registry::AddCounter(std::string_view name, std::string_view help,
                                                       std::vector<std::string> label_names) {
-  return AddFamily<Counter>(name, help, std::move(label_names), internal::Type::kCounter,
-                            [] { return std::make_unique<Counter>(); });
+  return AddFamily<Counter>(name, help, std::move(label_names));
 }
 
 absl::StatusOr<Family<Gauge>*> Registry::AddGauge(std::string_view name, std::string_view help,
                                                   std::vector<std::string> label_names) {
-  return AddFamily<Gauge>(name, help, std::move(label_names), internal::Type::kGauge,
-                          [] { return std::make_unique<Gauge>(); });
+  return AddFamily<Gauge>(name, help, std::move(label_names));
 }
 
 absl::StatusOr<Family<Histogram>*> Registry::AddHistogram(std::string_view name,
@@ -364,28 +337,34 @@ absl::StatusOr<Family<Histogram>*> Registry::AddHistogram(std::string_view name,
           ": histogram bounds must be finite and strictly ascending (+Inf is implicit)"));
     }
   }
-  auto shared_bounds = std::make_shared<const std::vector<double>>(std::move(bounds));
-  return AddFamily<Histogram>(
-      name, help, std::move(label_names), internal::Type::kHistogram,
-      [shared_bounds] { return std::make_unique<Histogram>(shared_bounds); });
+  return AddFamily<Histogram>(name, help, std::move(label_names), std::move(bounds));
+}
+
+absl::Status Registry::AddCallback(std::string_view name, std::string_view help,
+                                   std::vector<std::string> label_names, GaugeCallback callback,
+                                   prometheus::MetricType type) {
+  absl::MutexLock lock(&mu_);
+  if (absl::Status status = Reserve(name, help, label_names, /*histogram=*/false); !status.ok()) {
+    return status;
+  }
+  owned_.push_back(std::make_unique<CallbackFamily>(std::string(name), std::string(help), type,
+                                                    std::move(label_names), std::move(callback)));
+  sources_.push_back(std::make_unique<Source>(Source{owned_.back().get(), {std::string(name)}}));
+  return absl::OkStatus();
 }
 
 absl::Status Registry::AddCallbackGauge(std::string_view name, std::string_view help,
                                         std::vector<std::string> label_names,
                                         GaugeCallback callback) {
-  return Register(std::make_unique<CallbackFamily>(std::string(name), std::string(help),
-                                                   internal::Type::kGauge, std::move(label_names),
-                                                   std::move(callback)))
-      .status();
+  return AddCallback(name, help, std::move(label_names), std::move(callback),
+                     prometheus::MetricType::Gauge);
 }
 
 absl::Status Registry::AddCallbackCounter(std::string_view name, std::string_view help,
                                           std::vector<std::string> label_names,
                                           GaugeCallback callback) {
-  return Register(std::make_unique<CallbackFamily>(std::string(name), std::string(help),
-                                                   internal::Type::kCounter, std::move(label_names),
-                                                   std::move(callback)))
-      .status();
+  return AddCallback(name, help, std::move(label_names), std::move(callback),
+                     prometheus::MetricType::Counter);
 }
 
 absl::Status Registry::AddCallbackCounter(std::string_view name, std::string_view help,
@@ -402,43 +381,53 @@ absl::Status Registry::AddCallbackGauge(std::string_view name, std::string_view 
   });
 }
 
-absl::StatusOr<internal::FamilyBase*> Registry::Register(
-    std::unique_ptr<internal::FamilyBase> family) {
-  const std::string& name = family->Name();
-  if (!IsValidName(name, /*allow_colon=*/true)) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid metric name \"", name, "\""));
-  }
-  if (!IsValidUtf8(family->Help())) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": help text is not valid UTF-8"));
-  }
-  std::set<std::string_view> seen;
-  for (const std::string& label : family->LabelNames()) {
-    if (!IsValidName(label, /*allow_colon=*/false) || absl::StartsWith(label, "__")) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": invalid label name \"", label, "\""));
-    }
-    if (label == "le" && family->IsHistogram()) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": label \"le\" is reserved"));
-    }
-    if (!seen.insert(label).second) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": duplicate label \"", label, "\""));
-    }
-  }
+absl::Status Registry::AddCollectable(const prometheus::Collectable& collectable,
+                                      std::vector<std::string> family_names) {
   absl::MutexLock lock(&mu_);
-  auto [it, inserted] = families_.try_emplace(name);
-  if (!inserted) {
-    return absl::AlreadyExistsError(absl::StrCat("metric ", name, " is already registered"));
+  for (size_t i = 0; i < family_names.size(); ++i) {
+    if (absl::Status status = Reserve(family_names[i], "", {}, /*histogram=*/false); !status.ok()) {
+      names_.resize(names_.size() - i);  // release what this call reserved
+      return status;
+    }
   }
-  it->second = std::move(family);
-  return it->second.get();
+  sources_.push_back(std::make_unique<Source>(Source{&collectable, std::move(family_names)}));
+  return absl::OkStatus();
 }
 
 std::string Registry::Render() const {
-  std::string out;
-  absl::MutexLock lock(&mu_);
-  for (const auto& [name, family] : families_) {
-    family->Render(out);
+  std::vector<prometheus::MetricFamily> families = registry_.Collect();
+  {
+    absl::MutexLock lock(&mu_);
+    for (const std::unique_ptr<internal::FamilyBase>& family : families_) {
+      if (std::none_of(families.begin(), families.end(), [&](const prometheus::MetricFamily& f) {
+            return f.name == family->Name();
+          })) {
+        families.push_back(family->Empty());
+      }
+    }
+    for (const std::unique_ptr<Source>& source : sources_) {
+      for (prometheus::MetricFamily& family : source->collectable->Collect()) {
+        if (std::find(source->names.begin(), source->names.end(), family.name) !=
+            source->names.end()) {
+          families.push_back(std::move(family));
+        }
+      }
+    }
   }
-  return out;
+  std::sort(families.begin(), families.end(),
+            [](const prometheus::MetricFamily& a, const prometheus::MetricFamily& b) {
+              return a.name < b.name;
+            });
+  for (prometheus::MetricFamily& family : families) {
+    for (prometheus::ClientMetric& metric : family.metric) {
+      std::sort(metric.label.begin(), metric.label.end());
+    }
+    std::stable_sort(family.metric.begin(), family.metric.end(),
+                     [](const prometheus::ClientMetric& a, const prometheus::ClientMetric& b) {
+                       return a.label < b.label;
+                     });
+  }
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace berry::metrics

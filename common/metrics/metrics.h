@@ -1,191 +1,162 @@
-// Berry's Prometheus metrics: a small registry in the prometheus-cpp shape, rendered in the text
-// exposition format 0.0.4 for `/metrics`.
+// Berry's Prometheus metrics on prometheus-cpp: a prometheus::Registry for the families whose
+// children the hot path updates, scrape-time families (callbacks, or any prometheus::Collectable
+// that builds whole MetricFamily values), and prometheus::TextSerializer for `/metrics` (served by
+// Berry's own HTTP server; the library's civetweb Exposer is not used).
+//
+// The children are prometheus-cpp's own types (metrics::Counter is prometheus::Counter, and so
+// on). metrics::Histogram is Berry's one histogram type: the proxy's request histograms, its
+// per-backend load-report histograms and the control plane's fleet histograms all use it, with
+// one bucket list, LatencyBuckets().
 //
 // Threads: registering families (`Registry::Add*`) and children (`Family<T>::Add`) take a mutex
-// and allocate, so do them at startup or once per new label set, and keep the returned pointer.
-// `Counter::Increment`, `Gauge::Set/Increment/Decrement` and `Histogram::Observe` are relaxed
-// atomic operations, safe from any thread, with no lock and no allocation: that is the hot path.
-// `Registry::Render` may run on any thread concurrently with all of the above; it takes the
-// registry's and each family's mutex (in that order), never a child's.
+// and allocate, so do them at startup or once per new label set, and keep the returned pointer
+// (resolve handles when a route table is applied, never per request). `Counter::Increment`,
+// `Gauge::Set/Increment/Decrement` are atomic operations; `Histogram::Observe` takes the
+// histogram's own (uncontended unless two threads observe the same child) mutex; none of them
+// looks a label up. `Registry::Render` may run on any thread concurrently with all of the above.
 #pragma once
 
-#include <atomic>
-#include <cassert>
+#include <array>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "prometheus/collectable.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
 
 namespace berry::metrics {
 
 // The Content-Type a `/metrics` response carries.
 inline constexpr std::string_view kContentType = "text/plain; version=0.0.4; charset=utf-8";
 
-// Histogram upper bounds for request latencies in seconds: 5 ms up to 60 s.
-std::vector<double> DefaultLatencyBuckets();
+// Berry's one bucket list: upper bounds in seconds for request latencies and times to first byte,
+// 5 ms up to 60 s (`+Inf` is implicit). The proxy's histograms, its load reports and the control
+// plane's fleet histograms all use it.
+inline constexpr std::array<double, 13> kLatencyBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                           1,     2.5,  5,     10,   30,  60};
+// kLatencyBuckets as the vector prometheus-cpp takes.
+const std::vector<double>& LatencyBuckets();
+// Kept for callers that want a copy.
+inline std::vector<double> DefaultLatencyBuckets() { return LatencyBuckets(); }
 // `count` bounds `start`, `start*factor`, `start*factor^2`, ...; needs start > 0, factor > 1,
 // count >= 1.
 absl::StatusOr<std::vector<double>> ExponentialBuckets(double start, double factor, int count);
 
-namespace internal {
-class SampleWriter;
+using Counter = prometheus::Counter;
+using Gauge = prometheus::Gauge;
+using Histogram = prometheus::Histogram;
 
-// A child of a family: one labelled time series (or, for a histogram, one group of them).
-class Metric {
- public:
-  Metric() = default;
-  Metric(const Metric&) = delete;
-  Metric& operator=(const Metric&) = delete;
-  virtual ~Metric() = default;
-
- private:
-  friend class LabeledFamily;
-  // Writes this child's samples; called while rendering.
-  virtual void Collect(SampleWriter& writer) const = 0;
+// A histogram's state read at one moment: non-cumulative counts (one per bound, then `+Inf`),
+// their total and the sum of the observations.
+struct HistogramCounts {
+  std::vector<double> bounds;
+  std::vector<uint64_t> counts;
+  uint64_t count = 0;
+  double sum = 0.0;
 };
-
-// What counters and gauges share: one atomic value, rendered as one sample.
-class SingleValueMetric : public Metric {
- public:
-  double Value() const { return value_.load(std::memory_order_relaxed); }
-
- protected:
-  std::atomic<double> value_{0.0};
-
- private:
-  void Collect(SampleWriter& writer) const override;
-};
-}  // namespace internal
-
-// A monotonic total.
-class Counter final : public internal::SingleValueMetric {
- public:
-  // Adds `amount`. A negative or NaN amount would break monotonicity: it is a programming error,
-  // asserted in debug builds and ignored in release builds.
-  void Increment(double amount = 1.0) {
-    assert(amount >= 0.0 && "a counter only goes up");
-    if (amount >= 0.0) {
-      value_.fetch_add(amount, std::memory_order_relaxed);
-    }
-  }
-};
-
-// A value that goes up and down.
-class Gauge final : public internal::SingleValueMetric {
- public:
-  void Set(double value) { value_.store(value, std::memory_order_relaxed); }
-  void Increment(double amount = 1.0) { value_.fetch_add(amount, std::memory_order_relaxed); }
-  void Decrement(double amount = 1.0) { value_.fetch_sub(amount, std::memory_order_relaxed); }
-};
-
-// Observations counted into fixed buckets. Rendered cumulatively as `_bucket{le="..."}` (the last
-// one `le="+Inf"`), `_sum` and `_count`; `_count` always equals the `+Inf` bucket.
-class Histogram final : public internal::Metric {
- public:
-  // `bounds` are the family's validated, strictly ascending, finite upper bounds.
-  explicit Histogram(std::shared_ptr<const std::vector<double>> bounds);
-  // Counts `value` in the first bucket whose bound is >= value (NaN lands in `+Inf`).
-  void Observe(double value);
-  // Non-cumulative count of bucket `i`; `i == bounds.size()` is the `+Inf` bucket.
-  uint64_t BucketCount(size_t i) const { return counts_[i].load(std::memory_order_relaxed); }
-  uint64_t Count() const;
-  double Sum() const { return sum_.load(std::memory_order_relaxed); }
-
- private:
-  void Collect(internal::SampleWriter& writer) const override;
-
-  std::shared_ptr<const std::vector<double>> bounds_;
-  std::vector<std::atomic<uint64_t>> counts_;  // one per bound, then `+Inf`
-  std::atomic<double> sum_{0.0};
-};
+HistogramCounts ReadHistogram(const Histogram& histogram);
+// Adds non-cumulative `counts` (one more than the histogram's bounds) and `sum` to `histogram`.
+// A size mismatch is a programming error (it aborts).
+void AddToHistogram(Histogram& histogram, const std::vector<uint64_t>& counts, double sum);
 
 namespace internal {
-enum class Type { kCounter, kGauge, kHistogram };
-
-// What every family has: a name, help text, a type and label names. Immutable.
+// The label names a family was registered with, in order.
 class FamilyBase {
  public:
-  FamilyBase(std::string name, std::string help, Type type, std::vector<std::string> label_names);
-  FamilyBase(const FamilyBase&) = delete;
-  FamilyBase& operator=(const FamilyBase&) = delete;
+  FamilyBase(std::string name, std::vector<std::string> label_names)
+      : name_(std::move(name)), label_names_(std::move(label_names)) {}
   virtual ~FamilyBase() = default;
-
   const std::string& Name() const { return name_; }
-  const std::string& Help() const { return help_; }
-  bool IsHistogram() const { return type_ == Type::kHistogram; }
   const std::vector<std::string>& LabelNames() const { return label_names_; }
-  // Appends `# HELP`, `# TYPE` and every sample.
-  void Render(std::string& out) const;
-
- private:
-  virtual void CollectSamples(std::string& out) const = 0;
-
-  const std::string name_;
-  const std::string help_;
-  const Type type_;
-  const std::vector<std::string> label_names_;
-};
-
-// A family whose children are created on demand, one per distinct tuple of label values.
-class LabeledFamily : public FamilyBase {
- public:
-  using ChildFactory = std::function<std::unique_ptr<Metric>()>;
-  LabeledFamily(std::string name, std::string help, Type type, std::vector<std::string> label_names,
-                ChildFactory new_child);
+  // The family with no children (prometheus-cpp leaves such a family out of Collect()).
+  virtual prometheus::MetricFamily Empty() const = 0;
 
  protected:
-  absl::StatusOr<Metric*> AddChild(const std::vector<std::string>& label_values);
+  // InvalidArgument on a wrong count or invalid UTF-8; otherwise the prometheus label map.
+  absl::StatusOr<prometheus::Labels> ToLabels(const std::vector<std::string>& label_values) const;
 
  private:
-  void CollectSamples(std::string& out) const override;
-
-  const ChildFactory new_child_;
-  mutable absl::Mutex mu_;
-  // Ordered by label values so that rendering is deterministic.
-  std::map<std::vector<std::string>, std::unique_ptr<Metric>> children_ ABSL_GUARDED_BY(mu_);
+  const std::string name_;
+  const std::vector<std::string> label_names_;
 };
 }  // namespace internal
 
 // A family of counters, gauges or histograms sharing a name, help text and label names.
 template <typename T>
-class Family final : public internal::LabeledFamily {
+class Family final : public internal::FamilyBase {
  public:
-  using LabeledFamily::LabeledFamily;
+  Family(std::string name, std::string escaped_help, std::vector<std::string> label_names,
+         prometheus::Family<T>& family, std::vector<double> bounds = {})
+      : FamilyBase(std::move(name), std::move(label_names)),
+        help_(std::move(escaped_help)),
+        family_(family),
+        bounds_(std::move(bounds)) {}
+
+  prometheus::MetricFamily Empty() const override {
+    return prometheus::MetricFamily{.name = Name(), .help = help_, .type = T::metric_type};
+  }
 
   // The child for `label_values` (one per label name, in order, valid UTF-8), created on first
   // use; the same values always return the same child, whose address is stable for the
   // registry's lifetime. Takes the family's mutex: keep the pointer rather than calling this per
   // request. InvalidArgument on a wrong count or invalid UTF-8.
   absl::StatusOr<T*> Add(const std::vector<std::string>& label_values) {
-    absl::StatusOr<internal::Metric*> child = AddChild(label_values);
-    if (!child.ok()) {
-      return child.status();
+    absl::StatusOr<prometheus::Labels> labels = ToLabels(label_values);
+    if (!labels.ok()) {
+      return labels.status();
     }
-    return static_cast<T*>(*child);
+    if constexpr (std::is_same_v<T, Histogram>) {
+      return &family_.Add(*labels, bounds_);
+    } else {
+      return &family_.Add(*labels);
+    }
   }
+
+ private:
+  const std::string help_;
+  prometheus::Family<T>& family_;
+  const std::vector<double> bounds_;  // histograms only
 };
 
-// One sample a gauge callback reports at scrape time.
+// One sample a callback family reports at scrape time.
 struct GaugeSample {
   std::vector<std::string> label_values;  // one per label name of the family
   double value = 0.0;
 };
 using GaugeCallback = std::function<std::vector<GaugeSample>()>;
 
+// Helpers for collectables that build their families at scrape time.
+prometheus::MetricFamily MakeFamily(std::string name, std::string help,
+                                    prometheus::MetricType type);
+// A sample with `label_names` = `label_values` (same length) and no value set yet.
+prometheus::ClientMetric MakeSample(const std::vector<std::string>& label_names,
+                                    const std::vector<std::string>& label_values);
+// Fills `sample`'s histogram from non-cumulative `counts` over `bounds` (one more count than
+// bounds) and `sum`.
+void SetHistogram(prometheus::ClientMetric& sample, const std::vector<double>& bounds,
+                  const std::vector<uint64_t>& counts, double sum);
+
 // Owns every family. Must outlive every pointer it hands out. Not copyable or movable.
 class Registry {
  public:
-  Registry() = default;
+  Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
+  ~Registry();
 
   // Each `Add*` validates the metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), the label names
   // ([a-zA-Z_][a-zA-Z0-9_]*, not `__`-prefixed, distinct) and the help text (UTF-8), then
@@ -201,10 +172,9 @@ class Registry {
                                                   std::vector<std::string> label_names,
                                                   std::vector<double> bounds);
 
-  // A gauge family computed at scrape time: `callback` runs on the rendering thread, with the
-  // registry's mutex held (so it must not call into this registry), and returns one sample per
-  // distinct label-value tuple. A sample with the wrong number of label values is a programming
-  // error and aborts the render.
+  // A gauge family computed at scrape time: `callback` runs on the rendering thread (so it must
+  // not call into this registry), and returns one sample per distinct label-value tuple. A
+  // sample with the wrong number of label values is a programming error and aborts the render.
   absl::Status AddCallbackGauge(std::string_view name, std::string_view help,
                                 std::vector<std::string> label_names, GaugeCallback callback);
   // The same for a single unlabelled value.
@@ -217,21 +187,36 @@ class Registry {
   absl::Status AddCallbackCounter(std::string_view name, std::string_view help,
                                   std::function<double()> callback);
 
-  // Every family in the text exposition format 0.0.4, families ordered by name and children by
-  // label values.
+  // A source of whole families built at scrape time (one Collect() per Render), which must
+  // outlive every Render and emit exactly the families named in `family_names` (validated and
+  // reserved here like any other name; families it emits under other names are dropped).
+  absl::Status AddCollectable(const prometheus::Collectable& collectable,
+                              std::vector<std::string> family_names);
+
+  // Every family in the text exposition format 0.0.4 (prometheus::TextSerializer), families
+  // ordered by name and children by labels (a family without children renders as its HELP and
+  // TYPE lines alone).
   std::string Render() const;
 
  private:
+  struct Source;
+  // Validates a family's names and help and reserves the name.
+  absl::Status Reserve(std::string_view name, std::string_view help,
+                       const std::vector<std::string>& label_names, bool histogram);
   template <typename T>
   absl::StatusOr<Family<T>*> AddFamily(std::string_view name, std::string_view help,
-                                       std::vector<std::string> label_names, internal::Type type,
-                                       internal::LabeledFamily::ChildFactory new_child);
-  // Validates the family's names and help, then takes ownership of it.
-  absl::StatusOr<internal::FamilyBase*> Register(std::unique_ptr<internal::FamilyBase> family);
+                                       std::vector<std::string> label_names,
+                                       std::vector<double> bounds = {});
+  absl::Status AddCallback(std::string_view name, std::string_view help,
+                           std::vector<std::string> label_names, GaugeCallback callback,
+                           prometheus::MetricType type);
 
+  prometheus::Registry registry_;
   mutable absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<internal::FamilyBase>, std::less<>> families_
-      ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<internal::FamilyBase>> families_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<prometheus::Collectable>> owned_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Source>> sources_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace berry::metrics

@@ -1,7 +1,11 @@
 // FleetStats folds the load reports of every connected proxy into per-backend fleet statistics,
 // decides fleet-wide health, and writes health and effective weights into the RouteTable the
 // control plane publishes. It also feeds ListBackends (Snapshot) and the control plane's /metrics
-// (RegisterMetrics).
+// (RegisterMetrics). It is made of three parts: the report ledger (report_ledger.h: folding
+// reports exactly once into totals), the health model (health_model.h: recent window, outlier
+// verdict, health factor, probe verdicts) and the metrics output (fleet_metrics.h: one
+// prometheus::Collectable that takes one Snapshot per scrape); this class puts them under one
+// mutex and owns the table overlay and backend retention.
 //
 // Exactly-once accounting. Reports carry per-backend deltas and a per-proxy sequence 1, 2, 3...
 // FleetStats keeps, per node id, the highest sequence it folded and the start of that report's
@@ -11,12 +15,13 @@
 // time order). Anything else is a duplicate re-sent after a reconnect: ignored and counted. Fold
 // returns the node's highest folded sequence, for StreamLoadReportsResponse.acked_sequence.
 //
-// Totals (issued, succeeded, failures by class, tokens, latency and TTFB histograms) are sums since
-// the control plane started. In flight is a gauge: the latest value each node reported for the
-// backend, summed over nodes; ForgetNode() drops a node's contribution when it disconnects, and
-// a restarted proxy's stale gauges are dropped when its restart is detected. A forgotten node's
-// sequence is kept for `node_retention`, so a proxy that reconnects within that time (and re-sends
-// reports it had not seen acked) is not double counted.
+// Totals (issued, succeeded, failures by class, tokens, latency and TTFB histograms over
+// metrics::kLatencyBuckets, see latency_histogram.h) are sums since the control plane started. In
+// flight is a gauge: the latest value each node reported for the backend, summed over nodes;
+// ForgetNode() drops a node's contribution when it disconnects, and a restarted proxy's stale
+// gauges are dropped when its restart is detected. A forgotten node's sequence is kept for
+// `node_retention`, so a proxy that reconnects within that time (and re-sends reports it had not
+// seen acked) is not double counted.
 //
 // Recent window. Each backend keeps succeeded/completed counts (completed = succeeded + every
 // failure class) in a ring of `bucket_width` buckets covering `window`, keyed by the control
@@ -85,43 +90,17 @@
 #include "berry/v1/discovery.pb.h"
 #include "berry/v1/route_table.pb.h"
 #include "common/metrics/metrics.h"
-#include "control-plane/stats/latency_histogram.h"
+#include "control-plane/stats/fleet_options.h"
+#include "control-plane/stats/health_model.h"
+#include "control-plane/stats/report_ledger.h"
+#include "prometheus/collectable.h"
 
 namespace berry::control_plane {
 
-// The time source; absl::Now in production, a fake in tests.
-using Clock = std::function<absl::Time()>;
-
-// Tuning of FleetStats; the defaults are the documented ones. Validated by FleetStats::Create.
-struct FleetStatsOptions {
-  // Length of the recent window that drives health and the health factor. > 0.
-  absl::Duration window = absl::Seconds(60);
-  // Granularity of the window's ring; the proxies' report interval is a good choice. > 0, at
-  // most `window`, and at most 4096 buckets per window.
-  absl::Duration bucket_width = absl::Seconds(5);
-  // Completed attempts the window needs before its success rate counts. >= 1.
-  uint64_t min_requests = 10;
-  // Below this recent success rate (with enough volume) a backend is UNHEALTHY. In [0, 1].
-  double unhealthy_success_rate = 0.5;
-  // At or above this rate (with enough volume) an UNHEALTHY backend is HEALTHY again. In
-  // [unhealthy_success_rate, 1].
-  double healthy_success_rate = 0.8;
-  // An UNHEALTHY backend without traffic for this long becomes HEALTHY again. > 0.
-  absl::Duration recovery_after = absl::Seconds(60);
-  // The health factor's resolution and floor are 1/health_factor_steps. In [1, 1000].
-  uint32_t health_factor_steps = 20;
-  // How long a node's sequence outlives ForgetNode(). >= 0.
-  absl::Duration node_retention = absl::Minutes(10);
-  // How long a backend missing from the table keeps its statistics after its last report. >= 0.
-  absl::Duration backend_retention = absl::Minutes(10);
-
-  // The defaults, with recovery_after = settings.circuit_breaker_timeout (60 s when unset): the
-  // control plane rests a failing backend as long as each proxy's own outlier detector does.
-  static FleetStatsOptions FromSettings(const v1::Settings& settings);
-};
-
 // Totals of one latency histogram (whole-request latency or time to first byte).
 struct LatencySummary {
+  // Non-cumulative counts over metrics::kLatencyBuckets, then +Inf.
+  std::vector<uint64_t> counts = std::vector<uint64_t>(metrics::kLatencyBuckets.size() + 1, 0);
   uint64_t count = 0;
   double sum_seconds = 0.0;
   // Prometheus histogram_quantile estimates, seconds; nullopt without observations.
@@ -130,21 +109,12 @@ struct LatencySummary {
 };
 
 // One backend as the fleet sees it (Snapshot()).
-struct BackendFleetStatus {
+struct BackendFleetStatus : AttemptCounts {
   std::string backend_id;
   // From the last Overlay(); empty for a backend only known from reports.
   std::string provider_id;
 
-  // Totals since the control plane started, summed over every proxy.
-  uint64_t issued = 0;
-  uint64_t succeeded = 0;
-  uint64_t failed_connect = 0;
-  uint64_t failed_timeout = 0;
-  uint64_t failed_5xx = 0;
-  uint64_t failed_429 = 0;
-  uint64_t failed_stream_broken = 0;
-  uint64_t prompt_tokens = 0;
-  uint64_t completion_tokens = 0;
+  // AttemptCounts: totals since the control plane started, summed over every proxy.
   // Sum over nodes of the latest in-flight gauge.
   uint64_t in_flight = 0;
   LatencySummary latency;
@@ -168,11 +138,6 @@ struct BackendFleetStatus {
   double health_factor = 1.0;
   // As written by the last Overlay(); nullopt for a backend that was not in that table.
   std::optional<double> effective_weight;
-
-  // Every failure class added up.
-  uint64_t failed() const {
-    return failed_connect + failed_timeout + failed_5xx + failed_429 + failed_stream_broken;
-  }
 };
 
 class FleetStats {
@@ -218,59 +183,17 @@ class FleetStats {
   uint64_t duplicate_reports() const;
   uint64_t folded_reports() const;
 
-  // Registers scrape-time families in `registry`:
-  //   berry_cp_backend_requests_total{backend}             attempts issued
-  //   berry_cp_backend_succeeded_total{backend}            attempts that succeeded
-  //   berry_cp_backend_errors_total{backend,class}         class: connect, timeout, 5xx, 429,
-  //                                                        stream_broken
-  //   berry_cp_backend_tokens_total{backend,kind}          kind: prompt, completion
-  //   berry_cp_backend_in_flight{backend}
-  //   berry_cp_backend_success_rate{backend}               recent window; absent without data
-  //   berry_cp_backend_latency_seconds{backend,quantile}   quantile: 0.5, 0.99; absent without data
-  //   berry_cp_backend_ttfb_seconds{backend,quantile}
-  //   berry_cp_backend_healthy{backend}                    0 when UNHEALTHY, else 1
-  //   berry_cp_backend_health_factor{backend}
-  //   berry_cp_duplicate_reports_total, berry_cp_load_reports_total
-  // The registry has no callback counter, so the *_total families render as gauges; their values
-  // only grow (until a backend is forgotten). The callbacks lock this object: it must outlive
-  // every Render() of `registry`. AlreadyExists when a name is taken.
+  // How many Snapshot()s were taken since start (a /metrics scrape takes one).
+  uint64_t snapshots_taken() const;
+  // Report histograms dropped because their bounds could not be folded (latency_histogram.h).
+  uint64_t incompatible_histograms() const;
+
+  // Registers one scrape-time source in `registry` that takes one Snapshot() per Render and
+  // emits every berry_cp_* family of the fleet from it (fleet_metrics.h lists them). This object
+  // must outlive every Render() of `registry`. AlreadyExists when a name is taken.
   absl::Status RegisterMetrics(metrics::Registry& registry);
 
  private:
-  enum class Verdict : uint8_t { kUnknown, kHealthy, kUnhealthy };
-
-  struct WindowBucket {
-    int64_t index = -1;  // bucket number since the Unix epoch; -1 = unused
-    uint64_t succeeded = 0;
-    uint64_t completed = 0;
-  };
-
-  struct BackendState {
-    uint64_t issued = 0;
-    uint64_t succeeded = 0;
-    uint64_t failed_connect = 0;
-    uint64_t failed_timeout = 0;
-    uint64_t failed_5xx = 0;
-    uint64_t failed_429 = 0;
-    uint64_t failed_stream_broken = 0;
-    uint64_t prompt_tokens = 0;
-    uint64_t completion_tokens = 0;
-    MergedHistogram latency;
-    MergedHistogram ttfb;
-    std::vector<WindowBucket> ring;  // allocated on first use
-    Verdict verdict = Verdict::kUnknown;
-    uint32_t factor_steps = 0;  // published factor × steps; set when the state is created
-    std::optional<absl::Time> last_traffic;
-    absl::Time last_report = absl::InfinitePast();
-  };
-
-  struct NodeState {
-    uint64_t last_sequence = 0;
-    std::optional<absl::Time> last_interval_start;
-    absl::flat_hash_map<std::string, uint64_t> in_flight;  // backend id -> latest gauge
-    std::optional<absl::Time> forgotten_at;
-  };
-
   struct OverlayEntry {
     std::string provider_id;
     v1::HealthStatus health = v1::HEALTH_STATUS_UNKNOWN;
@@ -280,35 +203,18 @@ class FleetStats {
 
   FleetStats(FleetStatsOptions options, Clock clock, int64_t ring_size);
 
-  int64_t BucketIndex(absl::Time now) const;
-  BackendState& BackendLocked(const std::string& backend_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Re-evaluates `backend`'s verdict and factor at `now`.
-  void EvaluateLocked(BackendState& backend, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Live buckets of the ring at `now`: {succeeded, completed}.
-  std::pair<uint64_t, uint64_t> WindowLocked(const BackendState& backend, absl::Time now) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  std::optional<bool> ProbeLocked(const std::string& backend_id,
-                                  const std::string& provider_id) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  v1::HealthStatus CombinedHealthLocked(const BackendState* backend, const std::string& backend_id,
-                                        const std::string& provider_id) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  double FactorLocked(const BackendState* backend) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void PruneNodesLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PruneBackendsLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const FleetStatsOptions options_;
   const Clock clock_;
-  const int64_t ring_size_;
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, BackendState> backends_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, NodeState> nodes_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, bool> provider_probe_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, bool> backend_probe_ ABSL_GUARDED_BY(mu_);
+  ReportLedger ledger_ ABSL_GUARDED_BY(mu_);
+  HealthModel health_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::flat_hash_map<std::string, OverlayEntry>> last_overlay_ ABSL_GUARDED_BY(mu_);
-  uint64_t duplicate_reports_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t folded_reports_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t snapshots_ ABSL_GUARDED_BY(mu_) = 0;
+  // The /metrics source, made by the first RegisterMetrics().
+  std::unique_ptr<prometheus::Collectable> metrics_;
 };
 
 }  // namespace berry::control_plane

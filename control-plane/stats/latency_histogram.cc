@@ -3,36 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace berry::control_plane {
-namespace {
-
-// Re-buckets `counts` (over `fine` bounds) into `coarse` bounds, which must be a subset of
-// `fine`: every fine bucket then lies inside exactly one coarse bucket, so this loses nothing but
-// resolution.
-std::vector<uint64_t> Coarsen(const std::vector<double>& fine, const std::vector<uint64_t>& counts,
-                              const std::vector<double>& coarse) {
-  std::vector<uint64_t> out(coarse.size() + 1, 0);
-  for (size_t i = 0; i < counts.size(); ++i) {
-    size_t j = coarse.size();  // +Inf
-    if (i < fine.size()) {
-      j = static_cast<size_t>(std::lower_bound(coarse.begin(), coarse.end(), fine[i]) -
-                              coarse.begin());
-    }
-    out[j] += counts[i];
-  }
-  return out;
-}
-
-bool Contains(const std::vector<double>& superset, const std::vector<double>& subset) {
-  return std::includes(superset.begin(), superset.end(), subset.begin(), subset.end());
-}
-
-}  // namespace
-
 absl::Status ValidateLatencyHistogram(const v1::LatencyHistogram& histogram) {
   const auto& bounds = histogram.bounds();
   const auto& counts = histogram.counts();
@@ -108,42 +84,27 @@ std::optional<double> HistogramQuantile(double q, const std::vector<double>& bou
          (upper - lower) * (rank - static_cast<double>(below)) / static_cast<double>(counts[b]);
 }
 
-MergedHistogram::FoldResult MergedHistogram::Fold(const v1::LatencyHistogram& delta) {
+HistogramFold FoldLatencyHistogram(const v1::LatencyHistogram& delta, metrics::Histogram& into) {
   if (delta.count() == 0) {
-    // Bounds alone say nothing: they must not reset a history they could not be merged with.
-    return FoldResult::kEmpty;
+    return HistogramFold::kEmpty;
   }
-  std::vector<double> bounds(delta.bounds().begin(), delta.bounds().end());
-  std::vector<uint64_t> counts(delta.counts().begin(), delta.counts().end());
-  if (counts_.empty()) {
-    bounds_ = std::move(bounds);
-    counts_ = std::move(counts);
-    count_ = delta.count();
-    sum_ = delta.sum();
-    return FoldResult::kMerged;
+  const auto& standard = metrics::kLatencyBuckets;
+  std::vector<uint64_t> counts(standard.size() + 1, 0);
+  const auto& bounds = delta.bounds();
+  for (int i = 0; i < delta.counts_size(); ++i) {
+    // The delta's bucket i is (lower, upper]; it lands in the first standard bucket whose bound
+    // is >= upper, exactly when the previous standard bound is <= lower.
+    const double lower = i == 0 ? -std::numeric_limits<double>::infinity() : bounds[i - 1];
+    const double upper = i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity();
+    const size_t j = static_cast<size_t>(std::lower_bound(standard.begin(), standard.end(), upper) -
+                                         standard.begin());
+    if (j > 0 && standard[j - 1] > lower) {
+      return HistogramFold::kIncompatible;
+    }
+    counts[j] += delta.counts(i);
   }
-  FoldResult result = FoldResult::kMerged;
-  if (bounds == bounds_) {
-    // The common case: every proxy uses the same buckets.
-  } else if (Contains(bounds, bounds_)) {
-    counts = Coarsen(bounds, counts, bounds_);
-  } else if (Contains(bounds_, bounds)) {
-    counts_ = Coarsen(bounds_, counts_, bounds);
-    bounds_ = std::move(bounds);
-  } else {
-    bounds_ = std::move(bounds);
-    counts_.assign(counts.size(), 0);
-    count_ = 0;
-    sum_ = 0;
-    ++resets_;
-    result = FoldResult::kReset;
-  }
-  for (size_t i = 0; i < counts_.size(); ++i) {
-    counts_[i] += counts[i];
-  }
-  count_ += delta.count();
-  sum_ += delta.sum();
-  return result;
+  metrics::AddToHistogram(into, counts, delta.sum());
+  return HistogramFold::kMerged;
 }
 
 }  // namespace berry::control_plane

@@ -1,5 +1,6 @@
 // Latency histograms as the control plane keeps them: the per-interval LatencyHistogram deltas of
-// every proxy, merged per backend, and read back as quantiles.
+// every proxy, folded per backend into metrics::Histogram (Berry's one histogram type, over its
+// one bucket list metrics::kLatencyBuckets), and read back as quantiles.
 //
 // Quantiles follow Prometheus' `histogram_quantile`: the rank q × count falls into the first
 // bucket whose cumulative count reaches it, and the value is interpolated linearly between that
@@ -7,14 +8,11 @@
 // A rank in the `+Inf` bucket answers the highest finite bound (nothing better is known). So a
 // quantile is an estimate whose error is at most one bucket width.
 //
-// Bucket bounds are set by the proxies and sent with every report. Merging is exact when the
-// bounds are equal, and also when one set of bounds contains the other: both then fold into the
-// coarser set (each finer bucket lies inside exactly one coarser bucket), so proxies of two
-// versions with refined buckets still merge. Bounds that neither equal nor contain each other
-// cannot be merged without inventing data: the newer histogram replaces the backend's history
-// (counted by MergedHistogram::resets()).
-//
-// Not thread-safe: FleetStats guards its histograms with its own mutex.
+// Bucket bounds are set by the proxies and sent with every report; this version's proxies send
+// kLatencyBuckets. A delta folds exactly when each of its buckets lies inside one bucket of
+// kLatencyBuckets (equal bounds, or a finer set that contains them, as a later version might
+// send); a delta with other bounds cannot be folded without inventing data: its histogram is
+// dropped (FoldLatencyHistogram says so, and the fleet statistics count it).
 #pragma once
 
 #include <cstdint>
@@ -23,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "berry/v1/discovery.pb.h"
+#include "common/metrics/metrics.h"
 
 namespace berry::control_plane {
 
@@ -37,37 +36,15 @@ absl::Status ValidateLatencyHistogram(const v1::LatencyHistogram& histogram);
 std::optional<double> HistogramQuantile(double q, const std::vector<double>& bounds,
                                         const std::vector<uint64_t>& counts);
 
-// One backend's latency histogram since the control plane started, summed over every proxy.
-class MergedHistogram {
- public:
-  // What Fold() did with a delta.
-  enum class FoldResult {
-    kEmpty,   // no observations in the delta: nothing changed
-    kMerged,  // counts added (bounds equal, or one set contained the other)
-    kReset,   // incompatible bounds: the delta replaced the history
-  };
-
-  // Adds one validated (ValidateLatencyHistogram) delta.
-  FoldResult Fold(const v1::LatencyHistogram& delta);
-
-  // See HistogramQuantile().
-  std::optional<double> Quantile(double q) const { return HistogramQuantile(q, bounds_, counts_); }
-
-  const std::vector<double>& bounds() const { return bounds_; }
-  // Non-cumulative, one more than bounds() (empty before the first observation).
-  const std::vector<uint64_t>& counts() const { return counts_; }
-  uint64_t count() const { return count_; }
-  // Seconds.
-  double sum() const { return sum_; }
-  // How many times incompatible bounds replaced the history.
-  uint64_t resets() const { return resets_; }
-
- private:
-  std::vector<double> bounds_;
-  std::vector<uint64_t> counts_;
-  uint64_t count_ = 0;
-  double sum_ = 0.0;
-  uint64_t resets_ = 0;
+// What FoldLatencyHistogram() did with a delta.
+enum class HistogramFold {
+  kEmpty,         // no observations in the delta: nothing changed
+  kMerged,        // counts added, re-bucketed into kLatencyBuckets when the delta was finer
+  kIncompatible,  // some bucket of the delta straddles a bound of kLatencyBuckets: dropped
 };
+
+// Adds one validated (ValidateLatencyHistogram) delta to `into`, a histogram over
+// metrics::kLatencyBuckets.
+HistogramFold FoldLatencyHistogram(const v1::LatencyHistogram& delta, metrics::Histogram& into);
 
 }  // namespace berry::control_plane

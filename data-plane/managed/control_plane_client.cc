@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/log/log.h"
+#include "common/metrics/metrics.h"
 #include "common/route_table/compile.h"
 #include "common/strings/views.h"
 #include "google/protobuf/util/time_util.h"
@@ -243,7 +244,7 @@ void LoadReporter::CollectLocked() {
   v1::StreamLoadReportsRequest report;
   const auto fill_histogram = [](v1::LatencyHistogram* out, const auto& counts,
                                  const auto& previous_counts, double sum, double previous_sum) {
-    for (const double bound : proxy::kLoadReportBuckets) {
+    for (const double bound : metrics::kLatencyBuckets) {
       out->add_bounds(bound);
     }
     uint64_t total = 0;

@@ -6,21 +6,6 @@
 
 namespace berry::proxy {
 
-void AtomicHistogram::Observe(double seconds) {
-  const auto it = std::lower_bound(kLoadReportBuckets.begin(), kLoadReportBuckets.end(), seconds);
-  counts_[static_cast<size_t>(it - kLoadReportBuckets.begin())].fetch_add(
-      1, std::memory_order_relaxed);
-  sum_.fetch_add(seconds, std::memory_order_relaxed);
-}
-
-std::array<uint64_t, kLoadReportBuckets.size() + 1> AtomicHistogram::Counts() const {
-  std::array<uint64_t, kLoadReportBuckets.size() + 1> counts{};
-  for (size_t i = 0; i < counts.size(); ++i) {
-    counts[i] = counts_[i].load(std::memory_order_relaxed);
-  }
-  return counts;
-}
-
 void BackendLoad::RecordOutcome(outlier::Outcome outcome) {
   std::atomic<uint64_t>* counter = &succeeded_;
   switch (outcome) {
@@ -63,10 +48,14 @@ BackendLoad::Totals BackendLoad::Read() const {
   totals.failed_stream_broken = failed_stream_broken_.load(std::memory_order_relaxed);
   totals.prompt_tokens = prompt_tokens_.load(std::memory_order_relaxed);
   totals.completion_tokens = completion_tokens_.load(std::memory_order_relaxed);
-  totals.latency_counts = latency_.Counts();
-  totals.latency_sum = latency_.Sum();
-  totals.ttfb_counts = ttfb_.Counts();
-  totals.ttfb_sum = ttfb_.Sum();
+  const metrics::HistogramCounts latency = metrics::ReadHistogram(latency_);
+  const metrics::HistogramCounts ttfb = metrics::ReadHistogram(ttfb_);
+  std::copy_n(latency.counts.begin(), std::min(latency.counts.size(), totals.latency_counts.size()),
+              totals.latency_counts.begin());
+  totals.latency_sum = latency.sum;
+  std::copy_n(ttfb.counts.begin(), std::min(ttfb.counts.size(), totals.ttfb_counts.size()),
+              totals.ttfb_counts.begin());
+  totals.ttfb_sum = ttfb.sum;
   return totals;
 }
 

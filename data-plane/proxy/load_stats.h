@@ -1,10 +1,12 @@
 // Per-backend load counters of one proxy, for the load reports a managed proxy sends the control
 // plane (DESIGN.md: issued, succeeded, failed by class, latency and time-to-first-byte
 // histograms, tokens). Cumulative since the proxy started; the reporter turns them into deltas.
+// The histograms are Berry's one histogram type (metrics::Histogram) over its one bucket list.
 //
-// Threads: every worker updates them with relaxed atomics (no lock); the reporter reads them from
-// its own thread. Like selection::RuntimeState, the per-backend objects follow a backend from
-// table to table by id, so a table change neither loses nor double-counts anything.
+// Threads: every worker updates them (counters with relaxed atomics; a histogram observation
+// takes that histogram's own mutex); the reporter reads them from its own thread. Like
+// selection::RuntimeState, the per-backend objects follow a backend from table to table by id, so a
+// table change neither loses nor double-counts anything.
 #pragma once
 
 #include <array>
@@ -14,26 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "common/metrics/metrics.h"
 #include "common/selection/snapshot.h"
 #include "data-plane/outlier/outlier_detector.h"
 
 namespace berry::proxy {
 
-// Upper bounds (seconds) of the latency histograms in load reports.
-inline constexpr std::array<double, 13> kLoadReportBuckets = {
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
-
-class AtomicHistogram {
- public:
-  void Observe(double seconds);
-  // Non-cumulative counts, one more than kLoadReportBuckets (the last is +Inf).
-  std::array<uint64_t, kLoadReportBuckets.size() + 1> Counts() const;
-  double Sum() const { return sum_.load(std::memory_order_relaxed); }
-
- private:
-  std::array<std::atomic<uint64_t>, kLoadReportBuckets.size() + 1> counts_{};
-  std::atomic<double> sum_{0};
-};
+// Non-cumulative counts of a latency histogram over metrics::kLatencyBuckets (the last is +Inf).
+using LatencyCounts = std::array<uint64_t, metrics::kLatencyBuckets.size() + 1>;
 
 class alignas(64) BackendLoad {
  public:
@@ -48,9 +38,9 @@ class alignas(64) BackendLoad {
     uint64_t failed_stream_broken = 0;
     uint64_t prompt_tokens = 0;
     uint64_t completion_tokens = 0;
-    std::array<uint64_t, kLoadReportBuckets.size() + 1> latency_counts{};
+    LatencyCounts latency_counts{};
     double latency_sum = 0;
-    std::array<uint64_t, kLoadReportBuckets.size() + 1> ttfb_counts{};
+    LatencyCounts ttfb_counts{};
     double ttfb_sum = 0;
   };
 
@@ -72,8 +62,8 @@ class alignas(64) BackendLoad {
   std::atomic<uint64_t> failed_stream_broken_{0};
   std::atomic<uint64_t> prompt_tokens_{0};
   std::atomic<uint64_t> completion_tokens_{0};
-  AtomicHistogram latency_;
-  AtomicHistogram ttfb_;
+  metrics::Histogram latency_{metrics::LatencyBuckets()};
+  metrics::Histogram ttfb_{metrics::LatencyBuckets()};
 };
 
 class LoadStats {

@@ -44,7 +44,7 @@ void ProxyHandler::Refresh() {
       picker_.emplace(generation_->runtime);
     }
   }
-  stats_.metrics().Reset();
+  stats_.metrics().Reset(generation_ ? &generation_->snapshot() : nullptr);
 }
 
 uint64_t ProxyHandler::body_limit() {

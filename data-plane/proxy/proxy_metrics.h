@@ -1,7 +1,6 @@
-// berry-proxy's Prometheus metrics (names from DESIGN.md, "Observability") and a per-worker cache
-// of the labelled children, so the request path touches only atomics: a child is created (under
-// the family's mutex) the first time a worker sees a label set in a route-table generation, and
-// looked up in the worker's own hash map afterwards.
+// berry-proxy's Prometheus metrics (names from DESIGN.md, "Observability") and, per worker, the
+// labelled children of the route table in force, resolved when the worker applies the table so
+// the request path touches only the children (see WorkerMetrics).
 //
 // Threads: ProxyMetrics is shared by all workers; a WorkerMetrics belongs to one worker.
 #pragma once
@@ -9,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "common/metrics/metrics.h"
@@ -30,15 +30,15 @@ class ProxyMetrics {
   // must be one of /healthz, /health, /readyz, /metrics (the label set stays bounded).
   void CountLocalEndpoint(std::string_view path, int code);
 
-  metrics::Family<metrics::Counter>* requests;          // {model,backend,code}
-  metrics::Family<metrics::Histogram>* duration;        // {model,backend}
-  metrics::Family<metrics::Histogram>* ttfb;            // {model,backend}
-  metrics::Family<metrics::Counter>* retries;           // {model}
-  metrics::Family<metrics::Counter>* panics;            // {model}
-  metrics::Family<metrics::Counter>* tokens;            // {model,backend,kind}
-  metrics::Family<metrics::Counter>* rate_limited;      // {user}
-  metrics::Family<metrics::Counter>* stream_broken;     // {model,backend}
-  metrics::Family<metrics::Counter>* local_requests;    // {path,code}
+  metrics::Family<metrics::Counter>* requests;        // {model,backend,code}
+  metrics::Family<metrics::Histogram>* duration;      // {model,backend}
+  metrics::Family<metrics::Histogram>* ttfb;          // {model,backend}
+  metrics::Family<metrics::Counter>* retries;         // {model}
+  metrics::Family<metrics::Counter>* panics;          // {model}
+  metrics::Family<metrics::Counter>* tokens;          // {model,backend,kind}
+  metrics::Family<metrics::Counter>* rate_limited;    // {user}
+  metrics::Family<metrics::Counter>* stream_broken;   // {model,backend}
+  metrics::Family<metrics::Counter>* local_requests;  // {path,code}
   metrics::Gauge* inflight;
   metrics::Counter* route_table_reloads_ok;
   metrics::Counter* route_table_reloads_failed;
@@ -47,18 +47,25 @@ class ProxyMetrics {
   metrics::Registry registry_;
 };
 
-// Labelled children for one worker and one route-table generation.
+// Labelled children for one worker and one route-table generation. When the worker applies a
+// table (Reset) it sizes one slot per model and per backend index; a slot's child is resolved
+// (label values built, family looked up under its mutex) the first time the generation uses it,
+// so a series still appears only once something happened. After that the request path indexes
+// the slot and touches only the child: no label lookup. berry_requests_total, whose `code` label
+// is open-ended, is found in a hash map by an integer (model, backend, code) key instead.
 class WorkerMetrics {
  public:
   explicit WorkerMetrics(ProxyMetrics& metrics) : metrics_(metrics) {}
 
-  // Forget the children of the previous generation (indices change with the table).
-  void Reset() { counters_.clear(); histograms_.clear(); }
+  // One empty slot per model and backend of `snapshot` (null: no table); forgets the children of
+  // the previous generation (indices change with the table).
+  void Reset(const selection::Snapshot* snapshot);
 
   // `model`/`backend` may be null (the request never got that far): the label is then empty.
-  // Unknown model names from clients are never used as label values.
-  void CountRequest(const selection::CompiledModel* model, const selection::CompiledBackend* backend,
-                    int status);
+  // Unknown model names from clients are never used as label values. The others need a model
+  // and backend of the snapshot given to the last Reset.
+  void CountRequest(const selection::CompiledModel* model,
+                    const selection::CompiledBackend* backend, int status);
   void ObserveDuration(const selection::CompiledModel& model,
                        const selection::CompiledBackend& backend, double seconds);
   void ObserveTtfb(const selection::CompiledModel& model, const selection::CompiledBackend& backend,
@@ -73,19 +80,28 @@ class WorkerMetrics {
   ProxyMetrics& shared() { return metrics_; }
 
  private:
-  enum class Kind : uint8_t {
-    kRequests, kDuration, kTtfb, kPrompt, kCompletion, kRetry, kPanic, kStreamBroken
+  // By CompiledBackend::index() (a backend belongs to one model).
+  struct BackendHandles {
+    metrics::Histogram* duration = nullptr;
+    metrics::Histogram* ttfb = nullptr;
+    metrics::Counter* prompt_tokens = nullptr;
+    metrics::Counter* completion_tokens = nullptr;
+    metrics::Counter* stream_broken = nullptr;
   };
-  static uint64_t Key(Kind kind, const selection::CompiledModel* model,
-                      const selection::CompiledBackend* backend, int code = 0);
-  metrics::Counter* CounterFor(Kind kind, const selection::CompiledModel* model,
-                               const selection::CompiledBackend* backend, int code = 0);
-  metrics::Histogram* HistogramFor(Kind kind, const selection::CompiledModel& model,
-                                   const selection::CompiledBackend& backend);
+  // By CompiledModel::index().
+  struct ModelHandles {
+    metrics::Counter* retries = nullptr;
+    metrics::Counter* panics = nullptr;
+  };
+
+  // Fills an empty `slot` with the child for `labels`; returns it.
+  template <typename T>
+  static T* Resolve(T*& slot, metrics::Family<T>& family, const std::vector<std::string>& labels);
 
   ProxyMetrics& metrics_;
-  absl::flat_hash_map<uint64_t, metrics::Counter*> counters_;
-  absl::flat_hash_map<uint64_t, metrics::Histogram*> histograms_;
+  std::vector<BackendHandles> backends_;
+  std::vector<ModelHandles> models_;
+  absl::flat_hash_map<uint64_t, metrics::Counter*> requests_;  // (model, backend, code) -> child
   absl::flat_hash_map<std::string, metrics::Counter*> rate_limited_;
 };
 

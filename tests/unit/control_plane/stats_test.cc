@@ -1,6 +1,7 @@
 // FleetStats: load reports from several proxies fold into exact per-backend totals, exactly once;
 // a recent window drives fleet health (with hysteresis) and quantised effective weights; probes
 // take precedence; Overlay only reports real change. Time is a fake clock advanced by hand.
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -277,32 +278,54 @@ TEST(FleetStatsTest, MalformedReportIsRejectedAndNothingIsFolded) {
 
 // ---- histograms ---------------------------------------------------------------------------
 
+// A histogram over metrics::kLatencyBuckets with `counts` (bucket index -> count; the index
+// after the last bound is +Inf).
+v1::LatencyHistogram Standard(const std::vector<std::pair<size_t, uint64_t>>& counts, double sum) {
+  std::vector<uint64_t> all(metrics::kLatencyBuckets.size() + 1, 0);
+  for (const auto& [index, count] : counts) {
+    all[index] += count;
+  }
+  return Histogram(metrics::LatencyBuckets(), all, sum);
+}
+
+// Indices into metrics::kLatencyBuckets.
+constexpr size_t kLe5ms = 0;      // <= 0.005
+constexpr size_t kLe100ms = 4;    // (0.05, 0.1]
+constexpr size_t kLe250ms = 5;    // (0.1, 0.25]
+constexpr size_t kLe500ms = 6;    // (0.25, 0.5]
+constexpr size_t kLe1s = 7;       // (0.5, 1]
+constexpr size_t kInfIndex = 13;  // +Inf
+
 TEST(FleetStatsTest, PercentilesOfMergedHistogramsMatchHandComputedValues) {
   FakeClock clock;
   auto stats = NewStats(clock);
-  const std::vector<double> bounds = {0.1, 0.2, 0.5, 1.0};
-  // Two proxies' deltas add up to counts {10, 30, 40, 20, 0}.
+  ASSERT_EQ(metrics::kLatencyBuckets[kLe100ms], 0.1);
+  ASSERT_EQ(metrics::kLatencyBuckets.size(), kInfIndex);
+  // Two proxies' deltas add up to 10 in (0.05, 0.1], 30 in (0.1, 0.25], 40 in (0.25, 0.5] and
+  // 20 in (0.5, 1].
   v1::BackendStats from_1 = Stats(kBackendA, 60);
-  *from_1.mutable_latency() = Histogram(bounds, {10, 10, 30, 10, 0}, 20.0);
-  *from_1.mutable_ttfb() = Histogram(bounds, {60, 0, 0, 0, 0}, 3.0);
+  *from_1.mutable_latency() =
+      Standard({{kLe100ms, 10}, {kLe250ms, 10}, {kLe500ms, 30}, {kLe1s, 10}}, 20.0);
+  *from_1.mutable_ttfb() = Standard({{kLe5ms, 60}}, 3.0);
   v1::BackendStats from_2 = Stats(kBackendA, 40);
-  *from_2.mutable_latency() = Histogram(bounds, {0, 20, 10, 10, 0}, 15.0);
-  *from_2.mutable_ttfb() = Histogram(bounds, {0, 0, 0, 0, 40}, 80.0);
+  *from_2.mutable_latency() = Standard({{kLe250ms, 20}, {kLe500ms, 10}, {kLe1s, 10}}, 15.0);
+  *from_2.mutable_ttfb() = Standard({{kInfIndex, 40}}, 80.0);
   MustFold(*stats, Report(1, {from_1}), "proxy-1");
   MustFold(*stats, Report(1, {from_2}), "proxy-2");
 
   std::optional<BackendFleetStatus> a = Find(*stats, kBackendA);
   EXPECT_EQ(a->latency.count, 100u);
   EXPECT_DOUBLE_EQ(a->latency.sum_seconds, 35.0);
-  // p50: rank 50 falls in (0.2, 0.5] holding 40, with 40 below: 0.2 + 0.3 × 10/40.
+  EXPECT_EQ(a->latency.counts[kLe250ms], 30u);
+  // p50: rank 50 falls in (0.25, 0.5] holding 40, with 40 below: 0.25 + 0.25 × 10/40.
   ASSERT_TRUE(a->latency.p50.has_value());
-  EXPECT_NEAR(*a->latency.p50, 0.275, 1e-12);
+  EXPECT_NEAR(*a->latency.p50, 0.3125, 1e-12);
   // p99: rank 99 falls in (0.5, 1] holding 20, with 80 below: 0.5 + 0.5 × 19/20.
   EXPECT_NEAR(*a->latency.p99, 0.975, 1e-12);
-  // TTFB {60, 0, 0, 0, 40}: p50 in the first bucket, interpolated from 0: 0.1 × 50/60; p99 in
-  // +Inf, which answers the highest finite bound.
-  EXPECT_NEAR(*a->ttfb.p50, 0.1 * 50.0 / 60.0, 1e-12);
-  EXPECT_DOUBLE_EQ(*a->ttfb.p99, 1.0);
+  // TTFB 60 <= 5 ms, 40 in +Inf: p50 in the first bucket, interpolated from 0: 0.005 × 50/60;
+  // p99 in +Inf, which answers the highest finite bound.
+  EXPECT_NEAR(*a->ttfb.p50, 0.005 * 50.0 / 60.0, 1e-12);
+  EXPECT_DOUBLE_EQ(*a->ttfb.p99, 60.0);
 }
 
 TEST(LatencyHistogramTest, QuantileWithoutObservationsIsUnknown) {
@@ -316,45 +339,77 @@ TEST(LatencyHistogramTest, QuantileOnABucketBoundaryIsThatBound) {
   EXPECT_DOUBLE_EQ(*HistogramQuantile(0.5, {0.1, 0.2}, {50, 50, 0}), 0.1);
 }
 
-TEST(LatencyHistogramTest, IncompatibleBoundsResetTheHistory) {
-  MergedHistogram merged;
-  EXPECT_EQ(merged.Fold(Histogram({0.1, 0.2}, {5, 5, 0}, 1.0)),
-            MergedHistogram::FoldResult::kMerged);
-  EXPECT_EQ(merged.Fold(Histogram({0.15, 0.3}, {1, 2, 3}, 2.0)),
-            MergedHistogram::FoldResult::kReset);
-  EXPECT_EQ(merged.bounds(), (std::vector<double>{0.15, 0.3}));
-  EXPECT_EQ(merged.counts(), (std::vector<uint64_t>{1, 2, 3}));
-  EXPECT_EQ(merged.count(), 6u);
-  EXPECT_DOUBLE_EQ(merged.sum(), 2.0);
-  EXPECT_EQ(merged.resets(), 1u);
+TEST(LatencyHistogramTest, StandardBoundsFoldAsTheyAre) {
+  metrics::Histogram into(metrics::LatencyBuckets());
+  EXPECT_EQ(FoldLatencyHistogram(Standard({{kLe1s, 2}, {kInfIndex, 1}}, 70.0), into),
+            HistogramFold::kMerged);
+  EXPECT_EQ(FoldLatencyHistogram(Standard({{kLe1s, 1}}, 0.75), into), HistogramFold::kMerged);
+  const metrics::HistogramCounts read = metrics::ReadHistogram(into);
+  EXPECT_EQ(read.counts[kLe1s], 3u);
+  EXPECT_EQ(read.counts[kInfIndex], 1u);
+  EXPECT_EQ(read.count, 4u);
+  EXPECT_DOUBLE_EQ(read.sum, 70.75);
 }
 
-TEST(LatencyHistogramTest, FinerBoundsFoldExactlyIntoCoarserOnes) {
-  MergedHistogram merged;
-  merged.Fold(Histogram({0.1, 0.5}, {1, 2, 3}, 1.0));
-  // A proxy with a refined set {0.1, 0.2, 0.5, 1}: (0.1, 0.2] and (0.2, 0.5] both land in
-  // (0.1, 0.5]; (0.5, 1] and +Inf both in +Inf.
-  EXPECT_EQ(merged.Fold(Histogram({0.1, 0.2, 0.5, 1.0}, {10, 20, 30, 40, 50}, 2.0)),
-            MergedHistogram::FoldResult::kMerged);
-  EXPECT_EQ(merged.bounds(), (std::vector<double>{0.1, 0.5}));
-  EXPECT_EQ(merged.counts(), (std::vector<uint64_t>{11, 52, 93}));
-  // And the other way round: the history coarsens to the newcomer's subset.
-  MergedHistogram other;
-  other.Fold(Histogram({0.1, 0.2, 0.5}, {1, 2, 3, 4}, 1.0));
-  other.Fold(Histogram({0.2}, {10, 20}, 1.0));
-  EXPECT_EQ(other.bounds(), (std::vector<double>{0.2}));
-  EXPECT_EQ(other.counts(), (std::vector<uint64_t>{13, 27}));
-  EXPECT_EQ(other.count(), 40u);
-  EXPECT_EQ(other.resets(), 0u);
+TEST(LatencyHistogramTest, FinerBoundsFoldExactlyIntoTheStandardOnes) {
+  // A later proxy with extra bounds 0.001, 0.2 and 120: (-, 0.001] and (0.001, 0.005] land in
+  // <= 0.005; (0.1, 0.2] and (0.2, 0.25] in (0.1, 0.25]; (60, 120] and +Inf in +Inf.
+  std::vector<double> bounds = {0.001};
+  for (const double b : metrics::kLatencyBuckets) {
+    if (b == 0.25) {
+      bounds.push_back(0.2);
+    }
+    bounds.push_back(b);
+  }
+  bounds.push_back(120);
+  std::vector<uint64_t> counts(bounds.size() + 1, 0);
+  counts[0] = 1;                  // <= 0.001
+  counts[1] = 2;                  // (0.001, 0.005]
+  counts[6] = 3;                  // (0.1, 0.2]
+  counts[7] = 4;                  // (0.2, 0.25]
+  counts[bounds.size() - 1] = 5;  // (60, 120]
+  counts[bounds.size()] = 6;      // +Inf
+  ASSERT_EQ(bounds[6], 0.2);
+  metrics::Histogram into(metrics::LatencyBuckets());
+
+  EXPECT_EQ(FoldLatencyHistogram(Histogram(bounds, counts, 1000.0), into), HistogramFold::kMerged);
+  const metrics::HistogramCounts read = metrics::ReadHistogram(into);
+  EXPECT_EQ(read.counts[kLe5ms], 3u);
+  EXPECT_EQ(read.counts[kLe250ms], 7u);
+  EXPECT_EQ(read.counts[kInfIndex], 11u);
+  EXPECT_EQ(read.count, 21u);
 }
 
-TEST(LatencyHistogramTest, EmptyDeltaWithOtherBoundsDoesNotResetTheHistory) {
-  MergedHistogram merged;
-  merged.Fold(Histogram({0.1}, {1, 1}, 1.0));
-  EXPECT_EQ(merged.Fold(Histogram({0.3, 0.7}, {0, 0, 0}, 0.0)),
-            MergedHistogram::FoldResult::kEmpty);
-  EXPECT_EQ(merged.bounds(), (std::vector<double>{0.1}));
-  EXPECT_EQ(merged.count(), 2u);
+TEST(LatencyHistogramTest, BoundsThatStraddleAStandardBoundAreDropped) {
+  metrics::Histogram into(metrics::LatencyBuckets());
+  // (0.15, 0.3] straddles 0.25.
+  EXPECT_EQ(FoldLatencyHistogram(Histogram({0.15, 0.3}, {1, 2, 3}, 2.0), into),
+            HistogramFold::kIncompatible);
+  // Only +Inf: straddles every bound.
+  EXPECT_EQ(FoldLatencyHistogram(Histogram({}, {3}, 2.0), into), HistogramFold::kIncompatible);
+  EXPECT_EQ(metrics::ReadHistogram(into).count, 0u);
+}
+
+TEST(LatencyHistogramTest, EmptyDeltaChangesNothingWhateverItsBounds) {
+  metrics::Histogram into(metrics::LatencyBuckets());
+  EXPECT_EQ(FoldLatencyHistogram(Histogram({0.3, 0.7}, {0, 0, 0}, 0.0), into),
+            HistogramFold::kEmpty);
+  EXPECT_EQ(metrics::ReadHistogram(into).count, 0u);
+}
+
+TEST(FleetStatsTest, IncompatibleHistogramIsCountedAndTheRestOfTheReportFolds) {
+  FakeClock clock;
+  auto stats = NewStats(clock);
+  v1::BackendStats a = Stats(kBackendA, 5);
+  *a.mutable_latency() = Histogram({0.15, 0.3}, {1, 2, 2}, 2.0);
+  *a.mutable_ttfb() = Standard({{kLe5ms, 5}}, 0.01);
+  MustFold(*stats, Report(1, {a}), "proxy-1");
+
+  EXPECT_EQ(stats->incompatible_histograms(), 1u);
+  const std::optional<BackendFleetStatus> status = Find(*stats, kBackendA);
+  EXPECT_EQ(status->succeeded, 5u);
+  EXPECT_EQ(status->latency.count, 0u);
+  EXPECT_EQ(status->ttfb.count, 5u);
 }
 
 // ---- recent window and fleet health ---------------------------------------------------------
@@ -725,12 +780,15 @@ TEST(FleetStatsTest, RegisterMetricsRendersFleetFamilies) {
   a.set_prompt_tokens(40);
   a.set_completion_tokens(9);
   a.set_in_flight(2);
-  *a.mutable_latency() = Histogram({0.5, 1.0}, {0, 2, 0}, 1.5);
-  *a.mutable_ttfb() = Histogram({0.5, 1.0}, {2, 0, 0}, 0.4);
+  *a.mutable_latency() = Standard({{kLe1s, 2}}, 1.5);
+  *a.mutable_ttfb() = Standard({{kLe500ms, 2}}, 0.4);
   MustFold(*stats, Report(1, {a}), "proxy-1");
   MustFold(*stats, Report(1, {a}), "proxy-1");  // duplicate
 
+  const uint64_t snapshots_before = stats->snapshots_taken();
   const std::string text = registry.Render();
+  // One scrape, one snapshot for every family.
+  EXPECT_EQ(stats->snapshots_taken(), snapshots_before + 1);
   const std::string backend = std::string("backend=\"") + kBackendA + "\"";
   for (const std::string& line : {
            "berry_cp_backend_requests_total{" + backend + "} 13",
@@ -743,11 +801,15 @@ TEST(FleetStatsTest, RegisterMetricsRendersFleetFamilies) {
            "berry_cp_backend_tokens_total{" + backend + ",kind=\"prompt\"} 40",
            "berry_cp_backend_tokens_total{" + backend + ",kind=\"completion\"} 9",
            "berry_cp_backend_in_flight{" + backend + "} 2",
-           "berry_cp_backend_success_rate{" + backend + "} 0.15384615384615385",
-           "berry_cp_backend_latency_seconds{" + backend + ",quantile=\"0.5\"} 0.75",
-           "berry_cp_backend_latency_seconds{" + backend + ",quantile=\"0.99\"} 0.995",
-           "berry_cp_backend_ttfb_seconds{" + backend + ",quantile=\"0.5\"} 0.25",
-           "berry_cp_backend_ttfb_seconds{" + backend + ",quantile=\"0.99\"} 0.495",
+           "berry_cp_backend_success_rate{" + backend + "} 0.1538461538461539",
+           "berry_cp_backend_latency_seconds_count{" + backend + "} 2",
+           "berry_cp_backend_latency_seconds_sum{" + backend + "} 1.5",
+           "berry_cp_backend_latency_seconds_bucket{" + backend + ",le=\"0.5\"} 0",
+           "berry_cp_backend_latency_seconds_bucket{" + backend + ",le=\"1\"} 2",
+           "berry_cp_backend_latency_seconds_bucket{" + backend + ",le=\"+Inf\"} 2",
+           "berry_cp_backend_ttfb_seconds_count{" + backend + "} 2",
+           "berry_cp_backend_ttfb_seconds_bucket{" + backend + ",le=\"0.25\"} 0",
+           "berry_cp_backend_ttfb_seconds_bucket{" + backend + ",le=\"0.5\"} 2",
            "berry_cp_backend_healthy{" + backend + "} 0",
            "berry_cp_backend_health_factor{" + backend + "} 0.15",
            std::string("berry_cp_duplicate_reports_total 1"),
@@ -755,6 +817,27 @@ TEST(FleetStatsTest, RegisterMetricsRendersFleetFamilies) {
        }) {
     EXPECT_NE(text.find(line + "\n"), std::string::npos) << "missing: " << line << "\n" << text;
   }
+  // The families and their types.
+  for (const char* type : {
+           "berry_cp_backend_requests_total counter",
+           "berry_cp_backend_succeeded_total counter",
+           "berry_cp_backend_errors_total counter",
+           "berry_cp_backend_tokens_total counter",
+           "berry_cp_backend_in_flight gauge",
+           "berry_cp_backend_success_rate gauge",
+           "berry_cp_backend_latency_seconds histogram",
+           "berry_cp_backend_ttfb_seconds histogram",
+           "berry_cp_backend_healthy gauge",
+           "berry_cp_backend_health_factor gauge",
+           "berry_cp_duplicate_reports_total counter",
+           "berry_cp_load_reports_total counter",
+       }) {
+    EXPECT_NE(text.find(std::string("# TYPE ") + type + "\n"), std::string::npos)
+        << "missing: " << type;
+  }
+  EXPECT_EQ(std::count(text.begin(), text.end(), '#'), 2 * 12) << text;
+  registry.Render();
+  EXPECT_EQ(stats->snapshots_taken(), snapshots_before + 2);
   // Registering twice names taken families.
   EXPECT_EQ(stats->RegisterMetrics(registry).code(), absl::StatusCode::kAlreadyExists);
 }
