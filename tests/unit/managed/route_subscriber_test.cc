@@ -221,6 +221,8 @@ TEST_F(RouteSubscriberTest, NotConnectedWhileNoServerAnswers) {
 TEST_F(RouteSubscriberTest, NotConnectedAfterTheServerGoesAway) {
   ASSERT_TRUE(Serve({.route_responses = {Offer(table_a_)}}));
   ASSERT_TRUE(WaitUntil([&] { return subscriber_->connected(); }));
+  // Connected means the stream is open; the table may still be on its way.
+  ASSERT_TRUE(WaitUntil([&] { return CurrentVersion() == table_a_.version_info(); }));
   server_.reset();
   EXPECT_TRUE(WaitUntil([&] { return !subscriber_->connected(); }));
   EXPECT_EQ(CurrentVersion(), table_a_.version_info()) << "keeps serving its last table";
