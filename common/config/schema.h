@@ -79,15 +79,15 @@ inline constexpr Rule kWeight = {.positive = true};
 
 inline constexpr std::string_view kBillingModes[] = {"per_token", "per_request"};
 inline constexpr Rule kBillingMode = {.one_of = kBillingModes};
-// Berry API also knows "claude" and "gemini"; Berry speaks only OpenAI's API upstream so far,
-// and a request sent in OpenAI's shape to a native Anthropic or Gemini endpoint would fail.
-inline constexpr std::string_view kBackendTypes[] = {"openai"};
+// "anthropic" speaks Anthropic's Messages API (data-plane/dialect); "claude" is Berry API's name
+// for it. Berry API also knows "gemini", which Berry does not speak yet: a request sent in
+// OpenAI's shape to Gemini's native endpoint would fail.
+inline constexpr std::string_view kBackendTypes[] = {"openai", "anthropic", "claude"};
 inline constexpr Rule kBackendType = {
     .one_of = kBackendTypes,
     .refused_because =
-        "Berry sends every request in OpenAI's shape ({base_url}/chat/completions with "
-        "`Authorization: Bearer`), which Anthropic's and Gemini's native APIs reject; use "
-        "\"openai\" with the provider's OpenAI-compatible base_url"};
+        "Berry speaks OpenAI's API and Anthropic's Messages API upstream, not Gemini's "
+        "native API; use \"openai\" with the provider's OpenAI-compatible base_url"};
 
 // Berry API keys that load but change nothing here: each is a warning when present.
 inline constexpr Rule kMaxInternalRetries = {

@@ -60,6 +60,8 @@ absl::Status NoBackendError(const CompiledModel& model, const ExclusionCounts& e
        "no backend matches the user's tags"},
       {count(Exclusion::kAlreadyTried), "already tried",
        "every backend was already tried by this request"},
+      {count(Exclusion::kDialect), "on a provider whose API has no such endpoint",
+       "every backend is on a provider whose API has no such endpoint"},
       {count(Exclusion::kRetryBudgetSpent), "on a provider whose retry budget is spent",
        "every backend is on a provider whose retry budget this request has spent"},
       {unusable, "ejected or unhealthy", "every backend is ejected or unhealthy"},
@@ -126,6 +128,7 @@ bool Picker::CanUseFastView(const CompiledModel& model, const PickRequest& reque
   const bool tags_restrict =
       request.user_tags != nullptr && request.user_tags->tagged() && model.has_tagged_backends_;
   return model.fast_view_valid_ && request.tried.empty() && !tags_restrict &&
+         !(request.openai_only && model.has_other_dialects_) &&
          state_->model(model.index()).ejection_horizon_ns() <= request.now_ns;
 }
 
@@ -153,6 +156,9 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
     if (why == Exclusion::kNone && request.user_tags != nullptr &&
         !snapshot.TagsAllow(backend, *request.user_tags)) {
       why = Exclusion::kTagMismatch;
+    }
+    if (why == Exclusion::kNone && request.openai_only && !backend.openai_dialect_) {
+      why = Exclusion::kDialect;
     }
     if (why == Exclusion::kNone && Contains(request.tried, backend.index())) {
       why = Exclusion::kAlreadyTried;

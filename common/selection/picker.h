@@ -15,10 +15,11 @@
 //   smart_ai
 //
 // Candidates are the model's backends that are enabled, on an enabled provider, not draining,
-// tag-compatible with the user, not yet tried by this request and, on a retry, on a provider
-// whose retry budget this request has not spent; the usable ones are also neither ejected nor
-// unhealthy. When usable * 100 < panic_threshold_percent * candidates the pick is a panic: it
-// draws from every candidate and says so (the caller counts berry_panic_total).
+// tag-compatible with the user, able to serve the endpoint (openai_only), not yet tried by this
+// request and, on a retry, on a provider whose retry budget this request has not spent; the usable
+// ones are also neither ejected nor unhealthy. When usable * 100 < panic_threshold_percent *
+// candidates the pick is a panic: it draws from every candidate and says so (the caller counts
+// berry_panic_total).
 //
 // Per-provider retry budget: a pick with a non-empty `tried` is a retry. A provider with
 // max_retries = N takes at most N of one request's retries: a retry skips its backends once N
@@ -60,6 +61,9 @@ struct PickRequest {
   std::span<const uint32_t> tried = {};
   // Now on the monotonic clock the ejection deadlines use, in nanoseconds.
   int64_t now_ns = 0;
+  // The request is for an endpoint only OpenAI's API has (/v1/completions, /v1/embeddings):
+  // backends on providers of another dialect are not candidates.
+  bool openai_only = false;
 };
 
 struct PickResult {

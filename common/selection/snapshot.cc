@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/route_table/dialect.h"
 #include "common/strings/views.h"
 
 namespace berry::selection {
@@ -196,6 +197,7 @@ absl::Status Snapshot::CompileModel(const v1::CustomModel& config, uint32_t inde
     backend->local_index_ = static_cast<uint32_t>(backends_.size() - first);
     backend->pick_weight_ = by_effective_weight ? backend->effective_weight_ : backend->weight();
     model.has_tagged_backends_ |= !backend->tags_.empty();
+    model.has_other_dialects_ |= !backend->openai_dialect_;
     backends_.push_back(*backend);
   }
   const size_t count = backends_.size() - first;
@@ -232,6 +234,8 @@ absl::StatusOr<CompiledBackend> Snapshot::CompileBackend(const v1::CustomModel& 
   backend.provider_ = provider->second;
   backend.effective_weight_ = effective > 0 ? effective : config.weight();  // 0 = not set
   backend.health_ = NormalizeHealth(config.health());
+  backend.openai_dialect_ =
+      route_table::ParseDialect(backend.provider_->backend_type()) == route_table::Dialect::kOpenAi;
   if (!config.enabled()) {
     backend.exclusion_ = Exclusion::kBackendDisabled;
   } else if (!backend.provider_->enabled()) {

@@ -25,7 +25,7 @@ namespace berry::selection {
 class Snapshot;
 
 // Why a backend is not a candidate for a pick; the first reason that applies wins. The first
-// three come from the table, the last three from the request.
+// three come from the table, the last four from the request.
 enum class Exclusion : uint8_t {
   kNone,
   kBackendDisabled,
@@ -34,8 +34,9 @@ enum class Exclusion : uint8_t {
   kTagMismatch,
   kAlreadyTried,
   kRetryBudgetSpent,  // a retry, and the provider's max_retries for this request are used up
+  kDialect,           // the request needs OpenAI's API and the provider speaks another
 };
-inline constexpr size_t kExclusionCount = 7;
+inline constexpr size_t kExclusionCount = 8;
 
 // A user's tags, interned against one Snapshot (Snapshot::InternUserTags). Build it once per
 // client key per snapshot, not per request. A default-constructed UserTags is untagged and
@@ -84,6 +85,9 @@ class CompiledBackend {
   }
   // HEALTH_STATUS_UNSPECIFIED and values this build does not know read as UNKNOWN.
   berry::v1::HealthStatus health() const { return health_; }
+  // The provider speaks OpenAI's API (backend_type "openai" or unset), so it serves every
+  // relayed endpoint; other dialects serve chat completions only.
+  bool openai_dialect() const { return openai_dialect_; }
 
  private:
   friend class Snapshot;
@@ -98,6 +102,7 @@ class CompiledBackend {
   double pick_weight_ = 0;  // weight or effective_weight, whichever the model's strategy uses
   berry::v1::HealthStatus health_ = berry::v1::HEALTH_STATUS_UNKNOWN;
   Exclusion exclusion_ = Exclusion::kNone;
+  bool openai_dialect_ = true;
   uint64_t tag_bloom_ = 0;          // bit (id % 64) for every tag id
   std::span<const uint32_t> tags_;  // sorted, distinct tag ids
 };
@@ -150,7 +155,8 @@ class CompiledModel {
   Rule rule_ = Rule::kWeighted;
   bool tiered_ = false;  // iteration order is (priority, -weight, config order)
   bool has_tagged_backends_ = false;
-  uint32_t round_robin_base_ = 0;  // first slot of this model in a Picker's round robin state
+  bool has_other_dialects_ = false;  // a backend's provider does not speak OpenAI's API
+  uint32_t round_robin_base_ = 0;    // first slot of this model in a Picker's round robin state
   std::span<const CompiledBackend> backends_;
   std::span<const uint32_t> order_;  // local indices in iteration order
   // The view when every enabled, non-draining, healthy backend is usable and the request has

@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "common/http/wire.h"
 #include "common/log/log.h"
+#include "common/route_table/dialect.h"
 #include "common/strings/views.h"
 
 namespace berry::control_plane {
@@ -155,7 +156,14 @@ void HealthChecker::Update(const v1::RouteTable& table) {
     }
     auto target = std::make_shared<Target>(
         Target{upstream::Endpoint::Parse(provider.base_url(), provider.tls_verify()), {}, {}});
-    if (!provider.api_key().empty()) {
+    // The provider's own model list: GET {base_url}/models, with the key where its dialect
+    // wants it (Anthropic: x-api-key and anthropic-version; a configured header still wins).
+    if (route_table::ParseDialect(provider.backend_type()) == route_table::Dialect::kAnthropic) {
+      if (!provider.api_key().empty()) {
+        target->headers.emplace_back("x-api-key", provider.api_key());
+      }
+      target->headers.emplace_back("anthropic-version", route_table::kAnthropicVersion);
+    } else if (!provider.api_key().empty()) {
       target->authorization = absl::StrCat("Bearer ", provider.api_key());
     }
     for (const v1::Header& header : provider.headers()) {

@@ -90,7 +90,12 @@ struct Exchange : Admitted {
   // The last failed attempt, answered to the client when every attempt failed.
   bool last_timed_out = false;
   std::optional<Response> last_upstream_response;  // a 429/5xx from upstream, passed through
+  // A backend whose dialect cannot express the request (an OpenAI field with no Anthropic
+  // equivalent): the 400 the client gets if no other backend answers.
+  std::optional<ErrorReply> dialect_error;
 };
+
+inline constexpr std::string_view kChatCompletionsPath = "/v1/chat/completions";
 
 // The OpenAI endpoints berry relays, by path: the upstream path after the base URL ("" for a
 // path that is not relayed).

@@ -3,12 +3,39 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/strings/views.h"
 #include "data-plane/openai/errors.h"
 
 namespace berry::proxy {
 namespace {
 
 using openai::ErrorKind;
+
+// A request for an endpoint only OpenAI's API has (/v1/completions, /v1/embeddings) to a model
+// none of whose enabled backends speaks it: the 400 that says so (a 503 would invite retries).
+std::optional<ErrorReply> RefuseForDialect(const Exchange& exchange) {
+  if (exchange.path == kChatCompletionsPath) {
+    return std::nullopt;
+  }
+  bool any_enabled = false;
+  for (const selection::CompiledBackend& backend : exchange.model->backends()) {
+    if (backend.openai_dialect() && backend.enabled()) {
+      return std::nullopt;
+    }
+    any_enabled |= backend.enabled();
+  }
+  if (!any_enabled) {
+    return std::nullopt;  // the picker says why nothing is available
+  }
+  return ErrorReply{
+      400, openai::ErrorJson(
+               ErrorKind::kInvalidRequest,
+               absl::StrCat("model \"", exchange.model->name(),
+                            "\" is served only by providers whose API has no ",
+                            strings::Absl(exchange.path), " (backend_type \"anthropic\"); use ",
+                            strings::Absl(kChatCompletionsPath)),
+               "model")};
+}
 
 uint64_t RandomSeed() {
   std::random_device device;
@@ -102,6 +129,7 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
       client.anonymous() ? &generation.untagged : &generation.user_tags[client.index()];
   pick_request.tried = exchange.tried;
   pick_request.now_ns = clock_.MonotonicNs();
+  pick_request.openai_only = exchange.path != kChatCompletionsPath;
   auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
   if (!pick.ok()) {
     *error = std::string(pick.status().message());
@@ -132,7 +160,14 @@ ErrorReply ProxyHandler::FailureReply(Exchange& exchange, std::string_view pick_
 // plain functions): a frame over 1020 bytes bypasses Asio's recycling allocator and costs a
 // malloc and a free per request.
 net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
-  if (std::optional<ErrorReply> rejected = Admit(exchange)) {
+  std::optional<ErrorReply> rejected = Admit(exchange);
+  if (!rejected) {
+    rejected = RefuseForDialect(exchange);
+    if (rejected) {
+      exchange.error = "endpoint not served by the model's backend dialects";
+    }
+  }
+  if (rejected) {
     co_await SendError(exchange, rejected->status, std::move(rejected->body),
                        rejected->retry_after_seconds);
     co_return;
@@ -152,6 +187,11 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   // Every attempt failed, or nothing could be picked.
   if (!exchange.tried.empty() && exchange.last_upstream_response) {
     co_await Send(exchange, *exchange.last_upstream_response);
+    co_return;
+  }
+  if (exchange.dialect_error) {
+    co_await SendError(exchange, exchange.dialect_error->status,
+                       std::move(exchange.dialect_error->body));
     co_return;
   }
   ErrorReply reply = FailureReply(exchange, pick_error);

@@ -1,10 +1,13 @@
 #include "data-plane/proxy/route_store.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/strings/views.h"
 
 namespace berry::proxy {
 
@@ -30,15 +33,40 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
           absl::StrCat("provider ", provider.id(), ": ", endpoint.status().message()));
     }
     if (!allowed_upstream_hosts_.empty() &&
-        std::find(allowed_upstream_hosts_.begin(), allowed_upstream_hosts_.end(),
-                  endpoint->host) == allowed_upstream_hosts_.end()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("provider ", provider.id(), ": upstream host ", endpoint->host,
-                       " is not in --allowed-upstream-hosts"));
+        std::find(allowed_upstream_hosts_.begin(), allowed_upstream_hosts_.end(), endpoint->host) ==
+            allowed_upstream_hosts_.end()) {
+      return absl::PermissionDeniedError(absl::StrCat("provider ", provider.id(),
+                                                      ": upstream host ", endpoint->host,
+                                                      " is not in --allowed-upstream-hosts"));
+    }
+    const std::optional<route_table::Dialect> dialect =
+        route_table::ParseDialect(provider.backend_type());
+    if (!dialect) {
+      return absl::InvalidArgumentError(absl::StrCat("provider ", provider.id(),
+                                                     ": backend_type \"", provider.backend_type(),
+                                                     "\" is not spoken by this proxy"));
     }
     ProviderRoute route;
     route.endpoint = *std::move(endpoint);
-    route.authorization = absl::StrCat("Bearer ", provider.api_key());
+    route.dialect = *dialect;
+    const auto configured = [&provider](std::string_view name) {
+      for (const berry::v1::Header& header : provider.headers()) {
+        if (absl::EqualsIgnoreCase(header.name(), strings::Absl(name))) {
+          return true;
+        }
+      }
+      return false;
+    };
+    if (*dialect == route_table::Dialect::kAnthropic) {
+      if (!provider.api_key().empty() && !configured("x-api-key")) {
+        route.headers.emplace_back("x-api-key", provider.api_key());
+      }
+      if (!configured("anthropic-version")) {
+        route.headers.emplace_back("anthropic-version", route_table::kAnthropicVersion);
+      }
+    } else {
+      route.authorization = absl::StrCat("Bearer ", provider.api_key());
+    }
     for (const berry::v1::Header& header : provider.headers()) {
       route.headers.emplace_back(header.name(), header.value());
     }
@@ -58,8 +86,8 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
     return outliers.status();
   }
   next->outliers = *std::move(outliers);
-  next->load = LoadStats::Create(next->snapshot(),
-                                 previous != nullptr ? previous->load.get() : nullptr);
+  next->load =
+      LoadStats::Create(next->snapshot(), previous != nullptr ? previous->load.get() : nullptr);
   next->limiter = auth::RateLimiter::Create(
       *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
 

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "berry/v1/route_table.pb.h"
+#include "common/route_table/dialect.h"
 #include "common/selection/runtime_state.h"
 #include "common/selection/snapshot.h"
 #include "data-plane/auth/client_directory.h"
@@ -32,7 +33,10 @@ namespace berry::proxy {
 // Per provider, what an upstream request needs besides the body.
 struct ProviderRoute {
   upstream::Endpoint endpoint;
-  std::string authorization;  // "Bearer <api_key>"; secret
+  route_table::Dialect dialect = route_table::Dialect::kOpenAi;
+  std::string authorization;  // "Bearer <api_key>" (OpenAI dialect only); secret
+  // The configured headers; for the Anthropic dialect also `x-api-key` (secret) and
+  // `anthropic-version`, unless configured.
   std::vector<std::pair<std::string, std::string>> headers;
 };
 

@@ -4,12 +4,15 @@
 #include <array>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/string.hpp>
+#include <chrono>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "absl/cleanup/cleanup.h"
-#include "data-plane/openai/errors.h"
 #include "common/http/sse.h"
+#include "data-plane/dialect/anthropic.h"
+#include "data-plane/openai/errors.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
 
@@ -59,6 +62,12 @@ void ArmStreamWatchdog(const std::shared_ptr<StreamWatchdog>& watchdog, SteadyCl
   });
 }
 
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
 
 bool StreamRelay::IsEventStream(std::string_view content_type) {
@@ -104,6 +113,7 @@ bool StreamRelay::CanContinueWithoutReading(const upstream::ResponseParser& pars
 
 net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
                                         const selection::CompiledBackend& backend,
+                                        const ProviderRoute& route,
                                         upstream::Connection& connection,
                                         upstream::ResponseParser& parser) {
   const RouteGeneration& generation = *exchange.generation;
@@ -118,6 +128,11 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
 
   sse::SseEventSplitter splitter;
   std::optional<openai::Usage> usage;
+  std::optional<dialect::AnthropicStream> anthropic;
+  std::string translated;
+  if (route.dialect == route_table::Dialect::kAnthropic) {
+    anthropic.emplace(exchange.fields.include_usage, UnixSeconds());
+  }
   const auto idle_timeout = SecondsOr(generation.settings().stream_idle_timeout(), 60);
   std::array<char, 8 * 1024> piece;
   exchange.downstream.WatchForDisconnect([&exchange, &connection] {
@@ -147,7 +162,18 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     } while (!ec && !parser.is_done() && piece.size() - n >= 1024 &&
              CanContinueWithoutReading(parser, connection.buffer()));
     watchdog->last_read = SteadyClock::now();
-    if (n > 0) {
+    if (n > 0 && anthropic) {
+      translated.clear();
+      splitter.Feed(std::string_view(piece.data(), n),
+                    [&](std::string_view event) { anthropic->OnData(event, translated); });
+      if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
+        exchange.client_gone = true;
+        break;
+      }
+      if (anthropic->failed()) {
+        break;  // the error event went out; the stream is over
+      }
+    } else if (n > 0) {
       const std::string_view data(piece.data(), n);
       splitter.Feed(data, [&usage](std::string_view event) {
         if (auto found = openai::ExtractUsage(event)) {
@@ -165,6 +191,9 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     }
   }
   exchange.downstream.StopWatching();
+  if (anthropic) {
+    usage = anthropic->usage();
+  }
   if (usage) {
     stats_.RecordUsage(exchange, backend, *usage);
   }
@@ -172,6 +201,18 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     exchange.downstream.set_keep_alive(false);
     connection.Cancel();  // the upstream call is abandoned with the client
     co_return false;
+  }
+  if (anthropic && anthropic->failed()) {
+    // The provider said why in its error event, which went to the client translated.
+    exchange.error = "upstream stream ended with an error event";
+    stats_.CountStreamBroken(exchange, backend);
+    stats_.RecordOutcome(generation, backend, outlier::Outcome::kStreamBroken);
+    exchange.downstream.set_keep_alive(false);
+    connection.Cancel();
+    co_return false;
+  }
+  if (anthropic && !broken && !anthropic->finished()) {
+    broken = http::error::partial_message;  // ended cleanly, but without message_stop
   }
   if (broken) {
     const bool timed_out = watchdog->idle_expired || broken == beast::error::timeout;
@@ -181,7 +222,8 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
                          timed_out ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken);
     // One error event, then the connection closes without the chunked terminator, so no client
     // can mistake the stream for a complete one.
-    std::string tail = splitter.AtEventBoundary() ? "" : "\n\n";
+    // A translated stream only ever wrote whole events.
+    std::string tail = anthropic || splitter.AtEventBoundary() ? "" : "\n\n";
     tail += openai::SseErrorEvent(timed_out
                                       ? "upstream stream timed out: no data within the idle timeout"
                                       : "upstream stream broke off before it finished");

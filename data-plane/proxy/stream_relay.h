@@ -23,9 +23,12 @@ class StreamRelay {
       : io_context_(io_context), stats_(stats) {}
 
   // Relays the stream whose head `parser` holds; true when the upstream connection may be kept
-  // alive afterwards.
+  // alive afterwards. An Anthropic provider's stream (`route`'s dialect) is translated event by
+  // event into chat.completion.chunk events; one that ends without message_stop, or with an
+  // error event, ends like a broken stream (an error event, no terminator).
   net::awaitable<bool> Relay(Exchange& exchange, const selection::CompiledBackend& backend,
-                             upstream::Connection& connection, upstream::ResponseParser& parser);
+                             const ProviderRoute& route, upstream::Connection& connection,
+                             upstream::ResponseParser& parser);
 
   // Whether `content_type` is text/event-stream (parameters allowed).
   static bool IsEventStream(std::string_view content_type);

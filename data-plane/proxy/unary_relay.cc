@@ -1,9 +1,11 @@
 #include "data-plane/proxy/unary_relay.h"
 
 #include <algorithm>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "data-plane/dialect/anthropic.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
 
@@ -20,15 +22,19 @@ Response KeptForRetry(int status, const upstream::ResponseFields& upstream_field
   return response;
 }
 
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
 
-net::awaitable<void> UnaryRelay::Relay(Exchange& exchange,
-                                       const selection::CompiledBackend& backend,
-                                       std::unique_ptr<upstream::Connection>& connection,
-                                       upstream::ResponseParser& parser,
-                                       Clock::TimePoint attempt_start,
-                                       Clock::Duration request_timeout) {
-  const int status = parser.get().result_int();
+net::awaitable<void> UnaryRelay::Relay(
+    Exchange& exchange, const selection::CompiledBackend& backend, const ProviderRoute& route,
+    std::unique_ptr<upstream::Connection>& connection, upstream::ResponseParser& parser,
+    Clock::TimePoint attempt_start, Clock::Duration request_timeout) {
+  int status = parser.get().result_int();
   // The body is read straight into its string.
   PooledString pooled_body(strings_);
   std::string& body = *pooled_body;
@@ -75,6 +81,25 @@ net::awaitable<void> UnaryRelay::Relay(Exchange& exchange,
   }
   if (parser.get().keep_alive()) {
     pool_.Release(std::move(connection));
+  }
+
+  if (route.dialect == route_table::Dialect::kAnthropic) {
+    if (status >= 200 && status < 300) {
+      std::string translated;
+      if (!dialect::FromAnthropicResponse(body, UnixSeconds(), translated)) {
+        stats_.FailAttempt(exchange, backend, outlier::Outcome::kStreamBroken,
+                           absl::StrCat("upstream answered ", status,
+                                        " with a body that is not an Anthropic message"));
+        co_return;
+      }
+      body = std::move(translated);
+    } else {
+      dialect::TranslatedError error = dialect::FromAnthropicError(status, body);
+      status = error.status;
+      body = std::move(error.body);
+    }
+    // Whatever the provider (or a gateway in between) sent, the body is JSON now.
+    parser.get().set(http::field::content_type, "application/json");
   }
 
   stats_.RecordOutcome(*exchange.generation, backend, outlier::OutcomeForStatus(status));

@@ -7,6 +7,8 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "common/http/wire.h"
+#include "data-plane/dialect/anthropic.h"
+#include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/proxy/header_policy.h"
 
@@ -14,15 +16,28 @@ namespace berry::proxy {
 namespace {
 
 // The upstream request: the request line, the headers HeaderPolicy relays and adds, the body
-// with `model` rewritten. Written straight into `head` and `body` (common/http/wire.h).
-void BuildUpstreamRequest(const Exchange& exchange, const selection::CompiledBackend& backend,
-                          const ProviderRoute& route, std::string& head, std::string& body) {
-  openai::RewriteModel(exchange.request.body(), exchange.fields, backend.config().upstream_model(),
-                       body);
+// with `model` rewritten (or, for an Anthropic provider, translated to a Messages API request).
+// Written straight into `head` and `body` (common/http/wire.h). Fails only when the provider's
+// dialect cannot express the request.
+std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchange,
+                                                          const selection::CompiledBackend& backend,
+                                                          const ProviderRoute& route,
+                                                          std::string& head, std::string& body) {
+  std::string_view path = RelayedPath(exchange.path);
+  if (route.dialect == route_table::Dialect::kAnthropic) {
+    if (auto error = dialect::ToAnthropicRequest(exchange.request.body(),
+                                                 backend.config().upstream_model(), body)) {
+      return error;
+    }
+    path = "/messages";
+  } else {
+    openai::RewriteModel(exchange.request.body(), exchange.fields,
+                         backend.config().upstream_model(), body);
+  }
   head.reserve(1024);
   const auto method = exchange.request.method_string();
   wire::AppendRequestLine(head, std::string_view(method.data(), method.size()),
-                          {route.endpoint.path_prefix, RelayedPath(exchange.path), exchange.query});
+                          {route.endpoint.path_prefix, path, exchange.query});
   HeaderPolicy::AppendUpstreamRequestFields(head, exchange.request, route,
                                             exchange.downstream.request_id());
   const http::verb verb = exchange.request.method();
@@ -31,6 +46,7 @@ void BuildUpstreamRequest(const Exchange& exchange, const selection::CompiledBac
     wire::AppendContentLength(head, body.size());
   }
   head.append(wire::kCrLf);
+  return std::nullopt;
 }
 
 }  // namespace
@@ -56,7 +72,13 @@ net::awaitable<void> UpstreamAttempt::Run(Exchange& exchange,
 
   PooledString upstream_head(strings_);
   PooledString upstream_body(strings_);
-  BuildUpstreamRequest(exchange, backend, route, *upstream_head, *upstream_body);
+  if (auto error = BuildUpstreamRequest(exchange, backend, route, *upstream_head, *upstream_body)) {
+    // Not the backend's fault: another backend of the model may speak a dialect that can.
+    exchange.dialect_error = ErrorReply{
+        400, openai::ErrorJson(openai::ErrorKind::kInvalidRequest, error->message, error->param)};
+    exchange.error = error->message;
+    co_return;
+  }
 
   const Clock::TimePoint attempt_start = clock_.Now();
   const auto request_timeout = SecondsOr(generation.settings().request_timeout(), 30);
@@ -117,19 +139,23 @@ net::awaitable<void> UpstreamAttempt::Run(Exchange& exchange,
   // deadline would otherwise close the connection while the client is being written to).
   connection->ExpiresNever();
   stats_.RecordTtfb(exchange, backend, clock_.SecondsSince(attempt_start));
-  const int status = parser->get().result_int();
+  int status = parser->get().result_int();
+  if (route.dialect == route_table::Dialect::kAnthropic) {
+    status = dialect::NormalizeAnthropicStatus(status);
+  }
 
   if (!UnaryRelay::IsRetryableStatus(status) && status < 300 &&
       StreamRelay::IsEventStream(parser->get()[http::field::content_type])) {
     exchange.backend = &backend;
-    if (co_await stream_.Relay(exchange, backend, *connection, *parser)) {
+    if (co_await stream_.Relay(exchange, backend, route, *connection, *parser)) {
       pool_.Release(std::move(connection));
     }
     co_return;
   }
   // A whole response: read completely before the client sees anything, so a failure here can
   // still go to another backend.
-  co_await unary_.Relay(exchange, backend, connection, *parser, attempt_start, request_timeout);
+  co_await unary_.Relay(exchange, backend, route, connection, *parser, attempt_start,
+                        request_timeout);
 }
 
 }  // namespace berry::proxy

@@ -372,7 +372,7 @@ TEST(BerryApiExampleTest, KeepsStrategiesBackendBillingModesAndHeaders) {
   EXPECT_EQ(config.FindModel("gpt-4")->backends[1].weight, 0.3);
   ASSERT_NE(config.FindProvider("azure_openai"), nullptr);
   EXPECT_EQ(config.FindProvider("azure_openai")->headers.at("api-version"), "2024-02-01");
-  EXPECT_EQ(config.FindProvider("anthropic")->backend_type, "openai");
+  EXPECT_EQ(config.FindProvider("anthropic")->backend_type, "claude");
   EXPECT_EQ(config.FindProvider("local_llm")->api_key, "");
 }
 
@@ -822,7 +822,8 @@ TEST(RangeTest, UnknownBackendTypeIsAnError) {
   const std::string text = WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"cohere\"");
   EXPECT_THAT(ErrorsOf(text),
               ElementsAre(ErrorAt("providers.p.backend_type", LineOf(text, "backend_type"),
-                                  "\"cohere\" is not supported; expected one of: openai")));
+                                  "\"cohere\" is not supported; expected one of: openai, "
+                                  "anthropic, claude")));
 }
 
 TEST(BackendTypeTest, OpenAiLoads) {
@@ -830,21 +831,25 @@ TEST(BackendTypeTest, OpenAiLoads) {
   EXPECT_EQ(result.config->providers()[0].backend_type, "openai");
 }
 
-TEST(BackendTypeTest, BerryApiDialectsAreRefusedSayingWhy) {
-  for (const std::string dialect : {"claude", "gemini"}) {
+TEST(BackendTypeTest, AnthropicAndItsBerryApiAliasLoad) {
+  for (const std::string dialect : {"anthropic", "claude"}) {
     SCOPED_TRACE(dialect);
-    const std::string text =
-        WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"" + dialect + "\"");
-    const std::vector<ConfigError> errors = ErrorsOf(text);
-    EXPECT_THAT(errors,
-                ElementsAre(ErrorAt("providers.p.backend_type", LineOf(text, "backend_type"),
-                                    "\"" + dialect + "\" is not supported")));
-    ASSERT_THAT(errors, SizeIs(1));
-    EXPECT_THAT(errors[0].reason, HasSubstr("expected one of: openai"));
-    EXPECT_THAT(errors[0].reason, HasSubstr("in OpenAI's shape"));
-    EXPECT_THAT(errors[0].reason, HasSubstr("OpenAI-compatible base_url"));
-    EXPECT_THAT(errors[0].ToString(), Not(HasSubstr("sk-test"))) << "no secret in the error";
+    ASSERT_LOADS(result,
+                 WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"" + dialect + "\""));
+    EXPECT_EQ(result.config->providers()[0].backend_type, dialect);
   }
+}
+
+TEST(BackendTypeTest, GeminiIsRefusedSayingWhy) {
+  const std::string text = WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"gemini\"");
+  const std::vector<ConfigError> errors = ErrorsOf(text);
+  EXPECT_THAT(errors, ElementsAre(ErrorAt("providers.p.backend_type", LineOf(text, "backend_type"),
+                                          "\"gemini\" is not supported")));
+  ASSERT_THAT(errors, SizeIs(1));
+  EXPECT_THAT(errors[0].reason, HasSubstr("expected one of: openai, anthropic, claude"));
+  EXPECT_THAT(errors[0].reason, HasSubstr("not Gemini's native API"));
+  EXPECT_THAT(errors[0].reason, HasSubstr("OpenAI-compatible base_url"));
+  EXPECT_THAT(errors[0].ToString(), Not(HasSubstr("sk-test"))) << "no secret in the error";
 }
 
 TEST(BackendTypeTest, RefusalEchoesTheValueAsWrittenNotItsExpansion) {

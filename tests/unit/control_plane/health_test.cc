@@ -29,6 +29,7 @@
 #include "control-plane/stats/fleet_stats.h"
 #include "gtest/gtest.h"
 #include "tests/support/certs.h"
+#include "tests/support/mock_anthropic.h"
 #include "tests/support/mock_upstream.h"
 
 namespace berry::control_plane {
@@ -246,6 +247,31 @@ TEST(HealthCheckerTest, ProbeSendsTheKeyAndHeadersToTheModelsEndpoint) {
   EXPECT_EQ(request.Header("Authorization"), "Bearer sk-provider-key");
   EXPECT_EQ(request.Header("OpenAI-Organization"), "org-1");
   EXPECT_EQ(request.Header("Host"), "127.0.0.1:" + std::to_string(mock->port()));
+}
+
+TEST(HealthCheckerTest, AnthropicProviderIsProbedWithItsOwnKeyHeaders) {
+  // The mock answers 401 without the right x-api-key and 400 without anthropic-version.
+  auto mock = test_support::MockAnthropic::Start();
+  ASSERT_TRUE(mock.ok()) << mock.status();
+  RecordingSink sink;
+  for (const std::string type : {"anthropic", "claude"}) {
+    SCOPED_TRACE(type);
+    v1::Provider provider = Provider(type, (*mock)->base_url(), "sk-ant-test");
+    provider.set_backend_type(type);
+    auto checker = StartChecker(sink, FastOptions(), Table({provider}));
+    ASSERT_TRUE(sink.WaitFor(type, true));
+  }
+  const test_support::AnthropicRequest request = (*mock)->requests().at(0);
+  EXPECT_EQ(request.method, "GET");
+  EXPECT_EQ(request.target, "/v1/models");
+  EXPECT_EQ(request.Header("x-api-key"), "sk-ant-test");
+  EXPECT_EQ(request.Header("anthropic-version"), "2023-06-01");
+  EXPECT_FALSE(request.Header("Authorization").has_value());
+
+  v1::Provider wrong = Provider("wrong", (*mock)->base_url(), "sk-ant-wrong");
+  wrong.set_backend_type("anthropic");
+  auto checker = StartChecker(sink, FastOptions(), Table({wrong}));
+  EXPECT_TRUE(sink.WaitFor("wrong", false));
 }
 
 TEST(HealthCheckerTest, ProbesNeverPostAnythingSoNoTokensAreSpent) {

@@ -499,6 +499,41 @@ TEST(Retries, EveryBackendTriedIsUnavailable) {
   EXPECT_THAT(pick.status().message(), HasSubstr("every backend was already tried"));
 }
 
+// --- dialects -------------------------------------------------------------------------------
+
+// Table() plus provider "claude" with backend_type `type`.
+v1::RouteTable TableWithDialect(v1::Strategy strategy, const std::vector<BackendSpec>& backends,
+                                std::string_view type = "anthropic") {
+  v1::RouteTable table = Table(strategy, backends);
+  v1::Provider* provider = table.add_providers();
+  provider->set_id("claude");
+  provider->set_enabled(true);
+  provider->set_max_retries(3);
+  provider->set_backend_type(std::string(type));
+  return table;
+}
+
+TEST(Dialect, OpenAiOnlyRequestsSkipOtherDialectsEvenFirstInLine) {
+  for (const std::string_view type : {"anthropic", "claude"}) {
+    Harness h(TableWithDialect(
+        v1::STRATEGY_FAILOVER,
+        {{.id = "a", .priority = 1, .provider = "claude"}, {.id = "b", .priority = 2}}, type));
+    EXPECT_EQ(h.PickId(), "a") << "chat completions may go anywhere";
+    EXPECT_EQ(h.Sequence(20, {.openai_only = true}), std::string(20, 'b')) << type;
+    EXPECT_FALSE(h.backend("a").openai_dialect());
+    EXPECT_TRUE(h.backend("b").openai_dialect());
+  }
+}
+
+TEST(Dialect, OnlyOtherDialectsIsUnavailableForOpenAiOnlyRequestsAndSaysWhy) {
+  Harness h(TableWithDialect(v1::STRATEGY_WEIGHTED_RANDOM, {{.id = "a", .provider = "claude"},
+                                                            {.id = "b", .provider = "claude"}}));
+  absl::StatusOr<PickResult> pick = h.Pick({.openai_only = true});
+  EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(pick.status().message(),
+              HasSubstr("every backend is on a provider whose API has no such endpoint"));
+}
+
 // --- per-provider retry budgets -------------------------------------------------------------
 
 // Table() plus providers "q" and "r" with max_retries `q_budget` and `r_budget` ("p" has 3).

@@ -1,0 +1,122 @@
+// The official `openai` npm SDK against berry-proxy, with custom model "chat" spread (round
+// robin) over an OpenAI mock and an Anthropic mock, and "tools" on an Anthropic mock that
+// answers with tool_use: plain chats, streams with usage, tool calls plain and streamed. The SDK
+// is installed with npm into the build tree on the first run; the test skips, saying so, only
+// when npm cannot install it (no registry).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <cstdlib>
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "tests/integration/child_process.h"
+#include "tests/integration/proxy_test_util.h"
+#include "tests/support/mock_anthropic.h"
+
+namespace berry::itest {
+namespace {
+
+using test_support::AnthropicBehavior;
+using test_support::MockAnthropic;
+
+// Installs the SDK under BERRY_NPM_DIR unless it is there; the error says why when not.
+absl::Status InstallSdk() {
+  const std::string dir = BERRY_NPM_DIR;
+  if (access((dir + "/node_modules/openai/package.json").c_str(), F_OK) == 0) {
+    return absl::OkStatus();
+  }
+  auto npm =
+      ChildProcess::Spawn({"/bin/sh", "-c",
+                           absl::StrCat("mkdir -p '", dir, "' && npm install --prefix '", dir,
+                                        "' --no-audit --no-fund --loglevel=error openai@4")});
+  if (npm == nullptr) {
+    return absl::UnavailableError("npm could not be started");
+  }
+  const std::optional<int> code = npm->Wait(std::chrono::seconds(240));
+  if (code != 0) {
+    return absl::UnavailableError(absl::StrCat("npm install openai failed (exit ",
+                                               code ? std::to_string(*code) : "timeout",
+                                               "): ", npm->err()));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<MockAnthropic> StartAnthropic(AnthropicBehavior behavior) {
+  auto mock = MockAnthropic::Start();
+  if (!mock.ok()) {
+    Fatal("mock Anthropic did not start: " + mock.status().ToString());
+  }
+  (*mock)->SetBehavior(std::move(behavior));
+  return *std::move(mock);
+}
+
+std::string AnthropicProvider(std::string_view id, const MockAnthropic& mock) {
+  return absl::StrCat("[providers.", std::string(id), "]\nbase_url = \"", mock.base_url(),
+                      "\"\napi_key = \"sk-ant-test\"\nbackend_type = \"anthropic\"\n",
+                      "models = [\"claude-up\"]\n\n");
+}
+
+TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAndAnthropicBackends) {
+  if (system("command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "node and npm are not installed: the openai SDK test cannot run";
+  }
+  if (const absl::Status installed = InstallSdk(); !installed.ok()) {
+    GTEST_SKIP() << "the npm registry is unreachable, skipping the openai SDK test: "
+                 << installed.message();
+  }
+  auto openai = StartMock("acme");
+  auto anthropic = StartAnthropic(AnthropicBehavior::Text());
+  auto tools = StartAnthropic(AnthropicBehavior::ToolUse());
+  const std::string config =
+      ProviderToml("acme", openai->base_url()) + AnthropicProvider("claude", *anthropic) +
+      AnthropicProvider("claudetools", *tools) + ModelToml("chat", R"(strategy = "round_robin")") +
+      BackendToml("chat", "acme") + BackendToml("chat", "claude", "claude-up") +
+      ModelToml("tools") + BackendToml("tools", "claudetools", "claude-up");
+  auto proxy = StartProxy(config);
+
+  auto node = ChildProcess::Spawn(
+      {"node", BERRY_TESTDATA_DIR "/openai_sdk_client.cjs", BERRY_NPM_DIR, proxy->url("/v1")});
+  ASSERT_NE(node, nullptr);
+  const std::optional<int> code = node->Wait(std::chrono::seconds(60));
+  ASSERT_EQ(code, 0) << node->out() << node->err();
+  const size_t at = node->out().find("RESULT ");
+  ASSERT_NE(at, std::string::npos) << node->out();
+  const boost::json::value result = ParseJson(node->out().substr(at + 7));
+  ASSERT_TRUE(result.is_object()) << node->out();
+
+  // Round robin over both providers: each served half, each answer whole.
+  const std::string openai_text = MockUpstream::Options().default_behavior.content;
+  const std::string anthropic_text = AnthropicBehavior::Text().text;
+  std::set<std::string> texts;
+  for (const auto& text : result.at("texts").as_array()) {
+    texts.insert(std::string(text.at("content").as_string()));
+    EXPECT_EQ(text.at("finish"), "stop");
+    EXPECT_GT(text.at("usage").at("completion_tokens").to_number<int64_t>(), 0);
+  }
+  EXPECT_EQ(texts, (std::set<std::string>{openai_text, anthropic_text}));
+  std::set<std::string> streamed;
+  for (const auto& stream : result.at("streams").as_array()) {
+    streamed.insert(std::string(stream.at("text").as_string()));
+    EXPECT_EQ(stream.at("finish"), "stop");
+    EXPECT_TRUE(stream.at("usage").is_object()) << "include_usage honoured by both dialects";
+  }
+  EXPECT_EQ(streamed.size(), 2u);
+  EXPECT_TRUE(streamed.count(anthropic_text)) << boost::json::serialize(result);
+  EXPECT_EQ(anthropic->messages_served(), 4);
+
+  EXPECT_EQ(result.at("tool").at("finish"), "tool_calls");
+  const boost::json::value& call = result.at("tool").at("calls").at(0);
+  EXPECT_EQ(call.at("function").at("name"), "get_weather");
+  EXPECT_EQ(ParseJson(call.at("function").at("arguments").as_string()),
+            ParseJson(R"({"city":"Paris"})"));
+  EXPECT_EQ(result.at("toolStream").at("name"), "get_weather");
+  EXPECT_EQ(result.at("toolStream").at("finish"), "tool_calls");
+  EXPECT_EQ(ParseJson(result.at("toolStream").at("args").as_string()),
+            ParseJson(R"({"city":"Paris"})"));
+}
+
+}  // namespace
+}  // namespace berry::itest
