@@ -71,6 +71,10 @@ std::unique_ptr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>
     close(out[0]);
     close(err[0]);
     ADD_FAILURE() << "posix_spawn " << args[0] << " failed: " << rc;
+    // No child to kill: the destructor must not signal whatever pid_ holds now (-1 would be
+    // kill(-1, SIGKILL), every process this user may signal).
+    process->pid_ = -1;
+    process->exit_code_ = 127;
     return nullptr;
   }
   process->readers_.emplace_back([p = process.get(), fd = out[0]] { p->Read(fd, &p->out_); });
@@ -136,7 +140,7 @@ std::string ChildProcess::LineAfter(std::string_view prefix, std::chrono::millis
 
 std::optional<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  while (!exit_code_) {
+  while (!exit_code_ && pid_ > 0) {
     int status = 0;
     const pid_t done = waitpid(pid_, &status, WNOHANG);
     if (done == pid_) {
@@ -159,13 +163,13 @@ std::optional<int> ChildProcess::Wait(std::chrono::milliseconds timeout) {
 }
 
 void ChildProcess::Signal(int signal_number) {
-  if (!exit_code_) {
+  if (!exit_code_ && pid_ > 0) {
     kill(pid_, signal_number);
   }
 }
 
 void ChildProcess::Kill() {
-  if (exit_code_) {
+  if (exit_code_ || pid_ <= 0) {
     return;
   }
   kill(pid_, SIGKILL);

@@ -77,8 +77,9 @@ TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAndAnthropicBackends) {
       ModelToml("tools") + BackendToml("tools", "claudetools", "claude-up");
   auto proxy = StartProxy(config);
 
-  auto node = ChildProcess::Spawn(
-      {"node", BERRY_TESTDATA_DIR "/openai_sdk_client.cjs", BERRY_NPM_DIR, proxy->url("/v1")});
+  auto node =
+      ChildProcess::Spawn({"/usr/bin/env", "node", BERRY_TESTDATA_DIR "/openai_sdk_client.cjs",
+                           BERRY_NPM_DIR, proxy->url("/v1")});
   ASSERT_NE(node, nullptr);
   const std::optional<int> code = node->Wait(std::chrono::seconds(60));
   ASSERT_EQ(code, 0) << node->out() << node->err();
