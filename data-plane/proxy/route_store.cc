@@ -5,8 +5,27 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "data-plane/proxy/clock.h"
 
 namespace berry::proxy {
+
+void RouteStore::ApplyCooldowns(const selection::RuntimeState& runtime) {
+  const Clock& clock = Clock::System();
+  const int64_t now_unix_ns = absl::ToUnixNanos(absl::Now());
+  const int64_t now_ns = clock.MonotonicNs();
+  for (const selection::CompiledBackend& backend : runtime.snapshot().backends()) {
+    if (!backend.config().has_cooldown_until()) {
+      continue;
+    }
+    const auto& until = backend.config().cooldown_until();
+    const int64_t until_unix_ns = until.seconds() * 1'000'000'000 + until.nanos();
+    if (until_unix_ns > now_unix_ns) {
+      runtime.backend(backend).CoolDownUntil(now_ns + (until_unix_ns - now_unix_ns));
+    }
+  }
+}
 
 absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
   absl::MutexLock lock(&mu_);  // one apply at a time; readers only copy a pointer under it
@@ -30,11 +49,11 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
           absl::StrCat("provider ", provider.id(), ": ", endpoint.status().message()));
     }
     if (!allowed_upstream_hosts_.empty() &&
-        std::find(allowed_upstream_hosts_.begin(), allowed_upstream_hosts_.end(),
-                  endpoint->host) == allowed_upstream_hosts_.end()) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("provider ", provider.id(), ": upstream host ", endpoint->host,
-                       " is not in --allowed-upstream-hosts"));
+        std::find(allowed_upstream_hosts_.begin(), allowed_upstream_hosts_.end(), endpoint->host) ==
+            allowed_upstream_hosts_.end()) {
+      return absl::PermissionDeniedError(absl::StrCat("provider ", provider.id(),
+                                                      ": upstream host ", endpoint->host,
+                                                      " is not in --allowed-upstream-hosts"));
     }
     ProviderRoute route;
     route.endpoint = *std::move(endpoint);
@@ -58,12 +77,13 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
     return outliers.status();
   }
   next->outliers = *std::move(outliers);
-  next->load = LoadStats::Create(next->snapshot(),
-                                 previous != nullptr ? previous->load.get() : nullptr);
+  next->load =
+      LoadStats::Create(next->snapshot(), previous != nullptr ? previous->load.get() : nullptr);
   next->limiter = auth::RateLimiter::Create(
       *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
 
   const selection::Snapshot& compiled = next->snapshot();
+  ApplyCooldowns(*next->runtime);
   next->backend_provider.reserve(compiled.backends().size());
   for (const selection::CompiledBackend& backend : compiled.backends()) {
     next->backend_provider.push_back(provider_index.at(backend.provider().id()));
