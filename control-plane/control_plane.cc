@@ -13,6 +13,7 @@
 #include "common/log/log.h"
 #include "common/route_table/compile.h"
 #include "common/strings/views.h"
+#include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.pb.h"
 
 namespace berry::control_plane {
@@ -80,19 +81,20 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(ControlPlaneO
   FleetStats& fleet_stats = *plane->fleet_;
   ReportSink reports;
   reports.closed = [&fleet_stats](const std::string& node) { fleet_stats.ForgetNode(node); };
-  reports.fold = [&fleet_stats](const v1::StreamLoadReportsRequest& report,
-                                const std::string& node) {
+  ControlPlane* self = plane.get();
+  reports.fold = [&fleet_stats, self](const v1::StreamLoadReportsRequest& report,
+                                      const std::string& node) {
     auto acked = fleet_stats.Fold(report, node);
     if (!acked.ok()) {
       log::Warn("load report rejected",
                 {{"node", node}, {"reason", std::string(acked.status().message())}});
       return fleet_stats.AckedSequence(node);
     }
+    self->ReactToSignals(report, node);
     return *acked;
   };
   plane->discovery_ = std::make_unique<DiscoveryService>(plane->publisher_, std::move(reports),
                                                          plane->options_.report_interval);
-  ControlPlane* self = plane.get();
   plane->admin_ = std::make_unique<admin::AdminService>(
       admin::AdminDeps{source, fleet_stats, plane->publisher_, plane->overrides_,
                        *plane->options_.admin_auth, plane->events_, [self] { self->Publish(); },
@@ -125,6 +127,18 @@ absl::Status ControlPlane::RegisterMetrics() {
       "berry_cp_admin_unauthenticated_total",
       "AdminService calls refused for a missing or wrong bearer token.",
       [this] { return static_cast<double>(options_.admin_auth->unauthenticated()); });
+  (void)registry_.AddCallbackCounter(
+      "berry_cp_proxy_ejections_total",
+      "Backend ejections proxies reported at once (each takes the backend out fleet-wide).",
+      [this] { return static_cast<double>(fleet_->proxy_ejections_reported()); });
+  (void)registry_.AddCallbackCounter(
+      "berry_cp_proxy_ejections_cleared_by_probe_total",
+      "Proxy-reported ejections ended early by a passing probe of the provider.",
+      [this] { return static_cast<double>(fleet_->proxy_ejections_cleared_by_probe()); });
+  (void)registry_.AddCallbackCounter(
+      "berry_cp_upstream_cooldowns_total",
+      "Upstream 429s with a time to wait that proxies reported (cooling the backend fleet-wide).",
+      [this] { return static_cast<double>(fleet_->proxy_cooldowns_reported()); });
   if (absl::Status status = health_->RegisterMetrics(registry_); !status.ok()) {
     return status;
   }
@@ -192,7 +206,18 @@ absl::Status ControlPlane::Start() {
   http_address_ = absl::StrCat(http_options.host, ":", http_port_);
 
   recompute_ = std::thread([this] {
-    while (!stop_recompute_.WaitForNotificationWithTimeout(options_.recompute_interval)) {
+    for (;;) {
+      {
+        absl::MutexLock lock(&publish_request_mu_);
+        auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(publish_request_mu_) {
+          return publish_requested_ || stop_requested_;
+        };
+        publish_request_mu_.AwaitWithTimeout(absl::Condition(&woken), options_.recompute_interval);
+        if (stop_requested_) {
+          return;
+        }
+        publish_requested_ = false;
+      }
       Publish();
     }
   });
@@ -205,8 +230,9 @@ void ControlPlane::Stop() {
     return;
   }
   stopped_ = true;
-  if (!stop_recompute_.HasBeenNotified()) {
-    stop_recompute_.Notify();
+  {
+    absl::MutexLock lock(&publish_request_mu_);
+    stop_requested_ = true;
   }
   if (recompute_.joinable()) {
     recompute_.join();
@@ -223,6 +249,47 @@ void ControlPlane::Stop() {
     http_server_->BeginDrain();
     http_server_->Stop();
     http_server_.reset();  // closes the listening socket: the port refuses connections
+  }
+}
+
+void ControlPlane::RequestPublish() {
+  absl::MutexLock lock(&publish_request_mu_);
+  publish_requested_ = true;
+}
+
+void ControlPlane::ReactToSignals(const v1::StreamLoadReportsRequest& report,
+                                  const std::string& node) {
+  bool any = false;
+  const auto table = publisher_.Current();
+  for (const v1::BackendStats& stats : report.backend_stats()) {
+    if (!stats.has_ejected_for() && !stats.has_cooldown_for()) {
+      continue;
+    }
+    any = true;
+    std::string provider;
+    if (table != nullptr) {
+      for (const auto& model : table->models()) {
+        for (const auto& backend : model.backends()) {
+          if (backend.id() == stats.backend_id()) {
+            provider = backend.provider_id();
+          }
+        }
+      }
+    }
+    log::Info(stats.has_ejected_for() ? "proxy ejected a backend; out of rotation fleet-wide"
+                                      : "upstream 429 on a proxy; backend cooling down fleet-wide",
+              {{"node", node},
+               {"backend", stats.backend_id()},
+               {"seconds", absl::StrCat(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+                                            stats.has_ejected_for() ? stats.ejected_for()
+                                                                    : stats.cooldown_for()) /
+                                        1000.0)}});
+    if (stats.has_ejected_for() && !provider.empty()) {
+      health_->ProbeNow(provider);  // a passing probe started from now on ends the ejection
+    }
+  }
+  if (any) {
+    RequestPublish();
   }
 }
 
@@ -304,6 +371,8 @@ std::string ControlPlane::BackendsJson() const {
                           {"prompt_tokens", b.prompt_tokens},
                           {"completion_tokens", b.completion_tokens}};
     if (b.recent_success_rate) o["recent_success_rate"] = *b.recent_success_rate;
+    if (b.proxy_ejected_until) o["proxy_ejected_until"] = TimeText(*b.proxy_ejected_until);
+    if (b.cooldown_until) o["cooldown_until"] = TimeText(*b.cooldown_until);
     if (b.effective_weight) o["effective_weight"] = *b.effective_weight;
     if (b.latency.p50) o["latency_p50"] = *b.latency.p50;
     if (b.latency.p99) o["latency_p99"] = *b.latency.p99;

@@ -8,8 +8,9 @@
 // Publishing: the running config is compiled, operator backend states and fleet health are laid
 // over it, and the result is published when its content hash changed. Publishes are serialised
 // (one member mutex), so a slow publish of an older config can never land after a newer one.
-// It happens at Create, after every accepted reload or admin change, and every
-// `recompute_interval` while running (fleet health moves with load reports and probes).
+// It happens at Create, after every accepted reload or admin change, every `recompute_interval`
+// while running (fleet health moves with load reports and probes), and at once when a proxy
+// reports an ejection or an upstream 429 cooldown (ReactToSignals).
 //
 // Threads: Create, Start and Stop are called from one controlling thread. Reload and Publish may
 // be called from any thread (the config watcher, the recompile thread, AdminService handlers and
@@ -119,6 +120,11 @@ class ControlPlane {
 
   // Sends the running config to the health checker.
   void ConfigChanged();
+  // Wakes the recompile thread to publish now rather than at its next interval.
+  void RequestPublish();
+  // A folded report named ejections or 429 cooldowns (BackendStats.ejected_for/cooldown_for):
+  // probe the ejected backends' providers now and publish the table that carries them now.
+  void ReactToSignals(const v1::StreamLoadReportsRequest& report, const std::string& node);
 
   ControlPlaneOptions options_;
   ConfigSource source_;
@@ -142,7 +148,9 @@ class ControlPlane {
   std::string grpc_address_;
   std::string http_address_;
 
-  absl::Notification stop_recompute_;
+  absl::Mutex publish_request_mu_;
+  bool publish_requested_ ABSL_GUARDED_BY(publish_request_mu_) = false;
+  bool stop_requested_ ABSL_GUARDED_BY(publish_request_mu_) = false;
   std::thread recompute_;
   bool started_ = false;
   bool stopped_ = false;

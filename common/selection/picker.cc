@@ -44,7 +44,7 @@ size_t DrawWeighted(std::span<const double> cumulative, absl::BitGenRef rng) {
 // Says why nothing is left: "every backend is disabled", or a breakdown when reasons mix.
 // `unusable` counts candidates that are ejected or unhealthy (with no panic to fall back on).
 absl::Status NoBackendError(const CompiledModel& model, const ExclusionCounts& excluded,
-                            size_t unusable) {
+                            size_t unusable, size_t cooling) {
   struct Reason {
     size_t count;
     const char* some;
@@ -65,6 +65,8 @@ absl::Status NoBackendError(const CompiledModel& model, const ExclusionCounts& e
       {count(Exclusion::kRetryBudgetSpent), "on a provider whose retry budget is spent",
        "every backend is on a provider whose retry budget this request has spent"},
       {unusable, "ejected or unhealthy", "every backend is ejected or unhealthy"},
+      {cooling, "cooling down after an upstream 429",
+       "every backend is cooling down after an upstream 429"},
   };
   const size_t total = model.backends().size();
   std::string why = total == 0 ? "it has no backends" : "";
@@ -150,6 +152,7 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
   ExclusionCounts excluded{};
   size_t candidates = 0;
   size_t usable = 0;
+  size_t cooling = 0;  // cooling down: not candidates at all (the provider said when to return)
   for (const uint32_t local : model.order_) {
     const CompiledBackend& backend = model.backends_[local];
     Exclusion why = backend.exclusion();
@@ -171,6 +174,10 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
       ++excluded[static_cast<size_t>(why)];
       continue;
     }
+    if (runtime.backend(backend).CoolingDownAt(request.now_ns)) {
+      ++cooling;
+      continue;
+    }
     candidates_[candidates++] = local;
     if (backend.health() != berry::v1::HEALTH_STATUS_UNHEALTHY &&
         !runtime.backend(backend).EjectedAt(request.now_ns)) {
@@ -179,7 +186,7 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
   }
   // No candidates at all, or every candidate unusable with panic switched off (threshold 0).
   if (usable == 0 && !snapshot.Panics(0, candidates)) {
-    return NoBackendError(model, excluded, candidates);
+    return NoBackendError(model, excluded, candidates, cooling);
   }
   const bool panic = snapshot.Panics(usable, candidates);
   const std::span<const uint32_t> members =

@@ -19,7 +19,9 @@
 // request and, on a retry, on a provider whose retry budget this request has not spent; the usable
 // ones are also neither ejected nor unhealthy. When usable * 100 < panic_threshold_percent *
 // candidates the pick is a panic: it draws from every candidate and says so (the caller counts
-// berry_panic_total).
+// berry_panic_total). A backend cooling down after an upstream 429 (BackendRuntime::CoolDownUntil)
+// is no candidate at all: the provider named the time to come back, so not even a panic sends
+// to it.
 //
 // Per-provider retry budget: a pick with a non-empty `tried` is a retry. A provider with
 // max_retries = N takes at most N of one request's retries: a retry skips its backends once N

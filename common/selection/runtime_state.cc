@@ -21,6 +21,18 @@ void BackendRuntime::EjectUntil(int64_t until_ns) {
   ejected_until_ns_.store(until_ns, std::memory_order_relaxed);
 }
 
+bool BackendRuntime::CoolDownUntil(int64_t until_ns) {
+  int64_t current = cooldown_until_ns_.load(std::memory_order_relaxed);
+  while (current < until_ns &&
+         !cooldown_until_ns_.compare_exchange_weak(current, until_ns, std::memory_order_relaxed)) {
+  }
+  if (current >= until_ns) {
+    return false;
+  }
+  model_->Extend(until_ns);
+  return true;
+}
+
 void BackendRuntime::EndRequest() {
   [[maybe_unused]] const uint32_t before = in_flight_.fetch_sub(1, std::memory_order_relaxed);
   assert(before > 0 && "EndRequest without a matching BeginRequest");

@@ -23,8 +23,9 @@ namespace berry::selection {
 // dominate: quick enough to see a provider slow down, slow enough not to chase one outlier.
 inline constexpr double kTtfbEwmaAlpha = 0.2;
 
-// Per custom model: how far into the future any of its backends may be ejected. It only grows,
-// so a pick at or after that time knows without a scan that no backend of the model is ejected.
+// Per custom model: how far into the future any of its backends may be ejected (or cooling down).
+// It only grows, so a pick at or after that time knows without a scan that no backend of the model
+// is ejected.
 class ModelRuntime {
  public:
   int64_t ejection_horizon_ns() const {
@@ -54,6 +55,13 @@ class alignas(64) BackendRuntime {
   int64_t ejected_until_ns() const { return ejected_until_ns_.load(std::memory_order_relaxed); }
   bool EjectedAt(int64_t now_ns) const { return ejected_until_ns() > now_ns; }
 
+  // Upstream 429 cooldown (the provider named a time to wait): a cooling-down backend is not a
+  // candidate at all, panic or not. Same clock as ejections. Only moves forward; returns whether
+  // it moved.
+  bool CoolDownUntil(int64_t until_ns);
+  int64_t cooldown_until_ns() const { return cooldown_until_ns_.load(std::memory_order_relaxed); }
+  bool CoolingDownAt(int64_t now_ns) const { return cooldown_until_ns() > now_ns; }
+
   // Requests sent to this backend and not finished yet. Pair every BeginRequest with one
   // EndRequest on the same object.
   void BeginRequest() { in_flight_.fetch_add(1, std::memory_order_relaxed); }
@@ -72,6 +80,7 @@ class alignas(64) BackendRuntime {
   friend class RuntimeState;
 
   std::atomic<int64_t> ejected_until_ns_{0};
+  std::atomic<int64_t> cooldown_until_ns_{0};
   std::atomic<double> ttfb_ewma_seconds_{-1.0};
   std::atomic<uint32_t> in_flight_{0};
   std::shared_ptr<ModelRuntime> model_;

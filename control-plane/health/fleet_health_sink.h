@@ -21,6 +21,10 @@ class FleetStatsHealthSink final : public HealthSink {
     fleet_.SetProviderProbeHealth(provider_id, healthy);
   }
 
+  void OnProbeSucceeded(std::string_view provider_id, absl::Time started) override {
+    fleet_.ProviderProbeSucceeded(provider_id, started);
+  }
+
  private:
   FleetStats& fleet_;
 };

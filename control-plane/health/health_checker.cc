@@ -56,6 +56,7 @@ struct HealthChecker::ProviderState {
   upstream::Connection* connection = nullptr;
   bool retired = false;
   bool fleet_ejected = false;
+  bool probe_now = false;  // ProbeNow: the next probe is due at once
   std::optional<bool> verdict;
   uint32_t consecutive_successes = 0;
   uint32_t consecutive_failures = 0;
@@ -189,6 +190,14 @@ void HealthChecker::SetFleetEjected(std::string_view provider_id, bool ejected) 
             [this, id = std::string(provider_id), ejected] { ApplyFleetEjected(id, ejected); });
 }
 
+void HealthChecker::ProbeNow(std::string_view provider_id) {
+  absl::MutexLock lock(&lifecycle_mu_);
+  if (lifecycle_ == Lifecycle::kStopped) {
+    return;
+  }
+  net::post(*io_context_, [this, id = std::string(provider_id)] { ApplyProbeNow(id); });
+}
+
 std::optional<bool> HealthChecker::ProviderHealth(std::string_view provider_id) const {
   absl::MutexLock lock(&published_mu_);
   auto it = published_.find(strings::Absl(provider_id));
@@ -285,6 +294,16 @@ void HealthChecker::ApplyFleetEjected(const std::string& provider_id, bool eject
   it->second->timer.cancel();
 }
 
+void HealthChecker::ApplyProbeNow(const std::string& provider_id) {
+  auto it = providers_.find(provider_id);
+  if (it == providers_.end()) {
+    return;
+  }
+  ProviderState& state = *it->second;
+  state.probe_now = true;  // read when the wait in progress, or the probe in flight, ends
+  state.timer.cancel();
+}
+
 void HealthChecker::Retire(ProviderState& state) {
   state.retired = true;
   state.timer.cancel();
@@ -308,17 +327,22 @@ absl::Duration HealthChecker::IntervalFor(const ProviderState& state) const {
 net::awaitable<void> HealthChecker::Run(std::shared_ptr<ProviderState> state) {
   while (!state->retired) {
     const auto due = state->wait_started + ToSteady(IntervalFor(*state) * state->wait_factor);
-    if (SteadyClock::now() < due) {
+    if (!state->probe_now && SteadyClock::now() < due) {
       state->timer.expires_at(due);
       co_await state->timer.async_wait(kNoThrow);
       continue;  // due, retired, or rescheduled: the loop re-checks which
     }
     std::string detail;
+    state->probe_now = false;
+    const absl::Time started = absl::Now();
     const Result result = co_await Probe(state->target, *state, &detail);
     if (state->retired || result == Result::kCancelled) {
       break;
     }
     Record(*state, result, detail);
+    if (result == Result::kSuccess) {
+      sink_.OnProbeSucceeded(state->id, started);
+    }
     state->wait_started = SteadyClock::now();
     state->wait_factor =
         std::uniform_real_distribution<double>(1.0 - options_.jitter, 1.0 + options_.jitter)(rng_);

@@ -28,7 +28,8 @@
 // provider comes at a uniformly random offset within its interval, each next one
 // interval × (1 ± jitter) after the previous probe ended. The random source is seeded
 // (HealthCheckerOptions::seed). A change of the interval (new settings, a verdict change, a
-// fleet ejection) applies at once to the wait in progress.
+// fleet ejection) applies at once to the wait in progress. ProbeNow (a proxy reported an ejection)
+// makes the next probe due at once.
 //
 // Metrics (RegisterMetrics), computed at scrape time:
 //   berry_cp_health_checks_total{provider,result}   result: success, failure, timeout
@@ -78,6 +79,9 @@ class HealthSink {
   // `provider_id`'s verdict changed: true healthy, false unhealthy, nullopt no verdict (the
   // provider left the table or was disabled). Called on the checker's thread.
   virtual void OnProviderHealth(std::string_view provider_id, std::optional<bool> healthy) = 0;
+  // Every probe that succeeded, with the time (absl::Now) it started. Called on the checker's
+  // thread, after OnProviderHealth when the probe changed the verdict.
+  virtual void OnProbeSucceeded(std::string_view /*provider_id*/, absl::Time /*started*/) {}
 };
 
 // Tuning of HealthChecker; validated by HealthChecker::Create.
@@ -132,6 +136,12 @@ class HealthChecker {
   // forgotten when the provider leaves it. Applied asynchronously, in call order.
   void SetFleetEjected(std::string_view provider_id, bool ejected);
 
+  // Probes `provider_id` now instead of at its next due time (a proxy reported a backend of it
+  // ejected). When a probe of it is under way, the next one starts right after it. The wait
+  // after that probe is the usual one. Ignored for a provider not in the table; applied
+  // asynchronously.
+  void ProbeNow(std::string_view provider_id);
+
   // The provider's current verdict; nullopt without one or for an unknown provider.
   std::optional<bool> ProviderHealth(std::string_view provider_id) const;
 
@@ -179,6 +189,7 @@ class HealthChecker {
   // --- the checker's thread only ---
   void Apply(Schedule schedule, std::vector<ProviderConfig> providers);
   void ApplyFleetEjected(const std::string& provider_id, bool ejected);
+  void ApplyProbeNow(const std::string& provider_id);
   // Stops probing `state` and clears its verdict.
   void Retire(ProviderState& state);
   // One provider's probe loop, until it is retired or the checker stops.

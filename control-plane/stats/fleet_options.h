@@ -35,9 +35,13 @@ struct FleetStatsOptions {
   absl::Duration node_retention = absl::Minutes(10);
   // How long a backend missing from the table keeps its statistics after its last report. >= 0.
   absl::Duration backend_retention = absl::Minutes(10);
+  // Longest ejection or 429 cooldown a proxy's report can impose fleet-wide (proxy_signals.h).
+  // > 0.
+  absl::Duration max_proxy_signal = absl::Minutes(10);
 
   // The defaults, with recovery_after = settings.circuit_breaker_timeout (60 s when unset): the
-  // control plane rests a failing backend as long as each proxy's own outlier detector does.
+  // control plane rests a failing backend as long as each proxy's own outlier detector does; and
+  // max_proxy_signal = 10 x that timeout, the longest ejection a proxy applies.
   static FleetStatsOptions FromSettings(const v1::Settings& settings);
 };
 

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "control-plane/stats/latency_histogram.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace berry::control_plane {
 namespace {
@@ -30,6 +31,10 @@ LatencySummary Summarise(const metrics::Histogram& histogram) {
   return summary;
 }
 
+absl::Duration ProtoDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
 std::optional<double> Ratio(uint64_t part, uint64_t whole) {
   if (whole == 0) {
     return std::nullopt;
@@ -46,6 +51,7 @@ FleetStatsOptions FleetStatsOptions::FromSettings(const v1::Settings& settings) 
                                    absl::Nanoseconds(settings.circuit_breaker_timeout().nanos());
     if (timeout > absl::ZeroDuration()) {
       options.recovery_after = timeout;
+      options.max_proxy_signal = timeout * 10;
     }
   }
   return options;
@@ -86,6 +92,9 @@ absl::StatusOr<std::unique_ptr<FleetStats>> FleetStats::Create(FleetStatsOptions
     return absl::InvalidArgumentError(absl::StrCat(
         "fleet stats health_factor_steps must be in [1, 1000]; got ", options.health_factor_steps));
   }
+  if (options.max_proxy_signal <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("fleet stats max_proxy_signal must be positive");
+  }
   if (options.recovery_after <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("fleet stats recovery_after must be positive");
   }
@@ -101,7 +110,8 @@ FleetStats::FleetStats(FleetStatsOptions options, Clock clock, int64_t ring_size
     : options_(options),
       clock_(std::move(clock)),
       ledger_(options.node_retention),
-      health_(options, ring_size) {}
+      health_(options, ring_size),
+      signals_(options.max_proxy_signal) {}
 
 void FleetStats::PruneBackendsLocked(absl::Time now) {
   std::vector<std::string> gone;
@@ -114,7 +124,9 @@ void FleetStats::PruneBackendsLocked(absl::Time now) {
   for (const std::string& id : gone) {
     ledger_.ForgetBackend(id);
     health_.Forget(id);
+    signals_.Forget(id);
   }
+  signals_.Prune(now);
 }
 
 absl::StatusOr<uint64_t> FleetStats::Fold(const v1::StreamLoadReportsRequest& report,
@@ -133,6 +145,12 @@ absl::StatusOr<uint64_t> FleetStats::Fold(const v1::StreamLoadReportsRequest& re
       const uint64_t completed = Completed(stats);
       health_.Record(stats.backend_id(), stats.succeeded(), completed,
                      stats.issued() > 0 || completed > 0, now);
+      if (stats.has_ejected_for()) {
+        signals_.Ejected(stats.backend_id(), ProtoDuration(stats.ejected_for()), now);
+      }
+      if (stats.has_cooldown_for()) {
+        signals_.CooledDown(stats.backend_id(), ProtoDuration(stats.cooldown_for()), now);
+      }
     }
   }
   return outcome.acked_sequence;
@@ -158,6 +176,33 @@ void FleetStats::SetBackendProbeHealth(std::string_view backend_id, std::optiona
   health_.SetBackendProbe(backend_id, healthy);
 }
 
+void FleetStats::ProviderProbeSucceeded(std::string_view provider_id, absl::Time probe_started) {
+  absl::MutexLock lock(&mu_);
+  if (!last_overlay_.has_value()) {
+    return;
+  }
+  for (const auto& [id, entry] : *last_overlay_) {
+    if (entry.provider_id == provider_id) {
+      signals_.ProbeSucceeded(id, probe_started);
+    }
+  }
+}
+
+uint64_t FleetStats::proxy_ejections_reported() const {
+  absl::MutexLock lock(&mu_);
+  return signals_.ejections_reported();
+}
+
+uint64_t FleetStats::proxy_cooldowns_reported() const {
+  absl::MutexLock lock(&mu_);
+  return signals_.cooldowns_reported();
+}
+
+uint64_t FleetStats::proxy_ejections_cleared_by_probe() const {
+  absl::MutexLock lock(&mu_);
+  return signals_.ejections_cleared_by_probe();
+}
+
 double FleetStats::EffectiveWeight(std::string_view backend_id, double configured_weight) {
   absl::MutexLock lock(&mu_);
   health_.Evaluate(backend_id, clock_());
@@ -172,12 +217,22 @@ bool FleetStats::Overlay(v1::RouteTable& table) {
     for (v1::Backend& backend : *model.mutable_backends()) {
       health_.Evaluate(backend.id(), now);
       if (backend.health() != v1::HEALTH_STATUS_DRAINING) {
-        backend.set_health(health_.Combined(backend.id(), backend.provider_id()));
+        backend.set_health(signals_.EjectedAt(backend.id(), now)
+                               ? v1::HEALTH_STATUS_UNHEALTHY
+                               : health_.Combined(backend.id(), backend.provider_id()));
       }
       backend.set_effective_weight(backend.weight() * health_.Factor(backend.id()));
+      const std::optional<absl::Time> cooldown = signals_.CooldownAt(backend.id(), now);
+      if (cooldown.has_value()) {
+        *backend.mutable_cooldown_until() =
+            google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(*cooldown));
+      } else {
+        backend.clear_cooldown_until();
+      }
       overlay[backend.id()] = OverlayEntry{.provider_id = backend.provider_id(),
                                            .health = backend.health(),
-                                           .effective_weight = backend.effective_weight()};
+                                           .effective_weight = backend.effective_weight(),
+                                           .cooldown_until = cooldown.value_or(absl::Time())};
     }
   }
   const bool changed = !last_overlay_.has_value() || *last_overlay_ != overlay;
@@ -231,7 +286,11 @@ std::vector<BackendFleetStatus> FleetStats::Snapshot() {
       status.in_flight = it->second;
     }
     status.probe_healthy = health_.Probe(id, status.provider_id);
-    status.health = health_.Combined(id, status.provider_id);
+    status.proxy_ejected_until = signals_.EjectionAt(id, now);
+    status.cooldown_until = signals_.CooldownAt(id, now);
+    status.health = status.proxy_ejected_until.has_value()
+                        ? v1::HEALTH_STATUS_UNHEALTHY
+                        : health_.Combined(id, status.provider_id);
     status.health_factor = health_.Factor(id);
     out.push_back(std::move(status));
   }

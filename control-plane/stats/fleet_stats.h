@@ -59,12 +59,15 @@
 // Probe health. The health checker (another component) reports active-probe verdicts per
 // provider and/or per backend. Precedence in Overlay (and Snapshot):
 //   1. a backend the table already marks DRAINING stays DRAINING (operator state);
+//   1b. a proxy-reported ejection in force (proxy_signals.h): UNHEALTHY;
 //   2. probe-unhealthy (its provider's or its own probe failing): UNHEALTHY;
 //   3. fleet UNHEALTHY: UNHEALTHY;
 //   4. fleet HEALTHY, or a passing probe: HEALTHY;
 //   5. otherwise UNKNOWN.
 // A passing probe does not clear a fleet verdict: a provider can answer probes while failing
 // real requests (429s, one broken model); the fleet verdict recovers on its own (see above).
+//
+// 429 cooldowns reported by proxies (proxy_signals.h) go into Backend.cooldown_until.
 //
 // Backends that are neither in the last overlaid table nor reported for `backend_retention` are
 // forgotten at the next Overlay, so removed backends leave /metrics.
@@ -92,6 +95,7 @@
 #include "common/metrics/metrics.h"
 #include "control-plane/stats/fleet_options.h"
 #include "control-plane/stats/health_model.h"
+#include "control-plane/stats/proxy_signals.h"
 #include "control-plane/stats/report_ledger.h"
 #include "prometheus/collectable.h"
 
@@ -132,7 +136,11 @@ struct BackendFleetStatus : AttemptCounts {
   v1::HealthStatus fleet_health = v1::HEALTH_STATUS_UNKNOWN;
   // Active-probe verdict (provider's or backend's); nullopt without one.
   std::optional<bool> probe_healthy;
-  // Probe and fleet combined, by the documented precedence (never DRAINING).
+  // A proxy's ejection in force (proxy_signals.h): until then the backend is UNHEALTHY.
+  std::optional<absl::Time> proxy_ejected_until;
+  // A 429 cooldown in force (proxy_signals.h).
+  std::optional<absl::Time> cooldown_until;
+  // Proxy ejection, probe and fleet combined, by the documented precedence (never DRAINING).
   v1::HealthStatus health = v1::HEALTH_STATUS_UNKNOWN;
   // The quantised health factor in (0, 1].
   double health_factor = 1.0;
@@ -168,6 +176,14 @@ class FleetStats {
   void SetProviderProbeHealth(std::string_view provider_id, std::optional<bool> healthy);
   void SetBackendProbeHealth(std::string_view backend_id, std::optional<bool> healthy);
 
+  // A probe of `provider_id` that started at `probe_started` succeeded: ends the proxy-reported
+  // ejections of its backends reported before then (proxy_signals.h).
+  void ProviderProbeSucceeded(std::string_view provider_id, absl::Time probe_started);
+  // Proxy reports of ejections and 429 cooldowns folded, and ejections a probe ended, since start.
+  uint64_t proxy_ejections_reported() const;
+  uint64_t proxy_cooldowns_reported() const;
+  uint64_t proxy_ejections_cleared_by_probe() const;
+
   // configured_weight × the backend's health factor (configured_weight for an unknown backend).
   double EffectiveWeight(std::string_view backend_id, double configured_weight);
 
@@ -198,6 +214,7 @@ class FleetStats {
     std::string provider_id;
     v1::HealthStatus health = v1::HEALTH_STATUS_UNKNOWN;
     double effective_weight = 0.0;
+    absl::Time cooldown_until;  // absl::Time() = none
     bool operator==(const OverlayEntry&) const = default;
   };
 
@@ -211,6 +228,7 @@ class FleetStats {
   mutable absl::Mutex mu_;
   ReportLedger ledger_ ABSL_GUARDED_BY(mu_);
   HealthModel health_ ABSL_GUARDED_BY(mu_);
+  ProxySignals signals_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::flat_hash_map<std::string, OverlayEntry>> last_overlay_ ABSL_GUARDED_BY(mu_);
   uint64_t snapshots_ ABSL_GUARDED_BY(mu_) = 0;
   // The /metrics source, made by the first RegisterMetrics().

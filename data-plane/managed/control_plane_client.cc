@@ -15,6 +15,7 @@
 #include "common/metrics/metrics.h"
 #include "common/route_table/compile.h"
 #include "common/strings/views.h"
+#include "data-plane/proxy/clock.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace berry::managed {
@@ -257,6 +258,7 @@ void LoadReporter::CollectLocked() {
     out->set_sum(sum - previous_sum);
   };
   absl::flat_hash_map<std::string, Reported> next_reported;
+  const int64_t now_ns = proxy::Clock::System().MonotonicNs();
   for (uint32_t i = 0; i < generation->load->size(); ++i) {
     const std::string& id = generation->load->id(i);
     const proxy::BackendLoad& counters = generation->load->backend(i);
@@ -270,8 +272,16 @@ void LoadReporter::CollectLocked() {
     }
     proxy::BackendLoad::Totals& previous = entry.totals;
     const uint32_t in_flight = generation->runtime->backend(i).in_flight();
-    if (totals.issued == previous.issued && totals.succeeded == previous.succeeded &&
-        totals.latency_sum == previous.latency_sum && totals.ttfb_sum == previous.ttfb_sum &&
+    // A new ejection or 429 cooldown of this proxy's own: reported with the time it still runs.
+    const int64_t ejection_end = generation->outliers->state().backend(i).ejection_end_ns();
+    const int64_t cooldown_until = counters.cooldown_until_ns();
+    const bool new_ejection = ejection_end > now_ns && ejection_end != entry.ejection_end_ns;
+    const bool new_cooldown = cooldown_until > now_ns && cooldown_until != entry.cooldown_until_ns;
+    entry.ejection_end_ns = ejection_end;
+    entry.cooldown_until_ns = cooldown_until;
+    if (!new_ejection && !new_cooldown && totals.issued == previous.issued &&
+        totals.succeeded == previous.succeeded && totals.latency_sum == previous.latency_sum &&
+        totals.ttfb_sum == previous.ttfb_sum &&
         totals.failed_connect + totals.failed_timeout + totals.failed_5xx + totals.failed_429 +
                 totals.failed_stream_broken ==
             previous.failed_connect + previous.failed_timeout + previous.failed_5xx +
@@ -289,6 +299,12 @@ void LoadReporter::CollectLocked() {
     stats->set_failed_429(totals.failed_429 - previous.failed_429);
     stats->set_failed_stream_broken(totals.failed_stream_broken - previous.failed_stream_broken);
     stats->set_in_flight(in_flight);
+    if (new_ejection) {
+      *stats->mutable_ejected_for() = TimeUtil::NanosecondsToDuration(ejection_end - now_ns);
+    }
+    if (new_cooldown) {
+      *stats->mutable_cooldown_for() = TimeUtil::NanosecondsToDuration(cooldown_until - now_ns);
+    }
     stats->set_prompt_tokens(totals.prompt_tokens - previous.prompt_tokens);
     stats->set_completion_tokens(totals.completion_tokens - previous.completion_tokens);
     fill_histogram(stats->mutable_latency(), totals.latency_counts, previous.latency_counts,
@@ -339,12 +355,22 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   });
   uint64_t sent_up_to = 0;  // the highest sequence written on this stream
   auto last_collect = std::chrono::steady_clock::now();
+  uint64_t seen_nudges = 0;
   while (alive) {
     std::vector<v1::StreamLoadReportsRequest> to_send;
+    // Short waits, so an interval the server changes (its first answer) applies at once; a nudge
+    // (an ejection or a 429 cooldown on the request path) ends the wait and is reported now.
+    bool nudged = false;
+    std::chrono::milliseconds wait{100};
+    if (const auto generation = routes_.Current()) {
+      const uint64_t count = generation->load->nudge().Wait(seen_nudges, absl::Milliseconds(100));
+      nudged = count != seen_nudges;
+      seen_nudges = count;
+      wait = std::chrono::milliseconds(0);
+    }
     {
       absl::MutexLock lock(&mu_);
-      // Short waits, so an interval the server changes (its first answer) applies at once.
-      if (WaitForStopLocked(std::min(interval_, std::chrono::milliseconds(100)))) {
+      if (WaitForStopLocked(std::min(interval_, wait))) {
         break;
       }
       // The server ended the stream (it went away or restarted). Reconnect now, not at the next
@@ -354,7 +380,7 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
         break;
       }
       const auto now = std::chrono::steady_clock::now();
-      if (now - last_collect < interval_) {
+      if (!nudged && now - last_collect < interval_) {
         continue;
       }
       last_collect = now;

@@ -8,12 +8,17 @@
 // exponential backoff and never blocks the request path.
 //
 // LoadReporter holds a StreamLoadReports stream and sends per-backend deltas at the interval the
-// server asks for. Every report has a sequence number; reports stay queued until the server acks
-// them, and after a reconnect the unacked ones are sent again with the same numbers, so counts are
-// neither lost nor double-counted.
+// server asks for, and at once when a backend was just ejected by this proxy's outlier detector
+// or cooled down after an upstream 429 (ReportNudge): such a report carries
+// BackendStats.ejected_for / cooldown_for, which the control plane spreads to the whole fleet.
+// Every report has a sequence number; reports stay queued until the server acks them, and after a
+// reconnect the unacked ones are sent again with the same numbers, so counts are neither lost nor
+// double-counted.
 //
 // Threads: each runs its own thread(s); Start/Stop from main.
 #pragma once
+
+#include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <chrono>
@@ -21,8 +26,6 @@
 #include <memory>
 #include <string>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -148,6 +151,9 @@ class LoadReporter final : public StreamLoop {
   struct Reported {
     const proxy::BackendLoad* counters = nullptr;
     proxy::BackendLoad::Totals totals;
+    // The ejection end and local 429 cooldown end (monotonic ns) last reported.
+    int64_t ejection_end_ns = 0;
+    int64_t cooldown_until_ns = 0;
   };
   absl::flat_hash_map<std::string, Reported> reported_ ABSL_GUARDED_BY(mu_);
   // The counters `reported_` points at (it holds the ids of this one only), kept alive so that

@@ -1,8 +1,13 @@
 #include "data-plane/proxy/attempt_stats.h"
 
+#include <algorithm>
+#include <chrono>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/log/log.h"
+#include "data-plane/proxy/retry_after.h"
 
 namespace berry::proxy {
 
@@ -34,9 +39,35 @@ void AttemptStats::RecordOutcome(const RouteGeneration& generation,
   generation.load->backend(backend.index()).RecordOutcome(outcome);
   const auto result = generation.outliers->Record(backend.index(), outcome, clock_.MonotonicNs());
   if (result.ejected) {
+    generation.load->nudge().Nudge();  // the control plane hears of it at once
     log::Warn("backend ejected", {{"backend", backend.id()},
                                   {"reason", outlier::OutcomeName(outcome)},
                                   {"multiplier", std::to_string(result.multiplier)}});
+  }
+}
+
+void AttemptStats::RecordRateLimited(const RouteGeneration& generation,
+                                     const selection::CompiledBackend& backend,
+                                     const upstream::ResponseFields& fields) {
+  const std::optional<std::chrono::nanoseconds> wait =
+      UpstreamRetryAfter(fields, clock_.UnixSeconds());
+  if (!wait.has_value() || *wait <= std::chrono::nanoseconds::zero()) {
+    return;
+  }
+  // The longest wait a provider can impose is the longest ejection: 10 x the base timeout.
+  const std::chrono::nanoseconds cap =
+      std::chrono::seconds(generation.settings().circuit_breaker_timeout().seconds() > 0
+                               ? generation.settings().circuit_breaker_timeout().seconds()
+                               : outlier::kDefaultBaseEjectionSeconds) *
+      outlier::kMaxEjectionMultiplier;
+  const int64_t until = clock_.MonotonicNs() + std::min(*wait, cap).count();
+  generation.load->backend(backend.index()).NoteCooldown(until);
+  if (generation.runtime->backend(backend).CoolDownUntil(until)) {
+    generation.load->nudge().Nudge();
+    log::Info(
+        "backend cooling down after an upstream 429",
+        {{"backend", backend.id()},
+         {"seconds", absl::StrCat(std::chrono::duration<double>(std::min(*wait, cap)).count())}});
   }
 }
 

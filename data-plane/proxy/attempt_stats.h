@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/http/client.h"
 #include "common/selection/snapshot.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/outlier/outlier_detector.h"
@@ -35,6 +36,12 @@ class AttemptStats {
   // How the attempt went, for load reports and outlier detection (which may eject the backend).
   void RecordOutcome(const RouteGeneration& generation, const selection::CompiledBackend& backend,
                      outlier::Outcome outcome);
+  // The upstream answered 429: when its headers name a time to wait (retry_after.h), the
+  // backend cools down on this proxy until then (capped at 10 x circuit_breaker_timeout), and the
+  // load reporter is nudged to tell the control plane at once.
+  void RecordRateLimited(const RouteGeneration& generation,
+                         const selection::CompiledBackend& backend,
+                         const upstream::ResponseFields& fields);
   // An attempt that got no usable answer: RecordOutcome, and the exchange remembers why (the
   // access log's error; a timeout makes the final answer 504).
   void FailAttempt(Exchange& exchange, const selection::CompiledBackend& backend,

@@ -59,6 +59,13 @@ BackendLoad::Totals BackendLoad::Read() const {
   return totals;
 }
 
+void BackendLoad::NoteCooldown(int64_t until_ns) {
+  int64_t current = cooldown_until_ns_.load(std::memory_order_relaxed);
+  while (current < until_ns &&
+         !cooldown_until_ns_.compare_exchange_weak(current, until_ns, std::memory_order_relaxed)) {
+  }
+}
+
 std::shared_ptr<const LoadStats> LoadStats::Create(const selection::Snapshot& snapshot,
                                                    const LoadStats* previous) {
   absl::flat_hash_map<std::string, std::shared_ptr<BackendLoad>> known;
@@ -68,6 +75,7 @@ std::shared_ptr<const LoadStats> LoadStats::Create(const selection::Snapshot& sn
     }
   }
   auto stats = std::make_shared<LoadStats>();
+  stats->nudge_ = previous != nullptr ? previous->nudge_ : std::make_shared<ReportNudge>();
   for (const selection::CompiledBackend& backend : snapshot.backends()) {
     stats->ids_.push_back(backend.id());
     auto it = known.find(backend.id());

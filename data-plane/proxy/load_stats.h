@@ -16,6 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/metrics/metrics.h"
 #include "common/selection/snapshot.h"
 #include "data-plane/outlier/outlier_detector.h"
@@ -52,6 +55,12 @@ class alignas(64) BackendLoad {
   void AddTokens(uint64_t prompt, uint64_t completion);
   Totals Read() const;
 
+  // An upstream 429 named a time to wait: the backend cools down until `until_ns` (monotonic).
+  // Only what this proxy saw itself, for its reports (a cooldown pushed by the control plane is
+  // not reported back). Only moves forward.
+  void NoteCooldown(int64_t until_ns);
+  int64_t cooldown_until_ns() const { return cooldown_until_ns_.load(std::memory_order_relaxed); }
+
  private:
   std::atomic<uint64_t> issued_{0};
   std::atomic<uint64_t> succeeded_{0};
@@ -62,8 +71,35 @@ class alignas(64) BackendLoad {
   std::atomic<uint64_t> failed_stream_broken_{0};
   std::atomic<uint64_t> prompt_tokens_{0};
   std::atomic<uint64_t> completion_tokens_{0};
+  std::atomic<int64_t> cooldown_until_ns_{0};
   metrics::Histogram latency_{metrics::LatencyBuckets()};
   metrics::Histogram ttfb_{metrics::LatencyBuckets()};
+};
+
+// Lets the request path ask the load reporter for a report now, instead of at the next interval:
+// a backend was just ejected or cooled down, which the control plane spreads to the fleet. Rare
+// (an ejection, a 429 with a wait), so a mutex is fine here.
+class ReportNudge {
+ public:
+  void Nudge() {
+    absl::MutexLock lock(&mu_);
+    ++count_;
+  }
+  // Waits until the count differs from `seen` or `timeout` passes; returns the count.
+  uint64_t Wait(uint64_t seen, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return count_ != seen; };
+    mu_.AwaitWithTimeout(absl::Condition(&changed), timeout);
+    return count_;
+  }
+  uint64_t count() const {
+    absl::MutexLock lock(&mu_);
+    return count_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  uint64_t count_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class LoadStats {
@@ -76,10 +112,13 @@ class LoadStats {
   BackendLoad& backend(uint32_t index) const { return *backends_[index]; }
   size_t size() const { return backends_.size(); }
   const std::string& id(uint32_t index) const { return ids_[index]; }
+  // Shared by every LoadStats of one proxy (carried over by Create).
+  ReportNudge& nudge() const { return *nudge_; }
 
  private:
   std::vector<std::string> ids_;
   std::vector<std::shared_ptr<BackendLoad>> backends_;
+  std::shared_ptr<ReportNudge> nudge_;
 };
 
 }  // namespace berry::proxy

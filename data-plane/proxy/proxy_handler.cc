@@ -143,6 +143,19 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
 ErrorReply ProxyHandler::FailureReply(Exchange& exchange, std::string_view pick_error) {
   if (exchange.tried.empty()) {
     exchange.error = std::string(pick_error);
+    // Backends cooling down after an upstream 429 return at a known time: say when.
+    const int64_t now_ns = clock_.MonotonicNs();
+    int64_t soonest_ns = 0;
+    for (const selection::CompiledBackend& backend : exchange.model->backends()) {
+      const int64_t until = exchange.generation->runtime->backend(backend).cooldown_until_ns();
+      if (until > now_ns && (soonest_ns == 0 || until < soonest_ns)) {
+        soonest_ns = until;
+      }
+    }
+    if (soonest_ns != 0) {
+      const int seconds = static_cast<int>((soonest_ns - now_ns + 999'999'999) / 1'000'000'000);
+      return {429, openai::ErrorJson(ErrorKind::kRateLimited, pick_error), seconds};
+    }
     return {503, openai::ErrorJson(ErrorKind::kNoBackendAvailable, pick_error)};
   }
   if (exchange.last_timed_out) {
@@ -195,7 +208,7 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
     co_return;
   }
   ErrorReply reply = FailureReply(exchange, pick_error);
-  co_await SendError(exchange, reply.status, std::move(reply.body));
+  co_await SendError(exchange, reply.status, std::move(reply.body), reply.retry_after_seconds);
 }
 
 }  // namespace berry::proxy

@@ -7,9 +7,28 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/strings/views.h"
+#include "data-plane/proxy/clock.h"
 
 namespace berry::proxy {
+
+void RouteStore::ApplyCooldowns(const selection::RuntimeState& runtime) {
+  const Clock& clock = Clock::System();
+  const int64_t now_unix_ns = absl::ToUnixNanos(absl::Now());
+  const int64_t now_ns = clock.MonotonicNs();
+  for (const selection::CompiledBackend& backend : runtime.snapshot().backends()) {
+    if (!backend.config().has_cooldown_until()) {
+      continue;
+    }
+    const auto& until = backend.config().cooldown_until();
+    const int64_t until_unix_ns = until.seconds() * 1'000'000'000 + until.nanos();
+    if (until_unix_ns > now_unix_ns) {
+      runtime.backend(backend).CoolDownUntil(now_ns + (until_unix_ns - now_unix_ns));
+    }
+  }
+}
 
 absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
   absl::MutexLock lock(&mu_);  // one apply at a time; readers only copy a pointer under it
@@ -92,6 +111,7 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
       *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
 
   const selection::Snapshot& compiled = next->snapshot();
+  ApplyCooldowns(*next->runtime);
   next->backend_provider.reserve(compiled.backends().size());
   for (const selection::CompiledBackend& backend : compiled.backends()) {
     next->backend_provider.push_back(provider_index.at(backend.provider().id()));

@@ -89,6 +89,11 @@ class RouteStore {
   std::shared_ptr<const RouteGeneration> Current() const;
 
  private:
+  // Backends the table says are cooling down (Backend.cooldown_until, the control plane's wall
+  // clock) cool down on this proxy's monotonic clock until the same instant. Runtime state
+  // carries over by id, so a cooldown outlives later tables that no longer name it.
+  static void ApplyCooldowns(const selection::RuntimeState& runtime);
+
   mutable absl::Mutex mu_;
   std::shared_ptr<const RouteGeneration> current_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> generation_{0};

@@ -103,6 +103,9 @@ net::awaitable<void> UnaryRelay::Relay(
   }
 
   stats_.RecordOutcome(*exchange.generation, backend, outlier::OutcomeForStatus(status));
+  if (status == 429) {
+    stats_.RecordRateLimited(*exchange.generation, backend, parser.get().base());
+  }
   exchange.backend = &backend;
   if (IsRetryableStatus(status)) {
     exchange.last_timed_out = false;

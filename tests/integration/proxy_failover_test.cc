@@ -6,6 +6,7 @@
 #include <chrono>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -317,6 +318,40 @@ TEST(ProxyFailover, PassesTheLastUpstream429ThroughWhenEveryBackendFails) {
   EXPECT_EQ(response.Header("Retry-After").value_or(""), "7");
   EXPECT_EQ(response.Header("x-mock-upstream").value_or(""), "second");
   EXPECT_EQ(first->request_count(), 1u);
+}
+
+// A 429 naming a wait cools the backend down on this proxy: the failover chain skips it until
+// then, and with nothing else left the proxy answers 429 with Retry-After itself.
+TEST(ProxyFailover, UpstreamRetryAfterCoolsTheBackendDownUntilThen) {
+  Behavior limited = Behavior::Fail(429);
+  limited.headers = {{"x-ratelimit-remaining-requests", "0"},
+                     {"x-ratelimit-reset-requests", "1.5"}};
+  auto first = StartMock("first", With(limited));
+  auto second = StartMock("second");
+  auto proxy = StartProxy(FailoverConfig(first->base_url(), second->base_url()));
+  const auto limited_at = Clock::now();
+  EXPECT_EQ(Chat(*proxy, "chat").Header("x-mock-upstream").value_or(""), "second");
+  first->SetDefaultBehavior(Behavior::Normal());  // fine again, but it asked for 1.5 s
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(Chat(*proxy, "chat").Header("x-mock-upstream").value_or(""), "second");
+  }
+  EXPECT_EQ(first->request_count(), 1u) << "the first tier got traffic while cooling down";
+
+  second->SetDefaultBehavior(limited);
+  const HttpResponse passed = Chat(*proxy, "chat");  // the second tier's own 429, passed through
+  EXPECT_EQ(passed.status, 429);
+  if (Clock::now() - limited_at < 1200ms) {
+    const HttpResponse refused = Chat(*proxy, "chat");
+    ExpectOpenAiError(refused, 429, "rate_limit_error", "rate_limit_exceeded");
+    const std::string retry_after = refused.Header("Retry-After").value_or("");
+    EXPECT_TRUE(retry_after == "1" || retry_after == "2") << retry_after;  // whole seconds, up
+    EXPECT_EQ(first->request_count(), 1u);
+  }
+  second->SetDefaultBehavior(Behavior::Normal());
+  while (Clock::now() - limited_at < 1600ms) {
+    std::this_thread::sleep_for(20ms);  // waiting out the named time itself is the point
+  }
+  EXPECT_EQ(Chat(*proxy, "chat").Header("x-mock-upstream").value_or(""), "first");
 }
 
 TEST(ProxyFailover, PassesTheLastUpstream5xxThroughWhenEveryBackendFails) {

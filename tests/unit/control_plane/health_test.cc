@@ -572,6 +572,51 @@ TEST(HealthCheckerTest, FleetEjectedProviderIsProbedAtTheRecoveryInterval) {
   }
 }
 
+// A proxy reported an ejection: the provider is probed now, not at the end of a one-minute wait,
+// and the sink hears of the passing probe with the time it started.
+TEST(HealthCheckerTest, ProbeNowProbesAtOnceAndReportsThePassingProbesStart) {
+  auto mock = NewMock();
+  class Sink : public RecordingSink {
+   public:
+    void OnProbeSucceeded(std::string_view provider_id, absl::Time started) override {
+      absl::MutexLock lock(&mu);
+      if (provider_id == "p") {
+        starts.push_back(started);
+      }
+    }
+    bool WaitPassed(size_t n) const {
+      absl::MutexLock lock(&mu);
+      auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return starts.size() >= n; };
+      return mu.AwaitWithTimeout(absl::Condition(&enough), absl::FromChrono(kWait));
+    }
+    absl::Time last() const {
+      absl::MutexLock lock(&mu);
+      return starts.back();
+    }
+    mutable absl::Mutex mu;
+    std::vector<absl::Time> starts ABSL_GUARDED_BY(mu);
+  } sink;
+  sink.Watch("p", mock.get());
+  HealthCheckerOptions options = FastOptions();
+  options.interval = absl::Seconds(60);
+  options.recovery_interval = absl::Seconds(60);
+  auto checker = StartChecker(sink, options, Table({Provider("p", mock->base_url())}));
+  // The first probe comes at a seeded random offset within the minute; ask for one now.
+  checker->ProbeNow("p");
+  ASSERT_TRUE(mock->WaitForRequests(1, milliseconds(2000))) << "ProbeNow did not probe";
+  ASSERT_TRUE(sink.WaitFor("p", true));
+  ASSERT_TRUE(sink.WaitPassed(1));
+  // The next one is due about a minute later: a probe within two seconds is ProbeNow's.
+  const uint64_t probes = mock->request_count();
+  const absl::Time asked = absl::Now();
+  checker->ProbeNow("p");
+  EXPECT_TRUE(mock->WaitForRequests(probes + 1, milliseconds(2000)));
+  ASSERT_TRUE(sink.WaitPassed(2));
+  EXPECT_GE(sink.last(), asked) << "the passing probe's start is when it started";
+  checker->ProbeNow("unknown");  // ignored
+  checker->Stop();
+}
+
 TEST(HealthCheckerTest, LongerRecoveryIntervalNeverSlowsProbesOfUnhealthyProvider) {
   auto mock = NewMock(Behavior::Fail(503));
   RecordingSink sink;

@@ -650,6 +650,117 @@ TEST(FleetStatsTest, DrainingBackendStaysDraining) {
   EXPECT_NEAR(BackendOf(table, kBackendA).effective_weight(), 2.0 * 0.05, 1e-12);
 }
 
+// ---- proxy-reported ejections and 429 cooldowns (proxy_signals.h) ---------------------------
+
+v1::BackendStats Ejected(const std::string& backend_id, absl::Duration remaining) {
+  v1::BackendStats stats = Stats(backend_id, 0, 5);
+  stats.mutable_ejected_for()->set_seconds(absl::ToInt64Seconds(remaining));
+  return stats;
+}
+
+v1::BackendStats CooledDown(const std::string& backend_id, absl::Duration remaining) {
+  v1::BackendStats stats = Stats(backend_id, 0, 0);
+  stats.set_failed_5xx(0);
+  stats.set_failed_429(1);
+  stats.set_issued(1);
+  stats.mutable_cooldown_for()->set_seconds(absl::ToInt64Seconds(remaining));
+  return stats;
+}
+
+TEST(FleetStatsTest, OneProxysEjectionTakesTheBackendOutUntilItsTimeEnds) {
+  FakeClock clock;
+  auto stats = NewStats(clock);
+  // Plenty of fleet successes: the window alone would keep B healthy.
+  MustFold(*stats, Report(1, {Stats(kBackendA, 100), Stats(kBackendB, 100)}), "proxy-1");
+  MustFold(*stats, Report(1, {Ejected(kBackendB, absl::Seconds(60))}), "proxy-2");
+  v1::RouteTable table = Table();
+  EXPECT_TRUE(stats->Overlay(table));
+  EXPECT_EQ(BackendOf(table, kBackendA).health(), v1::HEALTH_STATUS_HEALTHY);
+  EXPECT_EQ(BackendOf(table, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+  EXPECT_EQ(Find(*stats, kBackendB)->health, v1::HEALTH_STATUS_UNHEALTHY);
+  EXPECT_EQ(Find(*stats, kBackendB)->proxy_ejected_until, clock.now + absl::Seconds(60));
+  EXPECT_EQ(stats->proxy_ejections_reported(), 1u);
+
+  clock.Advance(absl::Seconds(59));
+  v1::RouteTable still = Table();
+  stats->Overlay(still);
+  EXPECT_EQ(BackendOf(still, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+  clock.Advance(absl::Seconds(1));
+  v1::RouteTable over = Table();
+  EXPECT_TRUE(stats->Overlay(over));
+  EXPECT_NE(BackendOf(over, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+}
+
+TEST(FleetStatsTest, OnlyAProbeStartedAfterTheEjectionReportEndsItEarly) {
+  FakeClock clock;
+  auto stats = NewStats(clock);
+  v1::RouteTable table = Table();
+  stats->Overlay(table);  // the overlay tells which provider each backend is on
+  const absl::Time probe_under_way = clock.now;
+  clock.Advance(absl::Milliseconds(100));
+  MustFold(*stats, Report(1, {Ejected(kBackendB, absl::Seconds(60))}), "proxy-1");
+  stats->ProviderProbeSucceeded("p2",
+                                probe_under_way);  // started before the report: proves nothing
+  stats->ProviderProbeSucceeded("p1", clock.now + absl::Milliseconds(1));  // another provider
+  v1::RouteTable ejected = Table();
+  stats->Overlay(ejected);
+  EXPECT_EQ(BackendOf(ejected, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+
+  clock.Advance(absl::Seconds(1));
+  stats->ProviderProbeSucceeded("p2", clock.now);
+  v1::RouteTable back = Table();
+  EXPECT_TRUE(stats->Overlay(back));
+  EXPECT_NE(BackendOf(back, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+  EXPECT_EQ(stats->proxy_ejections_cleared_by_probe(), 1u);
+}
+
+TEST(FleetStatsTest, ReportedEjectionIsCappedAtTenCircuitBreakerTimeouts) {
+  FakeClock clock;
+  v1::Settings settings;
+  settings.mutable_circuit_breaker_timeout()->set_seconds(5);
+  auto stats = NewStats(clock, FleetStatsOptions::FromSettings(settings));
+  MustFold(*stats, Report(1, {Ejected(kBackendB, absl::Hours(5))}), "proxy-1");
+  EXPECT_EQ(Find(*stats, kBackendB)->proxy_ejected_until, clock.now + absl::Seconds(50));
+}
+
+TEST(FleetStatsTest, CooldownGoesIntoTheTableUntilTheNamedTimeAndProbesDoNotEndIt) {
+  FakeClock clock;
+  auto stats = NewStats(clock);
+  v1::RouteTable table = Table();
+  stats->Overlay(table);
+  EXPECT_FALSE(BackendOf(table, kBackendA).has_cooldown_until());
+  MustFold(*stats, Report(1, {CooledDown(kBackendA, absl::Seconds(2))}), "proxy-1");
+  // A shorter wait seen by another proxy does not shorten it.
+  MustFold(*stats, Report(1, {CooledDown(kBackendA, absl::Seconds(1))}), "proxy-2");
+  stats->ProviderProbeSucceeded("p1", clock.now + absl::Milliseconds(1));
+  v1::RouteTable cooling = Table();
+  EXPECT_TRUE(stats->Overlay(cooling));
+  const v1::Backend& a = BackendOf(cooling, kBackendA);
+  ASSERT_TRUE(a.has_cooldown_until());
+  EXPECT_EQ(a.cooldown_until().seconds(), absl::ToUnixSeconds(clock.now + absl::Seconds(2)));
+  EXPECT_NE(a.health(), v1::HEALTH_STATUS_UNHEALTHY);  // a cooldown is not a failure
+  EXPECT_FALSE(BackendOf(cooling, kBackendB).has_cooldown_until());
+  EXPECT_EQ(stats->proxy_cooldowns_reported(), 2u);
+
+  v1::RouteTable same = Table();
+  EXPECT_FALSE(stats->Overlay(same)) << "an unchanged cooldown must not make a new version";
+  clock.Advance(absl::Seconds(2));
+  v1::RouteTable over = Table();
+  EXPECT_TRUE(stats->Overlay(over));
+  EXPECT_FALSE(BackendOf(over, kBackendA).has_cooldown_until());
+}
+
+TEST(FleetStatsTest, DuplicateReportDoesNotRenewAnEjection) {
+  FakeClock clock;
+  auto stats = NewStats(clock);
+  MustFold(*stats, Report(1, {Ejected(kBackendB, absl::Seconds(10))}), "proxy-1");
+  clock.Advance(absl::Seconds(10));
+  MustFold(*stats, Report(1, {Ejected(kBackendB, absl::Seconds(10))}), "proxy-1");  // re-sent
+  v1::RouteTable table = Table();
+  stats->Overlay(table);
+  EXPECT_NE(BackendOf(table, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+}
+
 // ---- nodes coming and going -----------------------------------------------------------------
 
 TEST(FleetStatsTest, ForgetNodeDropsItsInFlightButKeepsItsSequence) {

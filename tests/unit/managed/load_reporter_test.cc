@@ -9,6 +9,7 @@
 
 #include "common/route_table/compile.h"
 #include "data-plane/managed/control_plane_client.h"
+#include "data-plane/proxy/clock.h"
 #include "data-plane/proxy/route_store.h"
 #include "tests/unit/managed/fake_control_plane.h"
 #include "tests/unit/managed/test_tables.h"
@@ -148,6 +149,42 @@ TEST_F(LoadReporterTest, ReportsAtTheIntervalTheServerSets) {
     ASSERT_TRUE(WaitUntil([&] { return server_->reports().size() >= round; }, left))
         << "report " << round << " not in time for a 100 ms interval";
   }
+}
+
+// Ejections and 429 cooldowns do not wait for the interval (a minute here): they are nudged out.
+TEST_F(LoadReporterTest, AnEjectionOrACooldownIsReportedAtOnceWithTheTimeItStillRuns) {
+  FakeScript script;
+  script.report_interval = 60s;
+  ASSERT_TRUE(Serve(script));
+  ASSERT_TRUE(WaitUntil([&] { return !server_->report_streams().empty(); }));
+  const auto current = routes_.Current();
+  uint32_t chat = 0;
+  while (current->load->id(chat) != BackendIdOf("chat")) {
+    ++chat;
+  }
+  const int64_t now_ns = proxy::Clock::System().MonotonicNs();
+  bool ejected = false;
+  for (uint32_t n = 0; n < current->outliers->failure_threshold(); ++n) {
+    ejected |= current->outliers->Record(chat, outlier::Outcome::kStatus5xx, now_ns).ejected;
+  }
+  ASSERT_TRUE(ejected);
+  current->load->nudge().Nudge();  // what AttemptStats does on an ejection
+  ASSERT_TRUE(WaitUntil([&] { return server_->reports().size() >= 1; }, 2s))
+      << "the ejection waited for the interval";
+  const v1::BackendStats first = server_->reports()[0].backend_stats(0);
+  EXPECT_EQ(first.backend_id(), BackendIdOf("chat"));
+  ASSERT_TRUE(first.has_ejected_for());
+  EXPECT_GT(first.ejected_for().seconds(), 50);  // 60 s by default, minus the time it took
+  EXPECT_LE(first.ejected_for().seconds(), 60);
+  EXPECT_FALSE(first.has_cooldown_for());
+
+  current->load->backend(chat).NoteCooldown(proxy::Clock::System().MonotonicNs() + 2'000'000'000);
+  current->load->nudge().Nudge();
+  ASSERT_TRUE(WaitUntil([&] { return server_->reports().size() >= 2; }, 2s));
+  const v1::BackendStats second = server_->reports()[1].backend_stats(0);
+  ASSERT_TRUE(second.has_cooldown_for());
+  EXPECT_LE(second.cooldown_for().seconds(), 2);
+  EXPECT_FALSE(second.has_ejected_for()) << "the same ejection is reported once";
 }
 
 TEST_F(LoadReporterTest, AnAcknowledgedReportIsForgotten) {

@@ -425,6 +425,38 @@ TEST(Panic, ZeroThresholdWithEveryBackendEjectedIsUnavailable) {
                         "unhealthy"));
 }
 
+// --- upstream 429 cooldowns ---------------------------------------------------------------
+
+TEST(Cooldown, CoolingBackendIsSkippedUntilItsTimeAndNotEvenAPanicReachesIt) {
+  Harness h(Table(v1::STRATEGY_WEIGHTED_RANDOM, {{.id = "a"}, {.id = "b"}}));
+  EXPECT_TRUE(h.runtime("a").CoolDownUntil(1000));
+  EXPECT_FALSE(h.runtime("a").CoolDownUntil(500)) << "a cooldown only moves forward";
+  for (int i = 0; i < 200; ++i) {
+    PickResult pick = ValueOrDie(h.Pick({.now_ns = 1}));
+    ASSERT_EQ(pick.backend->id(), "b");
+    ASSERT_FALSE(pick.panic);
+  }
+  // b ejected too: a panic would draw from every candidate, but a cooling backend is none.
+  h.runtime("b").EjectUntil(1000);
+  PickResult pick = ValueOrDie(h.Pick({.now_ns = 1}));
+  EXPECT_EQ(pick.backend->id(), "b");
+  EXPECT_TRUE(pick.panic);
+  // At its time, a is back.
+  std::map<std::string, double> shares = h.Shares(1000, {.now_ns = 1000});
+  EXPECT_GT(shares["a"], 0.3);
+}
+
+TEST(Cooldown, EveryBackendCoolingDownIsUnavailableAndSaysSo) {
+  Harness h(Table(v1::STRATEGY_FAILOVER, {{.id = "a"}, {.id = "b"}}));
+  h.runtime("a").CoolDownUntil(1000);
+  h.runtime("b").CoolDownUntil(2000);
+  absl::StatusOr<PickResult> pick = h.Pick({.now_ns = 1});
+  EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(pick.status().message(),
+              HasSubstr("every backend is cooling down after an upstream 429"));
+  EXPECT_EQ(ValueOrDie(h.Pick({.now_ns = 1500})).backend->id(), "a");
+}
+
 // --- tags ----------------------------------------------------------------------------------
 
 TEST(Tags, UntaggedUserReachesEveryBackend) {
