@@ -51,6 +51,10 @@ std::optional<LeaseAccount::Usage> LeaseAccount::Poll(int64_t now_ns, double mar
     spent_.pop_front();
   }
   const double demand = DemandPerSecond(now_ns);
+  const uint64_t fallback = fallback_admitted_.exchange(0, std::memory_order_relaxed);
+  if (fallback > 0) {
+    spent_.emplace_back(now_ns, fallback);
+  }
   const uint64_t credit = lease_.credit(now_ns);
   const bool may_ask =
       (!ask_in_flight_ || now_ns - asked_at_ns_ >= ask_timeout_ns) && now_ns >= no_ask_before_ns_;
@@ -61,6 +65,7 @@ std::optional<LeaseAccount::Usage> LeaseAccount::Poll(int64_t now_ns, double mar
   Usage usage;
   usage.ask = may_ask && wants;
   usage.demand_per_second = demand;
+  usage.fallback_admitted = fallback;
   usage.returns = std::move(to_return_);
   to_return_.clear();
   for (const auto& [at, spent] : spent_) {
@@ -71,7 +76,7 @@ std::optional<LeaseAccount::Usage> LeaseAccount::Poll(int64_t now_ns, double mar
     usage.held = held;
     usage.recent_admitted += lease_granted_ >= held ? lease_granted_ - held : 0;
   }
-  if (!usage.ask && usage.returns.empty()) {
+  if (!usage.ask && usage.returns.empty() && fallback == 0) {
     return std::nullopt;
   }
   return usage;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <optional>
@@ -31,7 +32,14 @@ class LeaseAccount {
     std::vector<Lease::Ended> returns;
     uint64_t recent_admitted = 0;
     uint64_t held = 0;
+    uint64_t fallback_admitted = 0;
   };
+
+  // Any thread: a request was admitted on the fallback share (not from the lease).
+  void CountFallbackAdmitted() { fallback_admitted_.fetch_add(1, std::memory_order_relaxed); }
+  // Writer: ends the lease if it expired, keeping its return for the next Poll (while there is
+  // no one to tell).
+  void ExpireOnly(int64_t now_ns) { Ended(lease_.Expire(now_ns), now_ns); }
 
   // Writer, called often (every few milliseconds to every 100 ms): ends an expired lease and
   // decides whether to ask. Asks when no ask is in flight (or the one in flight is older than
@@ -75,6 +83,7 @@ class LeaseAccount {
   std::vector<Lease::Ended> to_return_;
   // (ended at, spent) of leases that ended within the window.
   std::deque<std::pair<int64_t, uint64_t>> spent_;
+  std::atomic<uint64_t> fallback_admitted_{0};
 };
 
 }  // namespace berry::quota

@@ -40,8 +40,14 @@ uint64_t SlidingLedger::Remaining(int64_t now_ms) {
 
 uint64_t SlidingLedger::Debit(int64_t now_ms, uint64_t amount) {
   const uint64_t granted = std::min(amount, Remaining(now_ms));
-  if (granted == 0) {
-    return 0;
+  Record(now_ms, granted);
+  return granted;
+}
+
+void SlidingLedger::Record(int64_t now_ms, uint64_t amount) {
+  Advance(now_ms);
+  if (amount == 0) {
+    return;
   }
   const int64_t slice = Slice(now_ms);
   const auto at = static_cast<size_t>(slice % static_cast<int64_t>(debits_.size()));
@@ -49,8 +55,7 @@ uint64_t SlidingLedger::Debit(int64_t now_ms, uint64_t amount) {
     slice_of_[at] = slice;
     debits_[at] = 0;
   }
-  debits_[at] += granted;
-  return granted;
+  debits_[at] += amount;
 }
 
 void SlidingLedger::Refund(int64_t slice, uint64_t amount) {

@@ -47,6 +47,9 @@ class SlidingLedger {
   uint64_t Remaining(int64_t now_ms);
   // Debits up to `amount` to the current slice, at most Remaining(); returns what was debited.
   uint64_t Debit(int64_t now_ms, uint64_t amount);
+  // Debits `amount` to the current slice even beyond the limit: what already happened (a
+  // restarted control plane learning what the proxies admitted), not a grant.
+  void Record(int64_t now_ms, uint64_t amount);
   // Gives back `amount` (at most what the slice holds) to `slice`; ignored when that slice has
   // left the ring (its credit no longer counts against anything).
   void Refund(int64_t slice, uint64_t amount);
