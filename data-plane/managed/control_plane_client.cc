@@ -15,6 +15,7 @@
 #include "common/metrics/metrics.h"
 #include "common/route_table/compile.h"
 #include "common/strings/views.h"
+#include "data-plane/proxy/clock.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace berry::managed {
@@ -119,6 +120,17 @@ void StreamLoop::Stop() {
 
 bool StreamLoop::WaitForStopLocked(std::chrono::milliseconds timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(timeout));
+}
+
+bool StreamLoop::WaitForStopOrWakeLocked(const bool* wake, std::chrono::milliseconds timeout) {
+  struct Flags {
+    const bool* stopping;
+    const bool* wake;
+  } flags{&stopping_, wake};
+  mu_.AwaitWithTimeout(absl::Condition(
+                           +[](Flags* f) { return *f->stopping || *f->wake; }, &flags),
+                       absl::FromChrono(timeout));
+  return stopping_;
 }
 
 void StreamLoop::Run() {
@@ -315,6 +327,26 @@ void LoadReporter::CollectLocked() {
   unacked_.push_back(std::move(report));
 }
 
+void LoadReporter::Wake() {
+  absl::MutexLock lock(&mu_);
+  wake_ = true;
+}
+
+void LoadReporter::CollectQuotaLocked() {
+  std::optional<v1::QuotaReport> account =
+      quota_->Collect(proxy::Clock::System().MonotonicNs(), /*connected=*/true);
+  if (!account.has_value()) {
+    return;
+  }
+  v1::StreamLoadReportsRequest report;
+  *report.mutable_node() = options_.node;
+  report.set_sequence(next_sequence_++);
+  *report.mutable_interval_start() =
+      TimeUtil::TimeTToTimestamp(std::chrono::system_clock::to_time_t(interval_start_));
+  *report.mutable_quota() = *std::move(account);
+  unacked_.push_back(std::move(report));
+}
+
 void LoadReporter::RunStream(grpc::ClientContext& context) {
   auto stream = stub_->StreamLoadReports(&context);
   v1::StreamLoadReportsRequest hello;
@@ -325,6 +357,9 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   std::thread reader([&] {
     v1::StreamLoadReportsResponse response;
     while (stream->Read(&response)) {
+      if (quota_ != nullptr && response.has_quota()) {
+        quota_->OnAnswer(response.quota(), proxy::Clock::System().MonotonicNs());
+      }
       absl::MutexLock lock(&mu_);
       if (response.has_report_interval()) {
         const int64_t ms = TimeUtil::DurationToMilliseconds(response.report_interval());
@@ -343,10 +378,12 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
     std::vector<v1::StreamLoadReportsRequest> to_send;
     {
       absl::MutexLock lock(&mu_);
-      // Short waits, so an interval the server changes (its first answer) applies at once.
-      if (WaitForStopLocked(std::min(interval_, std::chrono::milliseconds(100)))) {
+      // Short waits, so an interval the server changes (its first answer) applies at once, and
+      // quota accounts go out within 100 ms (at once when a lease ran dry).
+      if (WaitForStopOrWakeLocked(&wake_, std::min(interval_, std::chrono::milliseconds(100)))) {
         break;
       }
+      wake_ = false;
       // The server ended the stream (it went away or restarted). Reconnect now, not at the next
       // failed write: with no new traffic there may be no next write, and the reports it never
       // acknowledged would wait on a dead stream instead of being sent again.
@@ -354,11 +391,13 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
         break;
       }
       const auto now = std::chrono::steady_clock::now();
-      if (now - last_collect < interval_) {
-        continue;
+      if (now - last_collect >= interval_) {
+        last_collect = now;
+        CollectLocked();
       }
-      last_collect = now;
-      CollectLocked();
+      if (quota_ != nullptr) {
+        CollectQuotaLocked();
+      }
       for (const auto& report : unacked_) {
         if (report.sequence() > sent_up_to) {
           to_send.push_back(report);
@@ -376,6 +415,9 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   context.TryCancel();
   reader.join();
   stream->Finish();
+  if (quota_ != nullptr) {
+    quota_->OnStreamLost();
+  }
 }
 
 }  // namespace berry::managed

@@ -133,8 +133,7 @@ ErrorReply ProxyHandler::FailureReply(Exchange& exchange, std::string_view pick_
 // malloc and a free per request.
 net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   if (std::optional<ErrorReply> rejected = Admit(exchange)) {
-    co_await SendError(exchange, rejected->status, std::move(rejected->body),
-                       rejected->retry_after_seconds);
+    co_await SendRefusal(exchange, *std::move(rejected));
     co_return;
   }
   const uint32_t max_attempts = exchange.generation->settings().max_retries() + 1;

@@ -62,6 +62,10 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
                                  previous != nullptr ? previous->load.get() : nullptr);
   next->limiter = auth::RateLimiter::Create(
       *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
+  if (fleet_status_ != nullptr) {
+    next->fleet = fleet::FleetLeases::Create(
+        *next->clients, previous != nullptr ? previous->fleet.get() : nullptr, fleet_status_);
+  }
 
   const selection::Snapshot& compiled = next->snapshot();
   next->backend_provider.reserve(compiled.backends().size());
