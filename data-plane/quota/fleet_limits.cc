@@ -64,8 +64,14 @@ bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns) const {
   const int fleet_size = status_->fleet_size.load(std::memory_order_relaxed);
   absl::MutexLock lock(&slot.fallback_mu);
   if (slot.fallback == nullptr || slot.fallback_fleet_size != fleet_size) {
+    // A new share: what the old one admitted in the window still counts.
+    uint64_t used = 0;
+    if (slot.fallback != nullptr) {
+      used = slot.fallback->limit() - slot.fallback->Remaining(now_ns / kNsPerMs);
+    }
     slot.fallback = std::make_unique<quota::SlidingLedger>(
         quota::FallbackShare(slot.limit, fleet_size), slot.window_ns / kNsPerMs, kFallbackSlices);
+    slot.fallback->Record(now_ns / kNsPerMs, used);
     slot.fallback_fleet_size = fleet_size;
   }
   return slot.fallback->Debit(now_ns / kNsPerMs, 1) == 1;
@@ -194,7 +200,10 @@ void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
   absl::MutexLock lock(&mu_);
   unanswered_since_ns_ = 0;
   rebuilding_ = grants.rebuilding();
-  status_->fleet_size.store(static_cast<int>(grants.fleet_size()));
+  if (!grants.rebuilding()) {
+    // A control plane that has just started has not heard from the whole fleet yet.
+    status_->fleet_size.store(static_cast<int>(grants.fleet_size()));
+  }
   status_->away.store(grants.rebuilding());
   const std::shared_ptr<const FleetLeases> leases = leases_ != nullptr ? leases_ : current_();
   if (leases == nullptr) {

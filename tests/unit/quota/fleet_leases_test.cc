@@ -148,6 +148,35 @@ TEST_F(FleetLeasesTest, ALostStreamMeansAwayAndLeasesStayValid) {
   EXPECT_EQ(status_->fallback_admitted.load(), 1u);  // then the share of 120 / 3
 }
 
+TEST_F(FleetLeasesTest, ANewFleetSizeKeepsWhatTheOldShareAdmitted) {
+  Build(120);
+  status_->fleet_size = 3;
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  }
+  status_->fleet_size = 2;  // share 60, of which 30 are spent
+  int admitted = 0;
+  for (int i = 0; i < 100; ++i) {
+    admitted += leases_->Admit(alice(), 10 * kSecond).allowed ? 1 : 0;
+  }
+  EXPECT_EQ(admitted, 30);
+}
+
+TEST_F(FleetLeasesTest, ARebuildingControlPlaneDoesNotChangeTheFleetSize) {
+  Build(120);
+  status_->fleet_size = 3;
+  QuotaClient client(status_, [this] { return leases_; });
+  auto report = client.Collect(10 * kSecond, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  v1::QuotaGrants grants;
+  grants.set_echo(report->echo());
+  grants.set_rebuilding(true);
+  grants.set_fleet_size(1);
+  client.OnAnswer(grants, 10 * kSecond);
+  EXPECT_TRUE(status_->away.load());
+  EXPECT_EQ(status_->fleet_size.load(), 3);
+}
+
 TEST_F(FleetLeasesTest, AnUnchangedLimitKeepsItsLeaseAcrossTables) {
   Build(120);
   QuotaClient client(status_, [this] { return leases_; });
