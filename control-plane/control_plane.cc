@@ -56,6 +56,7 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(ControlPlaneO
                                                    "):", ErrorList(first_load.errors)));
   }
   LogWarnings(first_load.warnings);
+  plane->quota_ = std::make_unique<QuotaAuthority>(plane->options_.quota, absl::Now());
   auto fleet = FleetStats::Create(
       FleetStatsOptions::FromSettings(route_table::Compile(*source.Current()).settings()));
   if (!fleet.ok()) {
@@ -92,6 +93,10 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(ControlPlaneO
     }
     self->ReactToSignals(report, node);
     return *acked;
+  };
+  QuotaAuthority& quota = *plane->quota_;
+  reports.quota = [&quota](const v1::StreamLoadReportsRequest& report, const std::string& node) {
+    return quota.Handle(report, node, absl::Now());
   };
   plane->discovery_ = std::make_unique<DiscoveryService>(plane->publisher_, std::move(reports),
                                                          plane->options_.report_interval);
@@ -320,6 +325,7 @@ void ControlPlane::Publish() {
   std::shared_ptr<const v1::RouteTable> published = table;
   if (publisher_.Publish(std::move(table))) {
     log::Info("route table published", {{"version", version}});
+    quota_->SetTable(*published);
     events_.OnPublished(*published);
   }
 }

@@ -39,6 +39,7 @@
 #include "control-plane/health/fleet_health_sink.h"
 #include "control-plane/health/health_checker.h"
 #include "control-plane/http_status.h"
+#include "control-plane/quota/quota_authority.h"
 #include "control-plane/stats/fleet_stats.h"
 
 namespace berry::control_plane {
@@ -68,6 +69,8 @@ struct ControlPlaneOptions {
   HealthCheckerOptions health;
   // How often fleet health is laid over the running config and published if it changed.
   absl::Duration recompute_interval = absl::Seconds(1);
+  // Fleet-wide per-user limits (README.md, "Fleet-wide rate limits").
+  QuotaOptions quota;
 };
 
 class ControlPlane {
@@ -134,6 +137,7 @@ class ControlPlane {
   RoutePublisher publisher_;
   admin::BackendOverrides overrides_;
   admin::EventHub events_;
+  std::unique_ptr<QuotaAuthority> quota_;
   std::unique_ptr<DiscoveryService> discovery_;
   std::unique_ptr<admin::AdminService> admin_;
   StatusEndpoints endpoints_;

@@ -34,6 +34,7 @@ struct Flags {
   bool insecure = false;
   std::string log_level = "info";
   int64_t report_interval_seconds = 5;
+  int64_t quota_rebuild_seconds = 5;
   std::string upstream_ca;
 };
 
@@ -66,6 +67,9 @@ int main(int argc, char** argv) {
   set.String("log-level", &flags.log_level, "debug, info, warn or error");
   set.Int("report-interval-seconds", &flags.report_interval_seconds,
           "how often proxies send load reports", "", 1, 3600);
+  set.Int("quota-rebuild-seconds", &flags.quota_rebuild_seconds,
+          "after start, collect the proxies' rate-limit accounts this long before granting", "", 0,
+          3600);
   set.String("upstream-ca", &flags.upstream_ca,
              "PEM file of extra CAs trusted when probing HTTPS providers");
   if (absl::Status status = set.Parse(argc, argv); !status.ok()) {
@@ -111,6 +115,7 @@ int main(int argc, char** argv) {
   options.http_host = http_listen->first;
   options.http_port = http_listen->second;
   options.report_interval = absl::Seconds(flags.report_interval_seconds);
+  options.quota.rebuild = absl::Seconds(flags.quota_rebuild_seconds);
   if (!flags.upstream_ca.empty()) {
     auto contexts = berry::upstream::TlsContexts::Create(flags.upstream_ca);
     if (!contexts.ok()) {

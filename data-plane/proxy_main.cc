@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -202,6 +203,19 @@ int main(int argc, char** argv) {
         absl::StrSplit(flags.allowed_upstream_hosts, ',', absl::SkipEmpty()));
   }
   berry::proxy::ProxyMetrics metrics(routes);
+  // Managed: per-user limits are held fleet-wide (README.md, "Fleet-wide rate limits"); the
+  // request path wakes the load reporter when a lease runs dry.
+  std::shared_ptr<berry::fleet::FleetStatus> fleet_status;
+  std::atomic<berry::managed::LoadReporter*> wake_target{nullptr};
+  if (managed) {
+    fleet_status = std::make_shared<berry::fleet::FleetStatus>();
+    fleet_status->wake = [&wake_target] {
+      if (berry::managed::LoadReporter* reporter = wake_target.load()) {
+        reporter->Wake();
+      }
+    };
+    routes.set_fleet_status(fleet_status);
+  }
   if (!managed && !LoadInto(routes, metrics, flags.config, /*at_start=*/true)) {
     return 1;
   }
@@ -243,6 +257,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<berry::managed::RouteSubscriber> subscriber;
   std::unique_ptr<berry::managed::LoadReporter> reporter;
+  std::unique_ptr<berry::fleet::QuotaClient> quota;
   if (managed) {
     berry::managed::ClientOptions client;
     client.target = flags.control_plane;
@@ -255,6 +270,30 @@ int main(int argc, char** argv) {
     subscriber =
         std::make_unique<berry::managed::RouteSubscriber>(client, channel, routes, metrics);
     reporter = std::make_unique<berry::managed::LoadReporter>(client, channel, routes);
+    quota = std::make_unique<berry::fleet::QuotaClient>(fleet_status, [&routes] {
+      const auto generation = routes.Current();
+      return generation != nullptr ? generation->fleet : nullptr;
+    });
+    reporter->set_quota(quota.get());
+    wake_target.store(reporter.get());
+    const berry::fleet::FleetStatus* fleet = fleet_status.get();
+    if (absl::Status status = metrics.registry().AddCallbackGauge(
+            "berry_rate_limit_fallback",
+            "1 while requests without lease credit are admitted on this proxy's fallback share "
+            "of each limit (control plane away or rebuilding), else 0.",
+            [fleet] { return fleet->away.load() ? 1.0 : 0.0; });
+        !status.ok()) {
+      std::cerr << "berry-proxy: " << status.message() << "\n";
+      return 1;
+    }
+    if (absl::Status status = metrics.registry().AddCallbackCounter(
+            "berry_rate_limit_fallback_admitted_total",
+            "Requests admitted on the fallback share of a fleet-wide limit.",
+            [fleet] { return static_cast<double>(fleet->fallback_admitted.load()); });
+        !status.ok()) {
+      std::cerr << "berry-proxy: " << status.message() << "\n";
+      return 1;
+    }
     // What a proxy cannot tell from its route table alone: whether updates can still reach it.
     // Alerts compare it across the fleet (deploy/k8s/helm/berry/files/rules/berry-alerts.yml).
     const berry::managed::RouteSubscriber* routes_stream = subscriber.get();
@@ -323,6 +362,7 @@ int main(int argc, char** argv) {
   (*server)->Stop();
   if (managed) {
     subscriber->Stop();
+    wake_target.store(nullptr);
     reporter->Stop();  // a last report is not awaited: the control plane may be gone too
   }
   berry::log::Info("stopped");

@@ -199,6 +199,11 @@ class ReportStream final
     if (request_.sequence() > 0 || request_.backend_stats_size() > 0) {
       response.set_acked_sequence(sink_.fold(request_, node_id_));
       publisher_.RecordReport(node_id_);
+      if (sink_.quota) {
+        if (std::optional<v1::QuotaGrants> grants = sink_.quota(request_, node_id_)) {
+          *response.mutable_quota() = *std::move(grants);
+        }
+      }
     }
     Send(std::move(response));
     StartRead(&request_);

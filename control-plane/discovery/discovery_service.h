@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,11 @@ struct ReportSink {
                          const std::string& node_id)>
       fold;
   std::function<void(const std::string& node_id)> closed;
+  // Fleet-wide limits: answers a report's quota account (quota.proto); nullopt = no answer.
+  // Optional.
+  std::function<std::optional<berry::v1::QuotaGrants>(
+      const berry::v1::StreamLoadReportsRequest& report, const std::string& node_id)>
+      quota;
 };
 
 class DiscoveryService final : public berry::v1::RouteDiscoveryService::CallbackService {

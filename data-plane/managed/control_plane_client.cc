@@ -122,6 +122,17 @@ bool StreamLoop::WaitForStopLocked(std::chrono::milliseconds timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(timeout));
 }
 
+bool StreamLoop::WaitForStopOrWakeLocked(const bool* wake, std::chrono::milliseconds timeout) {
+  struct Flags {
+    const bool* stopping;
+    const bool* wake;
+  } flags{&stopping_, wake};
+  mu_.AwaitWithTimeout(absl::Condition(
+                           +[](Flags* f) { return *f->stopping || *f->wake; }, &flags),
+                       absl::FromChrono(timeout));
+  return stopping_;
+}
+
 void StreamLoop::Run() {
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   for (;;) {
@@ -331,6 +342,32 @@ void LoadReporter::CollectLocked() {
   unacked_.push_back(std::move(report));
 }
 
+void LoadReporter::Wake() {
+  {
+    absl::MutexLock lock(&mu_);
+    wake_ = true;
+  }
+  // The loop may be waiting on the table's nudge rather than on mu_: end that wait too.
+  if (const auto generation = routes_.Current()) {
+    generation->load->nudge().Nudge();
+  }
+}
+
+void LoadReporter::CollectQuotaLocked() {
+  std::optional<v1::QuotaReport> account =
+      quota_->Collect(proxy::Clock::System().MonotonicNs(), /*connected=*/true);
+  if (!account.has_value()) {
+    return;
+  }
+  v1::StreamLoadReportsRequest report;
+  *report.mutable_node() = options_.node;
+  report.set_sequence(next_sequence_++);
+  *report.mutable_interval_start() =
+      TimeUtil::TimeTToTimestamp(std::chrono::system_clock::to_time_t(interval_start_));
+  *report.mutable_quota() = *std::move(account);
+  unacked_.push_back(std::move(report));
+}
+
 void LoadReporter::RunStream(grpc::ClientContext& context) {
   auto stream = stub_->StreamLoadReports(&context);
   v1::StreamLoadReportsRequest hello;
@@ -341,6 +378,9 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   std::thread reader([&] {
     v1::StreamLoadReportsResponse response;
     while (stream->Read(&response)) {
+      if (quota_ != nullptr && response.has_quota()) {
+        quota_->OnAnswer(response.quota(), proxy::Clock::System().MonotonicNs());
+      }
       absl::MutexLock lock(&mu_);
       if (response.has_report_interval()) {
         const int64_t ms = TimeUtil::DurationToMilliseconds(response.report_interval());
@@ -370,9 +410,11 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
     }
     {
       absl::MutexLock lock(&mu_);
-      if (WaitForStopLocked(std::min(interval_, wait))) {
+      // Quota accounts go out within 100 ms, at once when a lease ran dry (Wake()).
+      if (WaitForStopOrWakeLocked(&wake_, std::min(interval_, wait))) {
         break;
       }
+      wake_ = false;
       // The server ended the stream (it went away or restarted). Reconnect now, not at the next
       // failed write: with no new traffic there may be no next write, and the reports it never
       // acknowledged would wait on a dead stream instead of being sent again.
@@ -380,11 +422,13 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
         break;
       }
       const auto now = std::chrono::steady_clock::now();
-      if (!nudged && now - last_collect < interval_) {
-        continue;
+      if (nudged || now - last_collect >= interval_) {
+        last_collect = now;
+        CollectLocked();
       }
-      last_collect = now;
-      CollectLocked();
+      if (quota_ != nullptr) {
+        CollectQuotaLocked();
+      }
       for (const auto& report : unacked_) {
         if (report.sequence() > sent_up_to) {
           to_send.push_back(report);
@@ -402,6 +446,9 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   context.TryCancel();
   reader.join();
   stream->Finish();
+  if (quota_ != nullptr) {
+    quota_->OnStreamLost();
+  }
 }
 
 }  // namespace berry::managed

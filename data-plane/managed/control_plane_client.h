@@ -36,6 +36,7 @@
 #include "data-plane/proxy/load_stats.h"
 #include "data-plane/proxy/proxy_metrics.h"
 #include "data-plane/proxy/route_store.h"
+#include "data-plane/quota/fleet_limits.h"
 
 namespace berry::managed {
 
@@ -94,6 +95,9 @@ class StreamLoop {
   virtual void BetweenStreamsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
   // Waits up to `timeout`; true once Stop() was called.
   bool WaitForStopLocked(std::chrono::milliseconds timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same, also returning early (with false) once `*wake` is true.
+  bool WaitForStopOrWakeLocked(const bool* wake, std::chrono::milliseconds timeout)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClientOptions options_;
   mutable absl::Mutex mu_;
@@ -133,12 +137,21 @@ class LoadReporter final : public StreamLoop {
   // Reports queued and not yet acknowledged (tests, metrics).
   size_t pending() const;
 
+  // Managed fleet-wide limits: the reporter also carries `quota`'s accounts (quota.proto) and
+  // hands it the grants. Set before Start; must outlive this.
+  void set_quota(fleet::QuotaClient* quota) { quota_ = quota; }
+  // Sends the quota account now rather than at the next 100 ms tick (a lease ran dry). Any
+  // thread.
+  void Wake();
+
  private:
   void RunStream(grpc::ClientContext& context) override;
   // Keeps turning counters into reports while disconnected.
   void BetweenStreamsLocked() override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { CollectLocked(); }
   // Turns the counters into a delta report (nothing when nothing happened).
   void CollectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues a report carrying only the quota account, when there is one to send.
+  void CollectQuotaLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   std::unique_ptr<berry::v1::RouteDiscoveryService::Stub> stub_;
   proxy::RouteStore& routes_;
@@ -160,6 +173,8 @@ class LoadReporter final : public StreamLoop {
   // no new counters can be allocated at one of their addresses.
   std::shared_ptr<const proxy::LoadStats> reported_load_ ABSL_GUARDED_BY(mu_);
   std::chrono::system_clock::time_point interval_start_ ABSL_GUARDED_BY(mu_);
+  fleet::QuotaClient* quota_ = nullptr;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace berry::managed

@@ -41,7 +41,10 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
   }
   const auth::Client& client = *admitted.client;
 
-  const auth::Decision decision = generation.limiter->Check(client, clock_.UnixSeconds());
+  // Managed: the fleet-wide leases; standalone: this proxy's own windows.
+  const auth::Decision decision = generation.fleet != nullptr
+                                      ? generation.fleet->Admit(client, clock_.MonotonicNs())
+                                      : generation.limiter->Check(client, clock_.UnixSeconds());
   if (!decision.allowed) {
     const std::string window(auth::WindowName(decision.window));
     error = absl::StrCat("rate limit: ", decision.limit, " requests per ", window);
@@ -50,7 +53,11 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
                                         absl::StrCat("Rate limit reached: ", decision.limit,
                                                      " requests per ", window, ". Retry after ",
                                                      decision.reset_after_seconds, "s.")),
-                      static_cast<int>(decision.reset_after_seconds), /*rate_limited=*/true};
+                      static_cast<int>(decision.reset_after_seconds),
+                      /*rate_limited=*/true,
+                      decision.limit,
+                      decision.remaining,
+                      decision.reset_after_seconds};
   }
 
   auto fields = openai::ScanRequestBody(body);

@@ -24,4 +24,19 @@ net::awaitable<void> SendError(Exchange& exchange, int status, std::string body,
   co_await Send(exchange, response);
 }
 
+net::awaitable<void> SendRefusal(Exchange& exchange, ErrorReply reply) {
+  Response response{static_cast<http::status>(reply.status), 11};
+  response.set(http::field::content_type, "application/json");
+  if (reply.retry_after_seconds > 0) {
+    response.set(http::field::retry_after, std::to_string(reply.retry_after_seconds));
+  }
+  if (reply.limit_requests > 0) {
+    response.set("x-ratelimit-limit-requests", std::to_string(reply.limit_requests));
+    response.set("x-ratelimit-remaining-requests", std::to_string(reply.remaining_requests));
+    response.set("x-ratelimit-reset-requests", std::to_string(reply.reset_requests_seconds) + "s");
+  }
+  response.body() = std::move(reply.body);
+  co_await Send(exchange, response);
+}
+
 }  // namespace berry::proxy

@@ -43,6 +43,11 @@ struct ErrorReply {
   int retry_after_seconds = 0;
   // Refused by a rate limit (counted in berry_rate_limited_total).
   bool rate_limited = false;
+  // Rate-limit refusals: x-ratelimit-limit-requests (0 = no such headers), and the window's
+  // remaining requests and seconds until it has room (x-ratelimit-remaining/reset-requests).
+  uint64_t limit_requests = 0;
+  uint64_t remaining_requests = 0;
+  int64_t reset_requests_seconds = 0;
 };
 
 // What Admission establishes about a request: who calls, what the body asks for, which custom
@@ -121,5 +126,8 @@ net::awaitable<void> Send(Exchange& exchange, Response& response);
 // An OpenAI-shaped JSON error (with Retry-After when retry_after_seconds > 0).
 net::awaitable<void> SendError(Exchange& exchange, int status, std::string body,
                                int retry_after_seconds = 0);
+// An admission refusal: SendError plus OpenAI's x-ratelimit-*-requests headers when the reply
+// carries a limit.
+net::awaitable<void> SendRefusal(Exchange& exchange, ErrorReply reply);
 
 }  // namespace berry::proxy

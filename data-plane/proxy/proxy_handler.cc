@@ -181,8 +181,7 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
     }
   }
   if (rejected) {
-    co_await SendError(exchange, rejected->status, std::move(rejected->body),
-                       rejected->retry_after_seconds);
+    co_await SendRefusal(exchange, *std::move(rejected));
     co_return;
   }
   const uint32_t max_attempts = exchange.generation->settings().max_retries() + 1;

@@ -109,6 +109,10 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
       LoadStats::Create(next->snapshot(), previous != nullptr ? previous->load.get() : nullptr);
   next->limiter = auth::RateLimiter::Create(
       *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
+  if (fleet_status_ != nullptr) {
+    next->fleet = fleet::FleetLeases::Create(
+        *next->clients, previous != nullptr ? previous->fleet.get() : nullptr, fleet_status_);
+  }
 
   const selection::Snapshot& compiled = next->snapshot();
   ApplyCooldowns(*next->runtime);

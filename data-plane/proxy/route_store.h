@@ -26,6 +26,7 @@
 #include "data-plane/auth/rate_limiter.h"
 #include "data-plane/outlier/outlier_detector.h"
 #include "data-plane/proxy/load_stats.h"
+#include "data-plane/quota/fleet_limits.h"
 #include "data-plane/upstream/upstream_pool.h"
 
 namespace berry::proxy {
@@ -49,6 +50,8 @@ struct RouteGeneration {
   std::shared_ptr<const selection::RuntimeState> runtime;
   std::shared_ptr<const auth::ClientDirectory> clients;
   std::shared_ptr<auth::RateLimiter> limiter;
+  // Managed mode: the fleet-wide limits' leases (used instead of `limiter`); null standalone.
+  std::shared_ptr<const fleet::FleetLeases> fleet;
   std::shared_ptr<const outlier::OutlierDetector> outliers;
   std::shared_ptr<const LoadStats> load;
   // By provider position in the table.
@@ -71,6 +74,12 @@ class RouteStore {
   // anywhere else). Set before the first Apply.
   void set_allowed_upstream_hosts(std::vector<std::string> hosts) {
     allowed_upstream_hosts_ = std::move(hosts);
+  }
+
+  // Managed mode: per-user limits are held fleet-wide through the control plane
+  // (fleet_limits.h) instead of per proxy. Set before the first Apply.
+  void set_fleet_status(std::shared_ptr<fleet::FleetStatus> status) {
+    fleet_status_ = std::move(status);
   }
 
   // Builds a generation from `table` and publishes it. On error nothing changes and the status
@@ -99,6 +108,7 @@ class RouteStore {
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> shutting_down_{false};
   std::vector<std::string> allowed_upstream_hosts_;
+  std::shared_ptr<fleet::FleetStatus> fleet_status_;
 };
 
 }  // namespace berry::proxy

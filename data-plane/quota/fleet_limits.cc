@@ -1,0 +1,239 @@
+#include "data-plane/quota/fleet_limits.h"
+
+#include <algorithm>
+#include <random>
+
+#include "google/protobuf/util/time_util.h"
+
+namespace berry::fleet {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+constexpr int64_t kNsPerMs = 1'000'000;
+constexpr int64_t kNsPerSecond = 1'000'000'000;
+// Slices of the fallback share's local ledger (as on the control plane).
+constexpr int kFallbackSlices = 60;
+// An ask unanswered this long counts as a control plane away.
+constexpr int64_t kAnswerTimeoutNs = 2 * kNsPerSecond;
+
+constexpr std::array<v1::QuotaWindow, 3> kWindows = {v1::QUOTA_WINDOW_MINUTE, v1::QUOTA_WINDOW_HOUR,
+                                                     v1::QUOTA_WINDOW_DAY};
+constexpr std::array<auth::Window, 3> kAuthWindows = {auth::Window::kMinute, auth::Window::kHour,
+                                                      auth::Window::kDay};
+
+std::array<uint64_t, 3> LimitsOf(const auth::Client& client) {
+  const v1::RateLimit& limit = client.rate_limit();
+  return {limit.requests_per_minute(), limit.requests_per_hour(), limit.requests_per_day()};
+}
+
+}  // namespace
+
+std::shared_ptr<FleetLeases> FleetLeases::Create(const auth::ClientDirectory& directory,
+                                                 const FleetLeases* previous,
+                                                 std::shared_ptr<FleetStatus> status) {
+  std::shared_ptr<FleetLeases> leases(new FleetLeases());
+  leases->status_ = std::move(status);
+  leases->slots_.resize(directory.clients().size());
+  for (const auth::Client& client : directory.clients()) {
+    const std::array<uint64_t, 3> limits = LimitsOf(client);
+    for (size_t i = 0; i < kWindows.size(); ++i) {
+      if (limits[i] == 0) {
+        continue;
+      }
+      std::pair<std::string, int> key{client.id(), static_cast<int>(kWindows[i])};
+      std::shared_ptr<LimitSlot> slot;
+      if (previous != nullptr) {
+        const auto it = previous->by_key_.find(key);
+        if (it != previous->by_key_.end() && it->second->limit == limits[i]) {
+          slot = it->second;
+        }
+      }
+      if (slot == nullptr) {
+        slot = std::make_shared<LimitSlot>(limits[i], kWindows[i],
+                                           auth::WindowSeconds(kAuthWindows[i]) * kNsPerSecond);
+      }
+      leases->slots_[client.index()][i] = slot;
+      leases->by_key_.emplace(std::move(key), std::move(slot));
+    }
+  }
+  return leases;
+}
+
+bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns) const {
+  const int fleet_size = status_->fleet_size.load(std::memory_order_relaxed);
+  absl::MutexLock lock(&slot.fallback_mu);
+  if (slot.fallback == nullptr || slot.fallback_fleet_size != fleet_size) {
+    // A new share: what the old one admitted in the window still counts.
+    uint64_t used = 0;
+    if (slot.fallback != nullptr) {
+      used = slot.fallback->limit() - slot.fallback->Remaining(now_ns / kNsPerMs);
+    }
+    slot.fallback = std::make_unique<quota::SlidingLedger>(
+        quota::FallbackShare(slot.limit, fleet_size), slot.window_ns / kNsPerMs, kFallbackSlices);
+    slot.fallback->Record(now_ns / kNsPerMs, used);
+    slot.fallback_fleet_size = fleet_size;
+  }
+  return slot.fallback->Debit(now_ns / kNsPerMs, 1) == 1;
+}
+
+auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns) const {
+  auth::Decision decision;
+  if (client.anonymous() || client.index() >= slots_.size()) {
+    return decision;
+  }
+  const auto& slots = slots_[client.index()];
+  const bool away = status_->away.load(std::memory_order_relaxed);
+  std::array<std::optional<uint32_t>, 3> tags;
+  std::array<bool, 3> fallback{};
+  for (const auto& slot : slots) {
+    if (slot != nullptr) {
+      slot->account.lease().CountAttempt();
+    }
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    LimitSlot* slot = slots[i].get();
+    if (slot == nullptr) {
+      continue;
+    }
+    tags[i] = slot->account.lease().TrySpend(now_ns);
+    if (tags[i].has_value()) {
+      continue;
+    }
+    status_->RequestWake();
+    if (away && FallbackAdmit(*slot, now_ns)) {
+      fallback[i] = true;
+      continue;
+    }
+    // Refused: what the earlier limits took goes back.
+    for (size_t j = 0; j < i; ++j) {
+      if (tags[j].has_value()) {
+        slots[j]->account.lease().Unspend(*tags[j]);
+      }
+      if (fallback[j]) {
+        absl::MutexLock lock(&slots[j]->fallback_mu);
+        quota::SlidingLedger& ledger = *slots[j]->fallback;
+        ledger.Refund(ledger.Slice(now_ns / kNsPerMs), 1);
+      }
+    }
+    decision.allowed = false;
+    decision.window = kAuthWindows[i];
+    decision.limit = slot->limit;
+    decision.remaining = 0;
+    const int64_t until = slot->no_credit_until_ns.load(std::memory_order_relaxed);
+    decision.reset_after_seconds =
+        until > now_ns ? (until - now_ns + kNsPerSecond - 1) / kNsPerSecond : 1;
+    return decision;
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (fallback[i]) {
+      slots[i]->account.CountFallbackAdmitted();
+      status_->fallback_admitted.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (slots[i] != nullptr && decision.window == auth::Window::kNone) {
+      decision.window = kAuthWindows[i];
+      decision.limit = slots[i]->limit;
+    }
+  }
+  return decision;
+}
+
+QuotaClient::QuotaClient(std::shared_ptr<FleetStatus> status,
+                         std::function<std::shared_ptr<const FleetLeases>()> current)
+    : status_(std::move(status)), current_(std::move(current)), instance_([] {
+        std::random_device device;
+        return (static_cast<uint64_t>(device()) << 32) ^ device();
+      }()) {}
+
+std::optional<v1::QuotaReport> QuotaClient::Collect(int64_t now_ns, bool connected) {
+  absl::MutexLock lock(&mu_);
+  leases_ = current_();
+  status_->wake_requested.store(false);
+  if (leases_ == nullptr) {
+    return std::nullopt;
+  }
+  if (unanswered_since_ns_ != 0 && now_ns - unanswered_since_ns_ >= kAnswerTimeoutNs) {
+    status_->away.store(true);
+  }
+  if (!connected) {
+    for (const auto& [key, slot] : leases_->by_key()) {
+      slot->account.ExpireOnly(now_ns);
+    }
+    status_->away.store(true);
+    return std::nullopt;
+  }
+  v1::QuotaReport report;
+  report.set_instance(instance_);
+  report.set_echo(now_ns);
+  bool asked = false;
+  for (const auto& [key, slot] : leases_->by_key()) {
+    std::optional<quota::LeaseAccount::Usage> usage = slot->account.Poll(now_ns);
+    if (!usage.has_value()) {
+      continue;
+    }
+    slot->account.Sent(*usage, now_ns);
+    v1::QuotaUsage* out = report.add_usages();
+    out->set_user_id(key.first);
+    out->set_window(slot->window);
+    out->set_demand_per_second(usage->demand_per_second);
+    out->set_ask(usage->ask);
+    for (const quota::Lease::Ended& ended : usage->returns) {
+      v1::QuotaReturn* back = out->add_returns();
+      back->set_slice(ended.slice);
+      back->set_unspent(ended.unspent);
+    }
+    out->set_recent_admitted(usage->recent_admitted);
+    out->set_held(usage->held);
+    out->set_fallback_admitted(usage->fallback_admitted);
+    asked |= usage->ask;
+  }
+  if (report.usages_size() == 0) {
+    return std::nullopt;
+  }
+  if (asked && unanswered_since_ns_ == 0) {
+    unanswered_since_ns_ = now_ns;
+  }
+  return report;
+}
+
+void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
+  absl::MutexLock lock(&mu_);
+  unanswered_since_ns_ = 0;
+  rebuilding_ = grants.rebuilding();
+  if (!grants.rebuilding()) {
+    // A control plane that has just started has not heard from the whole fleet yet.
+    status_->fleet_size.store(static_cast<int>(grants.fleet_size()));
+  }
+  status_->away.store(grants.rebuilding());
+  const std::shared_ptr<const FleetLeases> leases = leases_ != nullptr ? leases_ : current_();
+  if (leases == nullptr) {
+    return;
+  }
+  for (const v1::QuotaGrant& grant : grants.grants()) {
+    const auto it = leases->by_key().find(
+        std::pair<std::string, int>{grant.user_id(), static_cast<int>(grant.window())});
+    if (it == leases->by_key().end()) {
+      continue;
+    }
+    LimitSlot& slot = *it->second;
+    const int64_t retry_after_ns = TimeUtil::DurationToNanoseconds(grant.retry_after());
+    slot.account.OnGrant(grants.echo(), grant.slice(), grant.credit(),
+                         TimeUtil::DurationToNanoseconds(grant.valid_for()), retry_after_ns);
+    slot.no_credit_until_ns.store(
+        grant.credit() == 0 && grant.remaining() == 0 ? now_ns + retry_after_ns : 0);
+  }
+}
+
+void QuotaClient::OnStreamLost() {
+  absl::MutexLock lock(&mu_);
+  unanswered_since_ns_ = 0;
+  status_->away.store(true);
+  if (leases_ == nullptr) {
+    return;
+  }
+  for (const auto& [key, slot] : leases_->by_key()) {
+    slot->account.OnStreamLost();
+  }
+}
+
+}  // namespace berry::fleet

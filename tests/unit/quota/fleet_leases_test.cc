@@ -1,0 +1,194 @@
+#include <gtest/gtest.h>
+
+#include "common/crypto/sha256.h"
+#include "data-plane/quota/fleet_limits.h"
+
+namespace berry::fleet {
+namespace {
+
+constexpr int64_t kSecond = 1'000'000'000;
+
+std::shared_ptr<const auth::ClientDirectory> Directory(uint64_t per_minute, uint64_t per_hour) {
+  v1::RouteTable table;
+  v1::ClientKey* key = table.add_client_keys();
+  key->set_id("alice");
+  key->set_token_sha256(crypto::Sha256Bytes("token-alice"));
+  key->set_enabled(true);
+  key->mutable_rate_limit()->set_requests_per_minute(per_minute);
+  key->mutable_rate_limit()->set_requests_per_hour(per_hour);
+  auto directory = auth::ClientDirectory::Create(table);
+  EXPECT_TRUE(directory.ok()) << directory.status();
+  return *directory;
+}
+
+class FleetLeasesTest : public ::testing::Test {
+ protected:
+  void Build(uint64_t per_minute, uint64_t per_hour = 0) {
+    directory_ = Directory(per_minute, per_hour);
+    leases_ = FleetLeases::Create(*directory_, nullptr, status_);
+  }
+  const auth::Client& alice() const { return directory_->clients()[0]; }
+
+  // Answers the account `client` sends at `now` with `credit` per asked limit.
+  void Grant(QuotaClient& client, int64_t now, uint64_t credit, uint64_t remaining = 100) {
+    auto report = client.Collect(now, /*connected=*/true);
+    ASSERT_TRUE(report.has_value());
+    v1::QuotaGrants grants;
+    grants.set_echo(report->echo());
+    grants.set_fleet_size(3);
+    for (const v1::QuotaUsage& usage : report->usages()) {
+      if (!usage.ask()) {
+        continue;
+      }
+      v1::QuotaGrant* grant = grants.add_grants();
+      grant->set_user_id(usage.user_id());
+      grant->set_window(usage.window());
+      grant->set_slice(1000);
+      grant->set_credit(credit);
+      grant->set_limit(120);
+      grant->set_remaining(credit == 0 ? 0 : remaining);
+      grant->mutable_valid_for()->set_seconds(2);
+      grant->mutable_retry_after()->set_seconds(credit == 0 ? 30 : 0);
+    }
+    client.OnAnswer(grants, now);
+  }
+
+  std::shared_ptr<FleetStatus> status_ = std::make_shared<FleetStatus>();
+  std::shared_ptr<const auth::ClientDirectory> directory_;
+  std::shared_ptr<const FleetLeases> leases_;
+};
+
+TEST_F(FleetLeasesTest, AwayAdmitsTheFallbackShareOfTheLastKnownFleet) {
+  Build(120);
+  status_->fleet_size = 3;  // away from the start
+  int admitted = 0;
+  for (int i = 0; i < 100; ++i) {
+    admitted += leases_->Admit(alice(), 10 * kSecond).allowed ? 1 : 0;
+  }
+  EXPECT_EQ(admitted, 40);
+  EXPECT_EQ(status_->fallback_admitted.load(), 40u);
+}
+
+TEST_F(FleetLeasesTest, ConnectedSpendsTheLeaseAndRefusesWhenItIsEmpty) {
+  Build(120);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 2);
+  EXPECT_FALSE(status_->away.load());
+  EXPECT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  EXPECT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  const auth::Decision refused = leases_->Admit(alice(), 10 * kSecond);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.limit, 120u);
+  EXPECT_EQ(refused.window, auth::Window::kMinute);
+  EXPECT_EQ(refused.reset_after_seconds, 1);  // the lease is empty, the fleet is not
+  EXPECT_TRUE(status_->wake_requested.load());
+  EXPECT_EQ(status_->fallback_admitted.load(), 0u);
+}
+
+TEST_F(FleetLeasesTest, ALeaseEndsAtItsExpiryAndItsCreditIsReturned) {
+  Build(120);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 5);
+  EXPECT_TRUE(leases_->Admit(alice(), 11 * kSecond).allowed);
+  EXPECT_FALSE(leases_->Admit(alice(), 12 * kSecond).allowed);  // valid for 2 s from the ask
+  auto report = client.Collect(12 * kSecond, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  ASSERT_EQ(report->usages_size(), 1);
+  ASSERT_EQ(report->usages(0).returns_size(), 1);
+  EXPECT_EQ(report->usages(0).returns(0).slice(), 1000);
+  EXPECT_EQ(report->usages(0).returns(0).unspent(), 4u);
+  EXPECT_EQ(report->usages(0).recent_admitted(), 1u);
+}
+
+TEST_F(FleetLeasesTest, AnExhaustedFleetRefusesWithTheTimeCreditFreesUp) {
+  Build(120);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 0);
+  const auth::Decision refused = leases_->Admit(alice(), 10 * kSecond);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.reset_after_seconds, 30);
+}
+
+TEST_F(FleetLeasesTest, ARefusalByTheHourLimitGivesBackTheMinuteCredit) {
+  Build(120, 1000);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 1);  // one credit on each limit
+  EXPECT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  // Only the minute limit gets more.
+  auto report = client.Collect(10 * kSecond + 1, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  v1::QuotaGrants grants;
+  grants.set_echo(report->echo());
+  v1::QuotaGrant* grant = grants.add_grants();
+  grant->set_user_id("alice");
+  grant->set_window(v1::QUOTA_WINDOW_MINUTE);
+  grant->set_slice(1000);
+  grant->set_credit(1);
+  grant->mutable_valid_for()->set_seconds(2);
+  client.OnAnswer(grants, 10 * kSecond + 1);
+  EXPECT_FALSE(leases_->Admit(alice(), 10 * kSecond + 2).allowed);  // the hour lease is empty
+  EXPECT_EQ(leases_->by_key()
+                .at({"alice", v1::QUOTA_WINDOW_MINUTE})
+                ->account.lease()
+                .credit(10 * kSecond + 2),
+            1u);
+}
+
+TEST_F(FleetLeasesTest, ALostStreamMeansAwayAndLeasesStayValid) {
+  Build(120);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 3);
+  client.OnStreamLost();
+  EXPECT_TRUE(status_->away.load());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  }
+  EXPECT_EQ(status_->fallback_admitted.load(), 0u);  // the lease first
+  EXPECT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  EXPECT_EQ(status_->fallback_admitted.load(), 1u);  // then the share of 120 / 3
+}
+
+TEST_F(FleetLeasesTest, ANewFleetSizeKeepsWhatTheOldShareAdmitted) {
+  Build(120);
+  status_->fleet_size = 3;
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  }
+  status_->fleet_size = 2;  // share 60, of which 30 are spent
+  int admitted = 0;
+  for (int i = 0; i < 100; ++i) {
+    admitted += leases_->Admit(alice(), 10 * kSecond).allowed ? 1 : 0;
+  }
+  EXPECT_EQ(admitted, 30);
+}
+
+TEST_F(FleetLeasesTest, ARebuildingControlPlaneDoesNotChangeTheFleetSize) {
+  Build(120);
+  status_->fleet_size = 3;
+  QuotaClient client(status_, [this] { return leases_; });
+  auto report = client.Collect(10 * kSecond, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  v1::QuotaGrants grants;
+  grants.set_echo(report->echo());
+  grants.set_rebuilding(true);
+  grants.set_fleet_size(1);
+  client.OnAnswer(grants, 10 * kSecond);
+  EXPECT_TRUE(status_->away.load());
+  EXPECT_EQ(status_->fleet_size.load(), 3);
+}
+
+TEST_F(FleetLeasesTest, AnUnchangedLimitKeepsItsLeaseAcrossTables) {
+  Build(120);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 3);
+  auto next_directory = Directory(120, 0);
+  auto next = FleetLeases::Create(*next_directory, leases_.get(), status_);
+  EXPECT_TRUE(next->Admit(next_directory->clients()[0], 10 * kSecond).allowed);
+  auto changed_directory = Directory(60, 0);
+  auto changed = FleetLeases::Create(*changed_directory, next.get(), status_);
+  status_->away = false;
+  EXPECT_FALSE(changed->Admit(changed_directory->clients()[0], 10 * kSecond).allowed);
+}
+
+}  // namespace
+}  // namespace berry::fleet
