@@ -1,12 +1,12 @@
 #include "control-plane/berryctl.h"
 
-#include <algorithm>
-#include <memory>
-#include <optional>
-
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <memory>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -36,7 +36,7 @@ struct Options {
 
 struct Command {
   std::string name;
-  std::string usage;    // after "berryctl "
+  std::string usage;  // after "berryctl "
   std::string summary;
   bool needs_file = false;
   bool apply_flags = false;  // --dry-run, --expect-version
@@ -87,19 +87,27 @@ void AddGlobalFlags(cli::FlagSet& set, Options& options) {
 }
 
 bool TakesValue(std::string_view name) {
-  static const char* const kNames[] = {"server", "token-file", "tls-ca",  "tls-cert",
-                                       "tls-key", "output",    "file",    "expect-version",
-                                       "timeout"};
+  static const char* const kNames[] = {"server",   "token-file",     "tls-ca",
+                                       "tls-cert", "tls-key",        "output",
+                                       "file",     "expect-version", "timeout"};
   return std::any_of(std::begin(kNames), std::end(kNames),
                      [&](const char* n) { return name == n; });
 }
 
 // -o and -f are the short forms of --output and --file.
 std::string Normalise(const std::string& arg) {
-  if (arg == "-o") return "--output";
-  if (arg == "-f") return "--file";
-  if (arg.starts_with("-o=")) return "--output=" + arg.substr(3);
-  if (arg.starts_with("-f=")) return "--file=" + arg.substr(3);
+  if (arg == "-o") {
+    return "--output";
+  }
+  if (arg == "-f") {
+    return "--file";
+  }
+  if (arg.starts_with("-o=")) {
+    return "--output=" + arg.substr(3);
+  }
+  if (arg.starts_with("-f=")) {
+    return "--file=" + arg.substr(3);
+  }
   return arg;
 }
 
@@ -125,9 +133,13 @@ std::string ErrorText(const v1::ConfigError& e, const std::string& file) {
   std::string out = e.file().empty() ? file : e.file();
   if (e.line() > 0) {
     absl::StrAppend(&out, ":", e.line());
-    if (e.column() > 0) absl::StrAppend(&out, ":", e.column());
+    if (e.column() > 0) {
+      absl::StrAppend(&out, ":", e.column());
+    }
   }
-  if (!e.key_path().empty()) absl::StrAppend(&out, out.empty() ? "" : ": ", e.key_path());
+  if (!e.key_path().empty()) {
+    absl::StrAppend(&out, out.empty() ? "" : ": ", e.key_path());
+  }
   absl::StrAppend(&out, out.empty() ? "" : ": ", e.reason());
   return out;
 }
@@ -137,13 +149,17 @@ void Table(std::ostream& out, const std::vector<std::vector<std::string>>& rows)
   std::vector<size_t> widths;
   for (const auto& row : rows) {
     widths.resize(std::max(widths.size(), row.size()));
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+    for (size_t i = 0; i < row.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
   }
   for (const auto& row : rows) {
     std::string line;
     for (size_t i = 0; i < row.size(); ++i) {
       line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+      if (i + 1 < row.size()) {
+        line += std::string(widths[i] - row[i].size() + 2, ' ');
+      }
     }
     out << line << "\n";
   }
@@ -166,12 +182,11 @@ class Runner {
       case grpc::StatusCode::UNAVAILABLE:
       case grpc::StatusCode::DEADLINE_EXCEEDED:
         return Fail(kExitUnreachable, absl::StrCat("cannot reach the control plane at ",
-                                                   options_.server, ": ",
-                                                   status.error_message()));
+                                                   options_.server, ": ", status.error_message()));
       case grpc::StatusCode::UNAUTHENTICATED:
-        return Fail(kExitUnauthenticated,
-                    absl::StrCat("authentication refused (check --token-file): ",
-                                 status.error_message()));
+        return Fail(
+            kExitUnauthenticated,
+            absl::StrCat("authentication refused (check --token-file): ", status.error_message()));
       case grpc::StatusCode::FAILED_PRECONDITION:
         return Fail(kExitFailed, absl::StrCat("refused: ", status.error_message()));
       default:
@@ -188,16 +203,22 @@ class Runner {
       for (auto [path, sink] : {std::pair{&options_.tls_ca, &ssl.pem_root_certs},
                                 std::pair{&options_.tls_cert, &ssl.pem_cert_chain},
                                 std::pair{&options_.tls_key, &ssl.pem_private_key}}) {
-        if (path->empty()) continue;
+        if (path->empty()) {
+          continue;
+        }
         auto text = cli::ReadFile(*path);
-        if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
+        if (!text.ok()) {
+          return Fail(kExitUsage, std::string(text.status().message()));
+        }
         *sink = *text;
       }
       credentials = grpc::SslCredentials(ssl);
     }
     if (!options_.token_file.empty()) {
       auto text = cli::ReadFile(options_.token_file);
-      if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
+      if (!text.ok()) {
+        return Fail(kExitUsage, std::string(text.status().message()));
+      }
       token_ = std::string(absl::StripAsciiWhitespace(*text));
     }
     stub_ = v1::AdminService::NewStub(grpc::CreateChannel(options_.server, credentials));
@@ -217,16 +238,24 @@ class Runner {
 
   int Validate() {
     auto text = cli::ReadFile(options_.file);
-    if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
+    if (!text.ok()) {
+      return Fail(kExitUsage, std::string(text.status().message()));
+    }
     const config::LoadResult loaded = config::Parse(*text, options_.file);
     v1::ValidateConfigResponse response;
     response.set_valid(loaded.errors.empty());
     AddProblems(loaded.errors, response.mutable_errors());
     AddProblems(loaded.warnings, response.mutable_warnings());
-    if (json()) out_ << Json(response) << "\n";
-    if (!json()) Warnings(response.warnings());
+    if (json()) {
+      out_ << Json(response) << "\n";
+    }
+    if (!json()) {
+      Warnings(response.warnings());
+    }
     if (response.valid()) {
-      if (!json()) out_ << options_.file << " is valid\n";
+      if (!json()) {
+        out_ << options_.file << " is valid\n";
+      }
       return kExitOk;
     }
     return InvalidConfig(response.errors());
@@ -254,7 +283,9 @@ class Runner {
 
   int InvalidConfig(const google::protobuf::RepeatedPtrField<v1::ConfigError>& errors) {
     std::vector<std::string> lines;
-    for (const auto& e : errors) lines.push_back(ErrorText(e, options_.file));
+    for (const auto& e : errors) {
+      lines.push_back(ErrorText(e, options_.file));
+    }
     err_ << "berryctl: " << options_.file << " is invalid (" << errors.size() << " error"
          << (errors.size() == 1 ? "" : "s") << "): " << absl::StrJoin(lines, "; ") << "\n";
     return kExitFailed;
@@ -262,7 +293,9 @@ class Runner {
 
   int Apply(bool dry_run) {
     auto text = cli::ReadFile(options_.file);
-    if (!text.ok()) return Fail(kExitUsage, std::string(text.status().message()));
+    if (!text.ok()) {
+      return Fail(kExitUsage, std::string(text.status().message()));
+    }
     v1::ApplyConfigRequest request;
     request.set_toml(*text);
     request.set_dry_run(dry_run);
@@ -273,14 +306,24 @@ class Runner {
     if (grpc::Status status = stub_->ApplyConfig(&context, request, &response); !status.ok()) {
       return RpcFail(status);
     }
-    if (json()) out_ << Json(response) << "\n";
-    if (!json()) Warnings(response.warnings());
-    if (!response.errors().empty()) return InvalidConfig(response.errors());
-    if (json()) return kExitOk;
+    if (json()) {
+      out_ << Json(response) << "\n";
+    }
+    if (!json()) {
+      Warnings(response.warnings());
+    }
+    if (!response.errors().empty()) {
+      return InvalidConfig(response.errors());
+    }
+    if (json()) {
+      return kExitOk;
+    }
     if (response.diff_lines().empty()) {
       out_ << "no changes\n";
     }
-    for (const auto& line : response.diff_lines()) out_ << line << "\n";
+    for (const auto& line : response.diff_lines()) {
+      out_ << line << "\n";
+    }
     if (dry_run) {
       out_ << "dry run: version " << response.old_version() << " would become "
            << response.would_be_version() << "; nothing applied\n";
@@ -289,8 +332,8 @@ class Runner {
     out_ << "applied: version " << response.old_version() << " -> " << response.new_version()
          << "\n";
     if (!response.persisted()) {
-      out_ << "warning: not written to the control plane's config file: "
-           << response.persist_note() << "\n";
+      out_ << "warning: not written to the control plane's config file: " << response.persist_note()
+           << "\n";
     }
     return kExitOk;
   }
@@ -332,13 +375,17 @@ class Runner {
       out_ << Json(response) << "\n";
       return kExitOk;
     }
-    std::vector<std::vector<std::string>> rows = {{"BACKEND", "MODEL", "HEALTH", "STATE",
-                                                   "WEIGHT", "REQUESTS", "ERRORS", "SUCCESS",
-                                                   "P50", "P99", "TTFB_P50", "TOKENS"}};
+    std::vector<std::vector<std::string>> rows = {{"BACKEND", "MODEL", "HEALTH", "STATE", "WEIGHT",
+                                                   "REQUESTS", "ERRORS", "SUCCESS", "P50", "P99",
+                                                   "TTFB_P50", "TOKENS"}};
     for (const auto& b : response.backends()) {
       std::string health = v1::HealthStatus_Name(b.health());
-      if (health.starts_with("HEALTH_STATUS_")) health = absl::AsciiStrToLower(health.substr(14));
-      if (b.ejected()) health += " (ejected)";
+      if (health.starts_with("HEALTH_STATUS_")) {
+        health = absl::AsciiStrToLower(health.substr(14));
+      }
+      if (b.ejected()) {
+        health += " (ejected)";
+      }
       rows.push_back({b.backend_id(), b.model(), health, b.admin_state(),
                       absl::StrFormat("%.2f", b.effective_weight()), absl::StrCat(b.requests()),
                       absl::StrCat(b.errors()),
@@ -365,7 +412,8 @@ class Runner {
         {"NODE", "ADDRESS", "CONNECTED", "SINCE", "ACKED", "NACKED", "LAST_REPORT"}};
     for (const auto& p : response.proxies()) {
       rows.push_back({p.node_id(), p.address(), p.connected() ? "yes" : "no",
-                      Time(p.connected_since()), p.acked_version().empty() ? "-" : p.acked_version(),
+                      Time(p.connected_since()),
+                      p.acked_version().empty() ? "-" : p.acked_version(),
                       p.nacked_version().empty()
                           ? "-"
                           : absl::StrCat(p.nacked_version(), " (", p.nack_reason(), ")"),
@@ -385,14 +433,13 @@ class Runner {
     } else if (verb == "drain") {
       request.set_state(v1::BACKEND_ADMIN_STATE_DRAINING);
     } else {
-      return Fail(kExitUsage, absl::StrCat("backend: unknown action '", verb,
-                                           "' (enable, disable or drain)"));
+      return Fail(kExitUsage,
+                  absl::StrCat("backend: unknown action '", verb, "' (enable, disable or drain)"));
     }
     v1::SetBackendStateResponse response;
     grpc::ClientContext context;
     Prepare(context);
-    if (grpc::Status status = stub_->SetBackendState(&context, request, &response);
-        !status.ok()) {
+    if (grpc::Status status = stub_->SetBackendState(&context, request, &response); !status.ok()) {
       return RpcFail(status);
     }
     if (json()) {
@@ -438,7 +485,9 @@ class Runner {
 int RunBerryctl(const std::vector<std::string>& raw_args, std::ostream& out, std::ostream& err) {
   std::vector<std::string> args;
   args.reserve(raw_args.size());
-  for (const auto& arg : raw_args) args.push_back(Normalise(arg));
+  for (const auto& arg : raw_args) {
+    args.push_back(Normalise(arg));
+  }
 
   // The command is the first word that is neither a flag nor a flag's value.
   const Command* command = nullptr;
@@ -449,11 +498,15 @@ int RunBerryctl(const std::vector<std::string>& raw_args, std::ostream& out, std
       return kExitOk;
     }
     if (arg.starts_with("--")) {
-      if (arg.find('=') == std::string::npos && TakesValue(arg.substr(2))) ++i;
+      if (arg.find('=') == std::string::npos && TakesValue(arg.substr(2))) {
+        ++i;
+      }
       continue;
     }
     for (const Command& candidate : Commands()) {
-      if (candidate.name == arg) command = &candidate;
+      if (candidate.name == arg) {
+        command = &candidate;
+      }
     }
     if (command == nullptr) {
       err << "berryctl: unknown command '" << arg << "' (see berryctl --help)\n";
@@ -483,7 +536,9 @@ int RunBerryctl(const std::vector<std::string>& raw_args, std::ostream& out, std
   std::vector<char*> argv;
   std::string program = "berryctl";
   argv.push_back(program.data());
-  for (auto& arg : args) argv.push_back(arg.data());
+  for (auto& arg : args) {
+    argv.push_back(arg.data());
+  }
   if (absl::Status status = set.Parse(static_cast<int>(argv.size()), argv.data()); !status.ok()) {
     err << "berryctl " << command->name << ": " << status.message() << "\n";
     return kExitUsage;
@@ -506,12 +561,14 @@ int RunBerryctl(const std::vector<std::string>& raw_args, std::ostream& out, std
   }
 
   if (command->name == "probe") {
-    if (words.size() != 2) return wrong_arguments();
+    if (words.size() != 2) {
+      return wrong_arguments();
+    }
     auto result = ProbeHttp(words[1], std::chrono::seconds(options.timeout_seconds));
     if (!result.ok()) {
       err << "berryctl probe " << words[1] << ": " << result.status().message() << "\n";
       return result.status().code() == absl::StatusCode::kInvalidArgument ? kExitUsage
-                                                                           : kExitUnreachable;
+                                                                          : kExitUnreachable;
     }
     (result->status == 200 ? out : err)
         << "probe " << words[1] << ": " << result->status << " " << result->reason << "\n";
@@ -536,12 +593,24 @@ int RunBerryctl(const std::vector<std::string>& raw_args, std::ostream& out, std
   if (std::optional<int> failed = runner.Connect(); failed) {
     return *failed;
   }
-  if (command->name == "apply") return runner.Apply(dry_run);
-  if (command->name == "diff") return runner.Apply(/*dry_run=*/true);
-  if (command->name == "get") return runner.Get(words[1]);
-  if (command->name == "backends") return runner.Backends();
-  if (command->name == "proxies") return runner.Proxies();
-  if (command->name == "backend") return runner.Backend(words[1], words[2]);
+  if (command->name == "apply") {
+    return runner.Apply(dry_run);
+  }
+  if (command->name == "diff") {
+    return runner.Apply(/*dry_run=*/true);
+  }
+  if (command->name == "get") {
+    return runner.Get(words[1]);
+  }
+  if (command->name == "backends") {
+    return runner.Backends();
+  }
+  if (command->name == "proxies") {
+    return runner.Proxies();
+  }
+  if (command->name == "backend") {
+    return runner.Backend(words[1], words[2]);
+  }
   return runner.Watch();
 }
 

@@ -376,14 +376,30 @@ std::string ControlPlane::BackendsJson() const {
                           {"in_flight", b.in_flight},
                           {"prompt_tokens", b.prompt_tokens},
                           {"completion_tokens", b.completion_tokens}};
-    if (b.recent_success_rate) o["recent_success_rate"] = *b.recent_success_rate;
-    if (b.proxy_ejected_until) o["proxy_ejected_until"] = TimeText(*b.proxy_ejected_until);
-    if (b.cooldown_until) o["cooldown_until"] = TimeText(*b.cooldown_until);
-    if (b.effective_weight) o["effective_weight"] = *b.effective_weight;
-    if (b.latency.p50) o["latency_p50"] = *b.latency.p50;
-    if (b.latency.p99) o["latency_p99"] = *b.latency.p99;
-    if (b.ttfb.p50) o["ttfb_p50"] = *b.ttfb.p50;
-    if (b.ttfb.p99) o["ttfb_p99"] = *b.ttfb.p99;
+    if (b.recent_success_rate) {
+      o["recent_success_rate"] = *b.recent_success_rate;
+    }
+    if (b.proxy_ejected_until) {
+      o["proxy_ejected_until"] = TimeText(*b.proxy_ejected_until);
+    }
+    if (b.cooldown_until) {
+      o["cooldown_until"] = TimeText(*b.cooldown_until);
+    }
+    if (b.effective_weight) {
+      o["effective_weight"] = *b.effective_weight;
+    }
+    if (b.latency.p50) {
+      o["latency_p50"] = *b.latency.p50;
+    }
+    if (b.latency.p99) {
+      o["latency_p99"] = *b.latency.p99;
+    }
+    if (b.ttfb.p50) {
+      o["ttfb_p50"] = *b.ttfb.p50;
+    }
+    if (b.ttfb.p99) {
+      o["ttfb_p99"] = *b.ttfb.p99;
+    }
     backends.push_back(std::move(o));
   }
   return boost::json::serialize(boost::json::object{{"backends", std::move(backends)}});

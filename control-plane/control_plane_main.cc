@@ -4,8 +4,8 @@
 // (control_plane.h); this file parses flags into its options and turns SIGHUP into a reload and
 // SIGTERM/SIGINT into a stop.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>

@@ -44,9 +44,12 @@ absl::StatusOr<ProbeTarget> ParseProbeUrl(const std::string& url) {
         absl::StrCat("'", url, "' cannot be probed: ", endpoint.status().message()));
   }
   ProbeTarget probe{*std::move(endpoint), std::string(parsed->encoded_path())};
-  if (probe.target.empty()) probe.target = "/";
-  if (parsed->has_query())
+  if (probe.target.empty()) {
+    probe.target = "/";
+  }
+  if (parsed->has_query()) {
     absl::StrAppend(&probe.target, "?", std::string(parsed->encoded_query()));
+  }
   return probe;
 }
 
@@ -65,7 +68,9 @@ net::awaitable<absl::StatusOr<ProbeResult>> Probe(net::io_context& io_context,
   auto connected = co_await upstream::Connection::Open(io_context, tls_contexts, probe.endpoint,
                                                        timeout, &connect_error);
   if (!connected.ok()) {
-    if (connect_error == upstream::ConnectError::kTimeout) co_return NoAnswer(timeout);
+    if (connect_error == upstream::ConnectError::kTimeout) {
+      co_return NoAnswer(timeout);
+    }
     co_return connected.status();
   }
   upstream::Connection& connection = **connected;
@@ -79,11 +84,15 @@ net::awaitable<absl::StatusOr<ProbeResult>> Probe(net::io_context& io_context,
 
   connection.ExpiresAfter(std::max(deadline - SteadyClock::now(), SteadyClock::duration::zero()));
   upstream::ResponseParser parser;
-  parser.body_limit(64 * 1024);
+  parser.body_limit(size_t{64} * 1024);
   const beast::error_code ec = co_await connection.RoundTrip(head, {}, parser);
   connection.Cancel();  // only the head is wanted
-  if (ec == beast::error::timeout) co_return NoAnswer(timeout);
-  if (ec) co_return absl::UnavailableError(absl::StrCat("read: ", ec.message()));
+  if (ec == beast::error::timeout) {
+    co_return NoAnswer(timeout);
+  }
+  if (ec) {
+    co_return absl::UnavailableError(absl::StrCat("read: ", ec.message()));
+  }
   co_return ProbeResult{static_cast<int>(parser.get().result_int()),
                         std::string(parser.get().reason())};
 }
@@ -92,20 +101,26 @@ net::awaitable<absl::StatusOr<ProbeResult>> Probe(net::io_context& io_context,
 
 absl::StatusOr<ProbeResult> ProbeHttp(const std::string& url, std::chrono::milliseconds timeout) {
   auto probe = ParseProbeUrl(url);
-  if (!probe.ok()) return probe.status();
+  if (!probe.ok()) {
+    return probe.status();
+  }
   // Plain http only: the contexts are never used, but a Connection is made with them.
   auto tls_contexts = upstream::TlsContexts::Create();
-  if (!tls_contexts.ok()) return tls_contexts.status();
+  if (!tls_contexts.ok()) {
+    return tls_contexts.status();
+  }
 
   std::optional<absl::StatusOr<ProbeResult>> result;
   net::io_context io_context;
   net::co_spawn(io_context, Probe(io_context, **tls_contexts, *probe, timeout),
-                [&result](std::exception_ptr error, absl::StatusOr<ProbeResult> outcome) {
+                [&result](const std::exception_ptr& error, absl::StatusOr<ProbeResult> outcome) {
                   result = error ? absl::InternalError("probe failed") : std::move(outcome);
                 });
   // Resolving is not under the connection's deadline: the loop itself stops at the timeout.
   io_context.run_for(timeout);
-  if (!result.has_value()) return NoAnswer(timeout);
+  if (!result.has_value()) {
+    return NoAnswer(timeout);
+  }
   return *std::move(result);
 }
 

@@ -1,9 +1,9 @@
 // berry-proxy: Berry's data plane. Standalone mode (--config FILE) compiles the TOML into a
 // RouteTable in-process and serves from it through the same code path managed mode uses.
-#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <string>

@@ -2,7 +2,7 @@
 // (certificates, tokens), and HOST:PORT flags. main() only.
 #pragma once
 
-#include <signal.h>
+#include <csignal>
 
 #include <cstdint>
 #include <string>

@@ -2,11 +2,13 @@
 
 #include <toml++/toml.h>
 
+#include <cstdlib>
 #include <sstream>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace berry::config {
@@ -132,13 +134,39 @@ toml::table UserTable(const User& user, bool redact) {
   return out;
 }
 
+// Whether every float under `node` prints exactly in 6 significant digits. toml++ (as Debian
+// builds it) prints floats with 17 digits, so 0.1 would come out as 0.10000000000000001; its
+// relaxed precision prints 6, which is exact for the values operators write but would round
+// others. Print relaxed only when nothing is lost.
+bool FloatsSurviveSixDigits(const toml::node& node) {
+  if (const auto* value = node.as_floating_point(); value != nullptr) {
+    const double original = value->get();
+    return std::strtod(absl::StrFormat("%.6g", original).c_str(), nullptr) == original;
+  }
+  bool exact = true;
+  if (const auto* table = node.as_table(); table != nullptr) {
+    for (const auto& [key, child] : *table) {
+      exact = exact && FloatsSurviveSixDigits(child);
+    }
+  } else if (const auto* array = node.as_array(); array != nullptr) {
+    for (const toml::node& child : *array) {
+      exact = exact && FloatsSurviveSixDigits(child);
+    }
+  }
+  return exact;
+}
+
 // One top-level table printed on its own, so sections come in the order a reader expects
 // rather than toml++'s alphabetical one.
 std::string Print(std::string_view key, toml::table section) {
   toml::table root;
   root.insert(key, std::move(section));
+  toml::format_flags flags = toml::format_flags::allow_unicode_strings;
+  if (FloatsSurviveSixDigits(root)) {
+    flags = flags | toml::format_flags::relaxed_float_precision;
+  }
   std::ostringstream out;
-  out << toml::toml_formatter(root, toml::format_flags::allow_unicode_strings) << "\n";
+  out << toml::toml_formatter(root, flags) << "\n";
   return out.str();
 }
 

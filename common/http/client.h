@@ -80,7 +80,7 @@ enum class ConnectError { kNone, kResolve, kConnect, kTimeout, kTls };
 // belong to the connection, not to the request).
 class Connection {
  public:
-  static constexpr size_t kReadBufferBytes = 16 * 1024;
+  static constexpr size_t kReadBufferBytes = size_t{16} * 1024;
 
   Connection(net::io_context& io_context, const Endpoint& endpoint,
              const TlsContexts& tls_contexts);

@@ -28,7 +28,7 @@ using ArenaFields = boost::beast::http::basic_fields<ArenaAllocator>;
 class ArenaBlocks {
  public:
   // Room for the fields and body of a typical chat request and the upstream response's fields.
-  static constexpr size_t kBlockBytes = 8 * 1024;
+  static constexpr size_t kBlockBytes = size_t{8} * 1024;
   // Blocks kept for reuse; more are freed (they were only needed at a peak).
   static constexpr size_t kMaxIdle = 256;
 
@@ -80,7 +80,7 @@ class StringPool {
  public:
   // Strings kept, and the largest capacity kept (a rare large body is freed, not hoarded).
   static constexpr size_t kMaxIdle = 256;
-  static constexpr size_t kMaxKeptCapacity = 64 * 1024;
+  static constexpr size_t kMaxKeptCapacity = size_t{64} * 1024;
 
   // An empty string, with capacity left from an earlier request when there is one.
   std::string Take();

@@ -273,7 +273,7 @@ void HealthChecker::Apply(Schedule schedule, std::vector<ProviderConfig> provide
       published_[config.id] = Published{};
     }
     providers_.emplace(config.id, state);
-    net::co_spawn(*io_context_, Run(state), [id = config.id](std::exception_ptr error) {
+    net::co_spawn(*io_context_, Run(state), [id = config.id](const std::exception_ptr& error) {
       if (error) {
         try {
           std::rethrow_exception(error);

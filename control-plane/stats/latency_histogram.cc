@@ -96,8 +96,8 @@ HistogramFold FoldLatencyHistogram(const v1::LatencyHistogram& delta, metrics::H
     // is >= upper, exactly when the previous standard bound is <= lower.
     const double lower = i == 0 ? -std::numeric_limits<double>::infinity() : bounds[i - 1];
     const double upper = i < bounds.size() ? bounds[i] : std::numeric_limits<double>::infinity();
-    const size_t j = static_cast<size_t>(std::lower_bound(standard.begin(), standard.end(), upper) -
-                                         standard.begin());
+    const auto j = static_cast<size_t>(std::lower_bound(standard.begin(), standard.end(), upper) -
+                                       standard.begin());
     if (j > 0 && standard[j - 1] > lower) {
       return HistogramFold::kIncompatible;
     }

@@ -50,7 +50,7 @@ void AppendRfc3339Micros(std::string& out, int64_t unix_micros) {
   const int64_t second =
       unix_micros >= 0 ? unix_micros / 1000000 : (unix_micros - 999999) / 1000000;
   if (second != cached_second) {
-    const std::time_t t = static_cast<std::time_t>(second);
+    const auto t = static_cast<std::time_t>(second);
     std::tm tm{};
     gmtime_r(&t, &tm);
     std::string text;
@@ -78,7 +78,7 @@ void AppendRfc3339Micros(std::string& out, int64_t unix_micros) {
 }  // namespace
 
 void AccessLog::AppendLine(std::string& line, const AccessLogEntry& e, int64_t unix_micros) {
-  line.append("{\"time\":\"");
+  line.append(R"({"time":")");
   AppendRfc3339Micros(line, unix_micros);
   line += '"';
   AppendField(line, "request_id", e.request_id);

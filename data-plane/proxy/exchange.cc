@@ -8,7 +8,7 @@ namespace berry::proxy {
 
 net::awaitable<void> Send(Exchange& exchange, Response& response) {
   HeaderPolicy::AddCors(exchange.path, response);
-  exchange.status = response.result_int();
+  exchange.status = static_cast<int>(response.result_int());
   exchange.answered = true;
   co_await exchange.downstream.Write(response);
 }

@@ -12,23 +12,21 @@ namespace {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-std::string_view View(beast::string_view text) { return {text.data(), text.size()}; }
-
 constexpr std::string_view kAllowOrigin = "*";
 constexpr std::string_view kExposeHeaders = "x-request-id";
 
 // Calls emit(name, value) for every field of a relayed upstream response, CORS last.
 template <typename Emit>
 void ForEachRelayedResponseField(const upstream::ResponseFields& fields, Emit&& emit) {
-  const std::string_view connection_tokens = View(fields[http::field::connection]);
+  const std::string_view connection_tokens = fields[http::field::connection];
   for (const auto& field : fields) {
     const http::field name = field.name();
     if (name == http::field::access_control_allow_origin ||
         name == http::field::access_control_expose_headers ||
-        HeaderPolicy::IsHopByHopOrOwn(name, View(field.name_string()), connection_tokens)) {
+        HeaderPolicy::IsHopByHopOrOwn(name, field.name_string(), connection_tokens)) {
       continue;
     }
-    emit(View(field.name_string()), View(field.value()));
+    emit(field.name_string(), field.value());
   }
   emit("Access-Control-Allow-Origin", kAllowOrigin);
   emit("Access-Control-Expose-Headers", kExposeHeaders);
@@ -80,10 +78,10 @@ void HeaderPolicy::AppendUpstreamRequestFields(std::string& head,
     }
     return false;
   };
-  const std::string_view connection_tokens = View(client_fields[http::field::connection]);
+  const std::string_view connection_tokens = client_fields[http::field::connection];
   for (const auto& field : client_fields) {
     const http::field name = field.name();
-    const std::string_view name_string = View(field.name_string());
+    const std::string_view name_string = field.name_string();
     if (IsHopByHopOrOwn(name, name_string, connection_tokens) ||
         name == http::field::authorization || name == http::field::expect ||
         name == http::field::accept_encoding) {
@@ -92,7 +90,7 @@ void HeaderPolicy::AppendUpstreamRequestFields(std::string& head,
     if (!route.headers.empty() && configured(name_string)) {
       continue;  // the provider's configured value wins
     }
-    wire::AppendField(head, name_string, View(field.value()));
+    wire::AppendField(head, name_string, field.value());
   }
   if (!configured("host")) {
     wire::AppendField(head, "Host", route.endpoint.host_header);
@@ -118,25 +116,20 @@ void HeaderPolicy::AppendRelayedResponseFields(std::string& head,
 
 void HeaderPolicy::CopyRelayedResponseFields(const upstream::ResponseFields& upstream_fields,
                                              http::fields& to) {
-  ForEachRelayedResponseField(upstream_fields,
-                              [&to](std::string_view name, std::string_view value) {
-                                to.insert(beast::string_view(name.data(), name.size()),
-                                          beast::string_view(value.data(), value.size()));
-                              });
+  ForEachRelayedResponseField(
+      upstream_fields,
+      [&to](std::string_view name, std::string_view value) { to.insert(name, value); });
 }
 
 void HeaderPolicy::AddCors(std::string_view path, http::fields& response) {
   if (path.starts_with("/v1/")) {
-    response.set(http::field::access_control_allow_origin,
-                 beast::string_view(kAllowOrigin.data(), kAllowOrigin.size()));
-    response.set(http::field::access_control_expose_headers,
-                 beast::string_view(kExposeHeaders.data(), kExposeHeaders.size()));
+    response.set(http::field::access_control_allow_origin, kAllowOrigin);
+    response.set(http::field::access_control_expose_headers, kExposeHeaders);
   }
 }
 
 void HeaderPolicy::SetPreflight(const server::ArenaFields& request_fields, http::fields& response) {
-  response.set(http::field::access_control_allow_origin,
-               beast::string_view(kAllowOrigin.data(), kAllowOrigin.size()));
+  response.set(http::field::access_control_allow_origin, kAllowOrigin);
   response.set(http::field::access_control_allow_methods, "GET, POST, OPTIONS");
   const auto requested = request_fields[http::field::access_control_request_headers];
   response.set(http::field::access_control_allow_headers,

@@ -185,6 +185,26 @@ TEST(EmitToml, ALiteralDollarBraceIsWrittenEscaped) {
               HasSubstr(R"(api_key = "sk-$${not-a-var}-value-of-KEY")"));
 }
 
+TEST(EmitToml, FloatsPrintAsWrittenAndKeepEveryDigit) {
+  const LoadResult loaded = Parse(kEverything, "everything.toml", AnyEnv());
+  ASSERT_THAT(loaded.errors, IsEmpty()) << Describe(loaded.errors);
+  const std::string emitted = EmitToml(*loaded.config);
+  EXPECT_THAT(emitted, HasSubstr("weight = 0.1\n")) << emitted;
+  EXPECT_THAT(emitted, HasSubstr("weight = 2.5\n")) << emitted;
+
+  // A weight that six digits would round is printed in full and reads back the same.
+  std::string precise(kEverything);
+  const size_t at = precise.find("weight = 0.1");
+  ASSERT_NE(at, std::string::npos);
+  precise.replace(at, std::string("weight = 0.1").size(), "weight = 0.123456789");
+  const LoadResult precise_loaded = Parse(precise, "precise.toml", AnyEnv());
+  ASSERT_THAT(precise_loaded.errors, IsEmpty()) << Describe(precise_loaded.errors);
+  const std::string precise_emitted = EmitToml(*precise_loaded.config);
+  const LoadResult read = Parse(precise_emitted, "emitted.toml", AnyEnv());
+  ASSERT_THAT(read.errors, IsEmpty()) << Describe(read.errors);
+  EXPECT_EQ(read.config->models().front().backends.front().weight, 0.123456789) << precise_emitted;
+}
+
 TEST(EmitToml, SectionsComeInReadingOrder) {
   const LoadResult loaded = Parse(kEverything, "everything.toml", AnyEnv());
   ASSERT_THAT(loaded.errors, IsEmpty()) << Describe(loaded.errors);
