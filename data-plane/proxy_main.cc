@@ -341,7 +341,9 @@ int main(int argc, char** argv) {
         std::chrono::steady_clock::now() + std::chrono::seconds(flags.shutdown_delay_seconds);
     for (;;) {
       const auto left = until - std::chrono::steady_clock::now();
-      if (left <= std::chrono::steady_clock::duration::zero()) break;
+      if (left <= std::chrono::steady_clock::duration::zero()) {
+        break;
+      }
       const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
       const timespec wait{static_cast<time_t>(ns / 1'000'000'000),
                           static_cast<long>(ns % 1'000'000'000)};

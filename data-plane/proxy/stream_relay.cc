@@ -119,7 +119,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
   const RouteGeneration& generation = *exchange.generation;
   ResponseHeader header{static_cast<http::status>(parser.get().result_int()), 11};
   HeaderPolicy::CopyRelayedResponseFields(parser.get().base(), header.base());
-  exchange.status = header.result_int();
+  exchange.status = static_cast<int>(header.result_int());
   exchange.answered = true;
   if (!co_await exchange.downstream.WriteHeader(header)) {
     exchange.client_gone = true;
@@ -134,7 +134,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     anthropic.emplace(exchange.fields.include_usage, UnixSeconds());
   }
   const auto idle_timeout = SecondsOr(generation.settings().stream_idle_timeout(), 60);
-  std::array<char, 8 * 1024> piece;
+  std::array<char, size_t{8} * 1024> piece;
   exchange.downstream.WatchForDisconnect([&exchange, &connection] {
     exchange.client_gone = true;
     connection.Cancel();

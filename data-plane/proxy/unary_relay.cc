@@ -34,7 +34,7 @@ net::awaitable<void> UnaryRelay::Relay(
     Exchange& exchange, const selection::CompiledBackend& backend, const ProviderRoute& route,
     std::unique_ptr<upstream::Connection>& connection, upstream::ResponseParser& parser,
     Clock::TimePoint attempt_start, Clock::Duration request_timeout) {
-  int status = parser.get().result_int();
+  int status = static_cast<int>(parser.get().result_int());
   // The body is read straight into its string.
   PooledString pooled_body(strings_);
   std::string& body = *pooled_body;

@@ -139,7 +139,7 @@ net::awaitable<void> UpstreamAttempt::Run(Exchange& exchange,
   // deadline would otherwise close the connection while the client is being written to).
   connection->ExpiresNever();
   stats_.RecordTtfb(exchange, backend, clock_.SecondsSince(attempt_start));
-  int status = parser->get().result_int();
+  int status = static_cast<int>(parser->get().result_int());
   if (route.dialect == route_table::Dialect::kAnthropic) {
     status = dialect::NormalizeAnthropicStatus(status);
   }
