@@ -306,10 +306,12 @@ class HttpServer {
 
   ServerOptions options_;
   uint16_t port_ = 0;
+  // Before the workers: a session's frame, destroyed with its worker's io_context, counts itself
+  // out of it.
+  ConnectionCounts connections_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::atomic<int64_t> active_requests_{0};
-  ConnectionCounts connections_;
   std::atomic<bool> draining_{false};
   bool stopped_ = false;
 };

@@ -30,7 +30,9 @@ using berry::fuzz::ByteSource;
 using berry::server::ArenaAllocator;
 using berry::server::RequestBody;
 
-constexpr uint64_t kBodyLimits[] = {0, 1, 16, 1024, 33554432};
+// Not the 32 MiB default: Beast reserves a declared Content-Length up front, and under ASan each
+// such reservation costs seconds (without it, untouched pages cost nothing).
+constexpr uint64_t kBodyLimits[] = {0, 1, 16, 1024, 65536};
 
 net::awaitable<void> ReadAll(ByteSource& source, berry::server::ArenaBlocks& blocks,
                              uint64_t body_limit, uint32_t header_limit) {
