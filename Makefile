@@ -5,7 +5,7 @@ MAKEFLAGS += --no-print-directory
 CONFIG ?=
 CMAKE_COMMON := -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
 
-.PHONY: all deps run test test-asan bench bench-selection build-bench build-release build-test build-asan format tidy clean
+.PHONY: all deps run test test-asan fuzz build-fuzz bench bench-selection build-bench build-release build-test build-asan format tidy clean
 
 all: build-release
 
@@ -24,6 +24,12 @@ build/asan/CMakeCache.txt: | deps
 build-release: deps build/release/CMakeCache.txt
 	@cmake --build build/release -j$(JOBS)
 
+# The libFuzzer targets (tests/fuzz) need clang; only they and what they link are built there.
+build/fuzz/CMakeCache.txt: | deps
+	@scripts/install-deps --fuzz
+	@CC=clang-14 CXX=clang++-14 cmake -S . -B build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DBERRY_FUZZ=ON -DBERRY_BUILD_TESTS=OFF -DBERRY_BUILD_BENCH=OFF $(CMAKE_COMMON) >/dev/null
+
 build-test: deps build/test/CMakeCache.txt
 	@cmake --build build/test -j$(JOBS)
 
@@ -41,6 +47,16 @@ test-asan: build-asan
 	@cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS) --timeout 600
+
+# Every fuzz target for FUZZ_SECONDS each on its seeds (README.md, "Reliability").
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+build-fuzz: deps build/fuzz/CMakeCache.txt
+	@scripts/install-deps --fuzz
+	@cmake --build build/fuzz -j$(JOBS) --target berry_fuzzers
+
+fuzz: build-fuzz
+	@scripts/run-fuzzers build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The relay benchmark against nginx (and Portkey when npm can install it): bench/README.md.
 bench: build-bench

@@ -41,6 +41,7 @@ struct Flags {
   std::string tls_cert;
   std::string tls_key;
   std::string allowed_upstream_hosts;
+  int64_t max_connections = 10000;
 };
 
 // Channel credentials for the control plane: mTLS when --tls-* is given, else plaintext.
@@ -146,6 +147,10 @@ int main(int argc, char** argv) {
   set.String("allowed-upstream-hosts", &flags.allowed_upstream_hosts,
              "comma-separated hosts providers may live on; a table naming another is refused "
              "(NACKed in managed mode). Empty = any");
+  set.Int("max-connections", &flags.max_connections,
+          "client connections open at once, over all threads; one more is answered 503 and "
+          "closed at once (0 = no limit)",
+          "", 0, 10000000);
   if (absl::Status status = set.Parse(argc, argv); !status.ok()) {
     std::cerr << "berry-proxy: " << status.message() << "\n";
     return 2;
@@ -220,6 +225,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (managed && !flags.state_dir.empty()) {
+    // A directory that is missing is made (0700: the table holds provider keys); one that
+    // cannot be written is refused now, not found out at the first table.
+    if (absl::Status status = berry::managed::PrepareStateDir(flags.state_dir); !status.ok()) {
+      std::cerr << "berry-proxy: --state-dir: " << status.message() << "\n";
+      return 1;
+    }
     // Serve the last good table at once; the control plane replaces it if it has a newer one.
     if (auto persisted = berry::managed::LoadPersistedTable(flags.state_dir); persisted.ok()) {
       const std::string version = persisted->version_info();
@@ -243,6 +254,7 @@ int main(int argc, char** argv) {
   options.host = address->first;
   options.port = address->second;
   options.threads = static_cast<int>(flags.threads);
+  options.max_connections = flags.max_connections;
   auto server = berry::proxy::HttpServer::Create(
       options, [&](int, berry::proxy::net::io_context& io_context) {
         return std::make_unique<berry::proxy::ProxyHandler>(io_context, routes, metrics, *tls,
@@ -251,6 +263,21 @@ int main(int argc, char** argv) {
   if (!server.ok()) {
     std::cerr << "berry-proxy: " << server.status().message() << "\n";
     return 1;
+  }
+  const berry::proxy::HttpServer* http_server = server->get();
+  for (absl::Status status :
+       {metrics.registry().AddCallbackGauge(
+            "berry_downstream_connections", "Client connections open right now.",
+            [http_server] { return static_cast<double>(http_server->open_connections()); }),
+        metrics.registry().AddCallbackCounter(
+            "berry_downstream_connections_refused_total",
+            "Client connections answered 503 and closed at once because --max-connections "
+            "were open.",
+            [http_server] { return static_cast<double>(http_server->refused_connections()); })}) {
+    if (!status.ok()) {
+      std::cerr << "berry-proxy: " << status.message() << "\n";
+      return 1;
+    }
   }
   (*server)->Start();
   const std::string listening = absl::StrCat(options.host, ":", (*server)->port());

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
@@ -342,7 +343,12 @@ class RequestReadTimer {
 
 net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions& options,
                                 std::atomic<int64_t>& active_requests,
+                                HttpServer::ConnectionCounts& connections,
                                 const std::atomic<bool>& draining, net::ip::tcp::socket socket) {
+  // Counted from the accept (AcceptLoop) to the end of the session, however it ends.
+  const absl::Cleanup closed = [&connections] {
+    connections.open.fetch_sub(1, std::memory_order_relaxed);
+  };
   ClientSession session(std::move(socket));
   Handler& handler = *worker.handler;
   for (;;) {
@@ -413,8 +419,32 @@ net::awaitable<void> RunSession(HttpServer::Worker& worker, const ServerOptions&
   co_await session.Close();
 }
 
+// A connection over ServerOptions::max_connections: whatever the client sent already is read
+// (so closing does not reset the connection under the answer), the 503 is written if the socket
+// takes it at once, and the connection is closed. Nothing waits: a flood of connections costs
+// the worker a few system calls each and never a coroutine or a buffer.
+void Refuse(net::ip::tcp::socket& socket) {
+  static const std::string kTooMany = [] {
+    constexpr std::string_view kBody =
+        R"({"error":{"message":"the server is at its connection limit; retry shortly",)"
+        R"("type":"server_error","param":null,"code":"too_many_connections"}})";
+    return std::string(
+               "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+               "Retry-After: 1\r\nConnection: close\r\nContent-Length: ") +
+           std::to_string(kBody.size()) + "\r\n\r\n" + std::string(kBody);
+  }();
+  beast::error_code ignored;
+  std::array<char, 4096> discard;
+  while (socket.read_some(net::buffer(discard), ignored) == discard.size()) {
+  }
+  wire::WriteNow(socket, net::buffer(kTooMany), ignored);
+  socket.shutdown(net::ip::tcp::socket::shutdown_send, ignored);
+  socket.close(ignored);
+}
+
 net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions& options,
                                 std::atomic<int64_t>& active_requests,
+                                HttpServer::ConnectionCounts& connections,
                                 const std::atomic<bool>& draining) {
   for (;;) {
     auto [ec, socket] = co_await worker.acceptor.async_accept(kNoThrow);
@@ -431,9 +461,17 @@ net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions&
     if (socket.non_blocking(true, mode_ec); mode_ec) {
       continue;  // closes it
     }
-    net::co_spawn(worker.io_context,
-                  RunSession(worker, options, active_requests, draining, std::move(socket)),
-                  net::detached);
+    const int64_t open_before = connections.open.fetch_add(1, std::memory_order_relaxed);
+    if (options.max_connections > 0 && open_before >= options.max_connections) {
+      connections.open.fetch_sub(1, std::memory_order_relaxed);
+      connections.refused.fetch_add(1, std::memory_order_relaxed);
+      Refuse(socket);
+      continue;
+    }
+    net::co_spawn(
+        worker.io_context,
+        RunSession(worker, options, active_requests, connections, draining, std::move(socket)),
+        net::detached);
   }
 }
 
@@ -485,7 +523,8 @@ HttpServer::~HttpServer() { Stop(); }
 
 void HttpServer::Start() {
   for (auto& worker : workers_) {
-    net::co_spawn(worker->io_context, AcceptLoop(*worker, options_, active_requests_, draining_),
+    net::co_spawn(worker->io_context,
+                  AcceptLoop(*worker, options_, active_requests_, connections_, draining_),
                   net::detached);
     threads_.emplace_back([w = worker.get()] { w->io_context.run(); });
   }

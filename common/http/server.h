@@ -61,6 +61,10 @@ struct ServerOptions {
   // Any single write to the client.
   std::chrono::milliseconds write_timeout = std::chrono::seconds(60);
   uint32_t header_limit_bytes = 64 * 1024;
+  // Open client connections allowed at once, over all workers; 0 = no limit. A connection
+  // accepted beyond it is answered 503 at once (an OpenAI-shaped error, `Connection: close`)
+  // and closed; the connections already open are served as before.
+  int64_t max_connections = 0;
 };
 
 // The one read a client connection keeps between two requests. Started while a request is
@@ -283,6 +287,17 @@ class HttpServer {
 
   // Requests being handled right now, over all workers.
   int64_t active_requests() const { return active_requests_.load(std::memory_order_relaxed); }
+  // Client connections open right now, and those refused so far for ServerOptions::
+  // max_connections; over all workers, any thread.
+  int64_t open_connections() const { return connections_.open.load(std::memory_order_relaxed); }
+  uint64_t refused_connections() const {
+    return connections_.refused.load(std::memory_order_relaxed);
+  }
+
+  struct ConnectionCounts {
+    std::atomic<int64_t> open{0};
+    std::atomic<uint64_t> refused{0};
+  };
 
   struct Worker;
 
@@ -291,6 +306,9 @@ class HttpServer {
 
   ServerOptions options_;
   uint16_t port_ = 0;
+  // Before the workers: a session's frame, destroyed with its worker's io_context, counts itself
+  // out of it.
+  ConnectionCounts connections_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;
   std::atomic<int64_t> active_requests_{0};

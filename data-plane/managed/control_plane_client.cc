@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -40,6 +41,38 @@ std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options) {
               static_cast<int>(options.initial_backoff.count()));
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, static_cast<int>(options.initial_backoff.count()));
   return grpc::CreateCustomChannel(options.target, options.credentials, args);
+}
+
+absl::Status PrepareStateDir(const std::string& state_dir) {
+  std::error_code ec;
+  const std::filesystem::path dir(state_dir);
+  if (!std::filesystem::exists(dir, ec)) {
+    if (dir.has_parent_path() && !dir.parent_path().empty()) {
+      std::filesystem::create_directories(dir.parent_path(), ec);
+    }
+    if (::mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot create ", state_dir, ": ", std::strerror(errno)));
+    }
+  }
+  struct stat st {};
+  if (::stat(state_dir.c_str(), &st) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot use ", state_dir, ": ", std::strerror(errno)));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(state_dir, " is not a directory"));
+  }
+  // access(2) says yes to root for any mode; only writing tells.
+  std::string probe = absl::StrCat(state_dir, "/.berry-write-test-XXXXXX");
+  const int fd = ::mkstemp(probe.data());
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write to ", state_dir, ": ", std::strerror(errno)));
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::RouteTable> LoadPersistedTable(const std::string& state_dir) {

@@ -52,6 +52,12 @@ struct ClientOptions {
 // Builds the channel with keepalive pings (the control plane permits them every 10 s).
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options);
 
+// Makes `state_dir` ready for PersistTable at start: a missing directory is created (mode 0700;
+// missing parents too), and the directory must take a file (a probe file is written and
+// removed). FailedPrecondition naming the path and the reason otherwise: not a directory, cannot
+// be created, not writable.
+absl::Status PrepareStateDir(const std::string& state_dir);
+
 // The last good table in `state_dir`, if any.
 absl::StatusOr<berry::v1::RouteTable> LoadPersistedTable(const std::string& state_dir);
 // Writes `table` atomically (temp file + fsync + rename), mode 0600.

@@ -2,10 +2,15 @@
 // exit codes, the "listening" line, SIGHUP reloads (good and broken configs, config warnings) and
 // SIGTERM drain.
 // Every wait polls with a deadline; every port is chosen by the kernel.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +19,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -242,6 +248,140 @@ TEST(ProxyProcess, ServesAndPrintsTheListeningLineAndAccessLog) {
 
   proxy.process->Signal(SIGTERM);
   EXPECT_EQ(proxy.process->Wait(15s), 0) << proxy.process->err();
+}
+
+// Connects to `proxy_url` and, sending nothing, reads until the server closes or `timeout`.
+std::string ReadUntilClosed(const std::string& proxy_url, std::chrono::milliseconds timeout) {
+  const int port = std::stoi(proxy_url.substr(proxy_url.rfind(':') + 1));
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string got;
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd waiting{fd, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&waiting, 1, static_cast<int>(left.count())) <= 0) {
+        got += "<timed out>";
+        break;
+      }
+      char buffer[4096];
+      const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+      if (n <= 0) {
+        break;
+      }
+      got.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return got;
+}
+
+// The value of an unlabelled sample `name` in a Prometheus text exposition; -1 when absent.
+double Sample(const std::string& exposition, const std::string& name) {
+  const std::regex line("(^|\n)" + name + " ([0-9.e+]+)");
+  std::smatch match;
+  return std::regex_search(exposition, match, line) ? std::stod(match[2].str()) : -1;
+}
+
+TEST(ProxyProcess, ConnectionsBeyondMaxConnectionsAre503AndTheOpenOnesKeepBeingServed) {
+  MockProcess mock = StartMockProcess("one");
+  ASSERT_FALSE(mock.base_url.empty());
+  ConfigFile config;
+  config.Write(ChatConfig(mock.base_url));
+  ProxyProcess proxy = StartProxyProcess(config, {"--max-connections", "2"});
+  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+
+  // Two kept-alive connections, each answered once: both are open and counted.
+  std::vector<std::unique_ptr<test_support::HttpConnection>> open;
+  for (int i = 0; i < 2; ++i) {
+    auto connection = test_support::HttpConnection::Connect(proxy.url);
+    ASSERT_TRUE(connection.ok()) << connection.status();
+    auto response =
+        (*connection)->Send(HttpRequest::Post("/v1/chat/completions", ChatBody("chat")));
+    ASSERT_TRUE(response.ok()) << response.status();
+    EXPECT_EQ(response->status, 200) << response->body;
+    open.push_back(*std::move(connection));
+  }
+
+  // A third is answered at once, before it sends anything, and closed.
+  const auto started = Clock::now();
+  const std::string refused = ReadUntilClosed(proxy.url, 5s);
+  EXPECT_LT(Clock::now() - started, 2s);
+  EXPECT_TRUE(refused.starts_with("HTTP/1.1 503 ")) << refused;
+  EXPECT_NE(refused.find("Connection: close"), std::string::npos) << refused;
+  const size_t body_at = refused.find("\r\n\r\n");
+  ASSERT_NE(body_at, std::string::npos) << refused;
+  const auto error = boost::json::parse(refused.substr(body_at + 4)).as_object();
+  EXPECT_EQ(error.at("error").at("code").as_string(), "too_many_connections") << refused;
+  EXPECT_EQ(error.at("error").at("type").as_string(), "server_error") << refused;
+
+  // The open ones are served as before, and the counter shows the refusal.
+  auto again = open[0]->Send(HttpRequest::Post("/v1/chat/completions", ChatBody("chat")));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->status, 200);
+  auto metrics = open[1]->Send(HttpRequest::Get("/metrics"));
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(Sample(metrics->body, "berry_downstream_connections_refused_total"), 1)
+      << metrics->body;
+  EXPECT_EQ(Sample(metrics->body, "berry_downstream_connections"), 2) << metrics->body;
+
+  // One closes: a new connection gets in (once the proxy has seen the close).
+  open.pop_back();
+  bool served = false;
+  const auto deadline = Clock::now() + 10s;
+  while (!served && Clock::now() < deadline) {
+    auto response = Chat(proxy.url, "chat");
+    served = response.ok() && response->status == 200;
+    if (!served) {
+      std::this_thread::sleep_for(20ms);
+    }
+  }
+  EXPECT_TRUE(served);
+
+  proxy.process->Signal(SIGTERM);
+  EXPECT_EQ(proxy.process->Wait(15s), 0) << proxy.process->err();
+}
+
+TEST(ProxyProcess, MaxConnectionsOutOfRangeExitsTwo) {
+  auto process = Process::Spawn({kProxy, "--config", "/nonexistent", "--max-connections", "-1"});
+  ASSERT_NE(process, nullptr);
+  EXPECT_EQ(process->Wait(10s), 2);
+  EXPECT_TRUE(process->WaitForErr("max-connections", 2s)) << process->err();
+}
+
+TEST(ProxyProcess, MissingStateDirIsCreatedPrivateAtStart) {
+  ConfigFile scratch;  // only for its directory
+  const std::string parent = scratch.path() + ".state";
+  const std::string state_dir = parent + "/nested";
+  // Managed mode with no control plane listening: the proxy starts and keeps retrying.
+  auto process = Process::Spawn({kProxy, "--control-plane", "127.0.0.1:1", "--node-id", "n1",
+                                 "--listen", "127.0.0.1:0", "--state-dir", state_dir});
+  ASSERT_NE(process, nullptr);
+  EXPECT_FALSE(process->LineAfter("berry-proxy listening on ", 10s).empty()) << process->err();
+  struct stat info {};
+  ASSERT_EQ(::stat(state_dir.c_str(), &info), 0) << process->err();
+  EXPECT_TRUE(S_ISDIR(info.st_mode));
+  EXPECT_EQ(info.st_mode & 07777, 0700u);
+  process->Signal(SIGTERM);
+  EXPECT_EQ(process->Wait(15s), 0) << process->err();
+  std::filesystem::remove_all(parent);
+}
+
+TEST(ProxyProcess, StateDirThatCannotBeWrittenRefusesToStart) {
+  ConfigFile not_a_directory;
+  not_a_directory.Write("a file, not a directory");
+  auto process = Process::Spawn({kProxy, "--control-plane", "127.0.0.1:1", "--node-id", "n1",
+                                 "--listen", "127.0.0.1:0", "--state-dir", not_a_directory.path()});
+  ASSERT_NE(process, nullptr);
+  EXPECT_EQ(process->Wait(10s), 1);
+  EXPECT_TRUE(process->WaitForErr("is not a directory", 2s)) << process->err();
+  EXPECT_NE(process->err().find("--state-dir"), std::string::npos) << process->err();
+  EXPECT_EQ(process->out().find("listening"), std::string::npos) << process->out();
 }
 
 TEST(ProxyProcess, SighupWithAnEditedConfigChangesBehaviour) {

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -165,4 +166,57 @@ TEST_F(StateDir, PathThroughARegularFileIsAnErrorNamingTheFileAndTheReason) {
 }
 
 }  // namespace
+// PrepareStateDir, at start: a directory that does not exist yet is made, private.
+TEST_F(StateDir, MissingDirectoryIsCreatedPrivate) {
+  const std::string missing = dir_ + "/not/there/yet";
+  ASSERT_TRUE(PrepareStateDir(missing).ok());
+  ASSERT_TRUE(std::filesystem::is_directory(missing));
+  EXPECT_EQ(ModeOf(missing), 0700u);
+  EXPECT_TRUE(PersistTable(missing, table_).ok());
+  EXPECT_TRUE(LoadPersistedTable(missing).ok());
+}
+
+TEST_F(StateDir, ExistingDirectoryIsKeptAsItIs) {
+  ASSERT_EQ(::chmod(dir_.c_str(), 0750), 0);
+  ASSERT_TRUE(PersistTable(dir_, table_).ok());
+  ASSERT_TRUE(PrepareStateDir(dir_).ok());
+  EXPECT_EQ(ModeOf(dir_), 0750u);
+  EXPECT_TRUE(LoadPersistedTable(dir_).ok());  // the table is untouched
+  // Nothing but the table is left behind (the write probe is removed).
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_),
+                          std::filesystem::directory_iterator()),
+            1);
+}
+
+TEST_F(StateDir, AFileIsRefused) {
+  const std::string file = dir_ + "/plain-file";
+  WriteFile(file, "x");
+  const absl::Status status = PrepareStateDir(file);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("is not a directory"));
+  EXPECT_THAT(status.message(), HasSubstr(file));
+}
+
+TEST_F(StateDir, ADirectoryThatCannotBeMadeIsRefused) {
+  const std::string file = dir_ + "/plain-file";
+  WriteFile(file, "x");
+  const absl::Status status = PrepareStateDir(file + "/below");
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("cannot create"));
+}
+
+TEST_F(StateDir, AnUnwritableDirectoryIsRefused) {
+  // Root writes into any directory whatever its mode; /proc's top level refuses even root.
+  const std::string target = ::geteuid() == 0 ? std::string("/proc") : dir_;
+  if (::geteuid() != 0) {
+    ASSERT_EQ(::chmod(dir_.c_str(), 0500), 0);
+  }
+  const absl::Status status = PrepareStateDir(target);
+  if (::geteuid() != 0) {
+    ::chmod(dir_.c_str(), 0700);
+  }
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("cannot write to " + target));
+}
+
 }  // namespace berry::managed
