@@ -281,14 +281,15 @@ void ControlPlane::ReactToSignals(const v1::StreamLoadReportsRequest& report,
         }
       }
     }
-    log::Info(stats.has_ejected_for() ? "proxy ejected a backend; out of rotation fleet-wide"
-                                      : "upstream 429 on a proxy; backend cooling down fleet-wide",
-              {{"node", node},
-               {"backend", stats.backend_id()},
-               {"seconds", absl::StrCat(google::protobuf::util::TimeUtil::DurationToMilliseconds(
-                                            stats.has_ejected_for() ? stats.ejected_for()
-                                                                    : stats.cooldown_for()) /
-                                        1000.0)}});
+    log::Info(
+        stats.has_ejected_for() ? "proxy ejected a backend; out of rotation fleet-wide"
+                                : "upstream 429 on a proxy; backend cooling down fleet-wide",
+        {{"node", node},
+         {"backend", stats.backend_id()},
+         {"seconds",
+          absl::StrCat(static_cast<double>(google::protobuf::util::TimeUtil::DurationToMilliseconds(
+                           stats.has_ejected_for() ? stats.ejected_for() : stats.cooldown_for())) /
+                       1000)}});
     if (stats.has_ejected_for() && !provider.empty()) {
       health_->ProbeNow(provider);  // a passing probe started from now on ends the ejection
     }

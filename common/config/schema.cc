@@ -193,6 +193,7 @@ std::string Text(Strategy value) { return std::string(StrategyName(value)); }
 
 std::vector<std::string> Names(const std::map<std::string, std::string>& values) {
   std::vector<std::string> names;
+  names.reserve(values.size());
   for (const auto& [name, value] : values) {
     names.push_back(name);
   }

@@ -314,7 +314,7 @@ std::optional<RequestError> TranslateToolChoice(const bj::value& value, bj::obje
     } else if (mode == "required") {
       choice["type"] = "any";
     } else {
-      return Invalid("tool_choice", "must be \"auto\", \"none\", \"required\" or a function");
+      return Invalid("tool_choice", R"(must be "auto", "none", "required" or a function)");
     }
   } else if (value.is_object() && StringAt(value.get_object(), "type") == "function") {
     const bj::value* function = value.get_object().if_contains("function");
@@ -327,7 +327,7 @@ std::optional<RequestError> TranslateToolChoice(const bj::value& value, bj::obje
     choice["type"] = "tool";
     choice["name"] = name;
   } else if (!value.is_null()) {
-    return Invalid("tool_choice", "must be \"auto\", \"none\", \"required\" or a function");
+    return Invalid("tool_choice", R"(must be "auto", "none", "required" or a function)");
   } else {
     return std::nullopt;
   }
