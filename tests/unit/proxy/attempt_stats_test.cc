@@ -127,12 +127,19 @@ TEST_F(AttemptStatsTest, AnAnsweredRequestReachesEverySink) {
   EXPECT_EQ(generation_->load->backend(backend(0).index()).Read().issued, 0u);
 
   const std::string text = metrics_.registry().Render();
-  const std::string labels = "model=\"chat\",backend=\"" + b.id() + "\"";
-  EXPECT_THAT(text, HasSubstr("berry_requests_total{" + labels + ",code=\"200\"} 1\n")) << text;
+  // prometheus-cpp writes labels in name order.
+  const std::string backend_label = "backend=\"" + b.id() + "\"";
+  const std::string labels = backend_label + ",model=\"chat\"";
+  EXPECT_THAT(text, HasSubstr("berry_requests_total{" + backend_label +
+                              ",code=\"200\",model=\"chat\"} 1\n"))
+      << text;
   EXPECT_THAT(text, HasSubstr("berry_request_duration_seconds_count{" + labels + "} 1\n"));
+  EXPECT_THAT(text, HasSubstr("berry_request_duration_seconds_sum{" + labels + "} 0.5\n"));
   EXPECT_THAT(text, HasSubstr("berry_upstream_ttfb_seconds_count{" + labels + "} 1\n"));
-  EXPECT_THAT(text, HasSubstr("berry_tokens_total{" + labels + ",kind=\"prompt\"} 11\n"));
-  EXPECT_THAT(text, HasSubstr("berry_tokens_total{" + labels + ",kind=\"completion\"} 7\n"));
+  EXPECT_THAT(text, HasSubstr("berry_tokens_total{" + backend_label +
+                              ",kind=\"prompt\",model=\"chat\"} 11\n"));
+  EXPECT_THAT(text, HasSubstr("berry_tokens_total{" + backend_label +
+                              ",kind=\"completion\",model=\"chat\"} 7\n"));
 
   const std::string line = LogLines();
   EXPECT_THAT(line, HasSubstr(R"("request_id":"req-0001")")) << line;
@@ -185,7 +192,7 @@ TEST_F(AttemptStatsTest, AClientThatLeftBeforeTheAnswerIsLoggedAs499) {
   exchange->client_gone = true;
   stats_->Finish(*exchange);
   EXPECT_THAT(LogLines(), HasSubstr(R"("status":499,)"));
-  EXPECT_THAT(metrics_.registry().Render(), HasSubstr("code=\"200\"} 1\n"))
+  EXPECT_THAT(metrics_.registry().Render(), HasSubstr("code=\"200\",model=\"chat\"} 1\n"))
       << "the metric counts what the upstream answered";
 }
 
@@ -199,7 +206,7 @@ TEST_F(AttemptStatsTest, ProbesAreCountedApartFromApiRequests) {
   stats_->Finish(*exchange);
 
   const std::string text = metrics_.registry().Render();
-  EXPECT_THAT(text, HasSubstr("berry_local_requests_total{path=\"/healthz\",code=\"200\"} 1\n"))
+  EXPECT_THAT(text, HasSubstr("berry_local_requests_total{code=\"200\",path=\"/healthz\"} 1\n"))
       << text;
   EXPECT_THAT(text, Not(HasSubstr("berry_requests_total{"))) << text;
 }
@@ -207,7 +214,7 @@ TEST_F(AttemptStatsTest, ProbesAreCountedApartFromApiRequests) {
 TEST_F(AttemptStatsTest, ARefusedRequestIsCountedWithEmptyLabelsAndLogged) {
   stats_->FinishBadRequest(413, "request body over 1024 bytes", "req-0002");
   EXPECT_THAT(metrics_.registry().Render(),
-              HasSubstr("berry_requests_total{model=\"\",backend=\"\",code=\"413\"} 1\n"));
+              HasSubstr("berry_requests_total{backend=\"\",code=\"413\",model=\"\"} 1\n"));
   const std::string line = LogLines();
   EXPECT_THAT(line, HasSubstr(R"("request_id":"req-0002")")) << line;
   EXPECT_THAT(line, HasSubstr(R"("status":413,)")) << line;
