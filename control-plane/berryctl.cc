@@ -44,7 +44,7 @@ struct Command {
 };
 
 const std::vector<Command>& Commands() {
-  static const auto* const commands = new std::vector<Command>{
+  static const auto* const kCommands = new std::vector<Command>{
       {"validate", "validate -f FILE", "Checks a config file offline (no server needed).", true},
       {"apply", "apply -f FILE [--dry-run] [--expect-version V]",
        "Validates and applies a config on the control plane; prints the diff.", true, true},
@@ -59,7 +59,7 @@ const std::vector<Command>& Commands() {
        "GETs an http:// URL; exit 0 only on 200 within the timeout (container health checks).",
        false, false, true},
   };
-  return *commands;
+  return *kCommands;
 }
 
 std::string Usage() {

@@ -265,7 +265,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const berry::proxy::HttpServer* http_server = server->get();
-  for (absl::Status status :
+  for (const absl::Status& status :
        {metrics.registry().AddCallbackGauge(
             "berry_downstream_connections", "Client connections open right now.",
             [http_server] { return static_cast<double>(http_server->open_connections()); }),

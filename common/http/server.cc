@@ -89,7 +89,7 @@ void ClientRead::Start() {
   // The buffer's spare room, as Beast's reads take it (at most 64 KiB), or 4 KiB when it has
   // little (the first read of a connection).
   const size_t spare = buffer_.capacity() - buffer_.size();
-  const size_t room = spare >= 512 ? std::min<size_t>(spare, 64 * 1024) : 4096;
+  const size_t room = spare >= 512 ? std::min<size_t>(spare, size_t{64} * 1024) : 4096;
   socket_.async_read_some(buffer_.prepare(room),
                           [this](beast::error_code ec, size_t n) { Done(ec, n); });
 }
@@ -478,10 +478,18 @@ net::awaitable<void> AcceptLoop(HttpServer::Worker& worker, const ServerOptions&
 absl::Status Listen(net::ip::tcp::acceptor& acceptor, const net::ip::tcp::endpoint& endpoint) {
   beast::error_code ec;
   acceptor.open(endpoint.protocol(), ec);
-  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.set_option(ReusePort(true), ec);
-  if (!ec) acceptor.bind(endpoint, ec);
-  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (!ec) {
+    acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  }
+  if (!ec) {
+    acceptor.set_option(ReusePort(true), ec);
+  }
+  if (!ec) {
+    acceptor.bind(endpoint, ec);
+  }
+  if (!ec) {
+    acceptor.listen(net::socket_base::max_listen_connections, ec);
+  }
   if (ec) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", endpoint.address().to_string(),
                                                ":", endpoint.port(), ": ", ec.message()));
@@ -492,7 +500,7 @@ absl::Status Listen(net::ip::tcp::acceptor& acceptor, const net::ip::tcp::endpoi
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(ServerOptions options,
-                                                               HandlerFactory factory) {
+                                                               const HandlerFactory& factory) {
   beast::error_code ec;
   const net::ip::address address = net::ip::make_address(options.host, ec);
   if (ec) {

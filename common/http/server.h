@@ -271,7 +271,7 @@ class HttpServer {
  public:
   // Binds every worker's listener (so a port conflict fails here, before anything runs).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Create(ServerOptions options,
-                                                            HandlerFactory factory);
+                                                            const HandlerFactory& factory);
   ~HttpServer();
 
   uint16_t port() const { return port_; }

@@ -172,8 +172,8 @@ struct Registry::Source {
 };
 
 const std::vector<double>& LatencyBuckets() {
-  static const std::vector<double> buckets(kLatencyBuckets.begin(), kLatencyBuckets.end());
-  return buckets;
+  static const std::vector<double> kBuckets(kLatencyBuckets.begin(), kLatencyBuckets.end());
+  return kBuckets;
 }
 
 absl::StatusOr<std::vector<double>> ExponentialBuckets(double start, double factor, int count) {
@@ -235,7 +235,7 @@ absl::StatusOr<prometheus::Labels> FamilyBase::ToLabels(
 
 }  // namespace internal
 
-prometheus::MetricFamily MakeFamily(std::string name, std::string help,
+prometheus::MetricFamily MakeFamily(std::string name, const std::string& help,
                                     prometheus::MetricType type) {
   prometheus::MetricFamily family;
   family.name = std::move(name);

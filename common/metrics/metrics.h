@@ -140,7 +140,7 @@ struct GaugeSample {
 using GaugeCallback = std::function<std::vector<GaugeSample>()>;
 
 // Helpers for collectables that build their families at scrape time.
-prometheus::MetricFamily MakeFamily(std::string name, std::string help,
+prometheus::MetricFamily MakeFamily(std::string name, const std::string& help,
                                     prometheus::MetricType type);
 // A sample with `label_names` = `label_values` (same length) and no value set yet.
 prometheus::ClientMetric MakeSample(const std::vector<std::string>& label_names,
