@@ -78,6 +78,15 @@ inline size_t PieceSize(uint8_t control) {
   }
 }
 
+// How many times `what` occurs in `text`, overlapping occurrences included.
+inline size_t Count(std::string_view text, std::string_view what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string_view::npos; at = text.find(what, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
 // Fuzz targets check properties with this: a violated one is a bug, reported as a crash.
 #define FUZZ_CHECK(cond)                                                              \
   do {                                                                                \

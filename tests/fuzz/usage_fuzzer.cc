@@ -14,18 +14,6 @@
 #include "data-plane/openai/usage.h"
 #include "tests/fuzz/byte_source.h"
 
-namespace {
-
-size_t Count(std::string_view text, std::string_view what) {
-  size_t n = 0;
-  for (size_t at = text.find(what); at != std::string_view::npos; at = text.find(what, at + 1)) {
-    ++n;
-  }
-  return n;
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view json(reinterpret_cast<const char*>(data), size);
   const auto usage = berry::openai::ExtractUsage(json);
@@ -43,8 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (usage) {
     FUZZ_CHECK(usage_object != nullptr);
   }
-  if (usage_object != nullptr && Count(json, "\"usage\"") == 1 &&
-      Count(json, "\"prompt_tokens\"") == 1 && json.find('\\') == std::string_view::npos) {
+  if (usage_object != nullptr && berry::fuzz::Count(json, "\"usage\"") == 1 &&
+      berry::fuzz::Count(json, "\"prompt_tokens\"") == 1 && json.find('\\') == std::string_view::npos) {
     const auto* prompt = usage_object->if_contains("prompt_tokens");
     if (prompt != nullptr &&
         (prompt->is_uint64() || (prompt->is_int64() && prompt->as_int64() >= 0))) {
