@@ -155,17 +155,6 @@ bool StreamLoop::WaitForStopLocked(std::chrono::milliseconds timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::FromChrono(timeout));
 }
 
-bool StreamLoop::WaitForStopOrWakeLocked(const bool* wake, std::chrono::milliseconds timeout) {
-  struct Flags {
-    const bool* stopping;
-    const bool* wake;
-  } flags{&stopping_, wake};
-  mu_.AwaitWithTimeout(absl::Condition(
-                           +[](Flags* f) { return *f->stopping || *f->wake; }, &flags),
-                       absl::FromChrono(timeout));
-  return stopping_;
-}
-
 void StreamLoop::Run() {
   Backoff backoff(options_.initial_backoff, options_.max_backoff);
   for (;;) {
@@ -376,11 +365,8 @@ void LoadReporter::CollectLocked() {
 }
 
 void LoadReporter::Wake() {
-  {
-    absl::MutexLock lock(&mu_);
-    wake_ = true;
-  }
-  // The loop may be waiting on the table's nudge rather than on mu_: end that wait too.
+  // One way to wake the loop: the nudge the request path uses for ejections and cooldowns. A
+  // lease runs dry only on a request, so there is a table (and a nudge) by then.
   if (const auto generation = routes_.Current()) {
     generation->load->nudge().Nudge();
   }
@@ -432,7 +418,8 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
   while (alive) {
     std::vector<v1::StreamLoadReportsRequest> to_send;
     // Short waits, so an interval the server changes (its first answer) applies at once; a nudge
-    // (an ejection or a 429 cooldown on the request path) ends the wait and is reported now.
+    // (an ejection, a 429 cooldown or a dry lease on the request path) ends the wait and is
+    // reported now.
     bool nudged = false;
     std::chrono::milliseconds wait{100};
     if (const auto generation = routes_.Current()) {
@@ -443,11 +430,10 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
     }
     {
       absl::MutexLock lock(&mu_);
-      // Quota accounts go out within 100 ms, at once when a lease ran dry (Wake()).
-      if (WaitForStopOrWakeLocked(&wake_, std::min(interval_, wait))) {
+      // Quota accounts go out within 100 ms, at once when a lease ran dry (Wake() nudges).
+      if (WaitForStopLocked(std::min(interval_, wait))) {
         break;
       }
-      wake_ = false;
       // The server ended the stream (it went away or restarted). Reconnect now, not at the next
       // failed write: with no new traffic there may be no next write, and the reports it never
       // acknowledged would wait on a dead stream instead of being sent again.

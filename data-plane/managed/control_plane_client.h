@@ -101,9 +101,6 @@ class StreamLoop {
   virtual void BetweenStreamsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
   // Waits up to `timeout`; true once Stop() was called.
   bool WaitForStopLocked(std::chrono::milliseconds timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The same, also returning early (with false) once `*wake` is true.
-  bool WaitForStopOrWakeLocked(const bool* wake, std::chrono::milliseconds timeout)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ClientOptions options_;
   mutable absl::Mutex mu_;
@@ -146,8 +143,8 @@ class LoadReporter final : public StreamLoop {
   // Managed fleet-wide limits: the reporter also carries `quota`'s accounts (quota.proto) and
   // hands it the grants. Set before Start; must outlive this.
   void set_quota(fleet::QuotaClient* quota) { quota_ = quota; }
-  // Sends the quota account now rather than at the next 100 ms tick (a lease ran dry). Any
-  // thread.
+  // Sends the quota account now rather than at the next 100 ms tick (a lease ran dry), through
+  // the same ReportNudge an ejection uses. Any thread.
   void Wake();
 
  private:
@@ -180,7 +177,6 @@ class LoadReporter final : public StreamLoop {
   std::shared_ptr<const proxy::LoadStats> reported_load_ ABSL_GUARDED_BY(mu_);
   std::chrono::system_clock::time_point interval_start_ ABSL_GUARDED_BY(mu_);
   fleet::QuotaClient* quota_ = nullptr;
-  bool wake_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace berry::managed

@@ -98,6 +98,9 @@ struct Exchange : Admitted {
   // A backend whose dialect cannot express the request (an OpenAI field with no Anthropic
   // equivalent): the 400 the client gets if no other backend answers.
   std::optional<ErrorReply> dialect_error;
+  // Backends in `tried` that were never sent the request because their dialect could not express
+  // it: not attempts, so they spend no retry and make no pick after them a retry.
+  uint32_t dialect_refusals = 0;
 };
 
 inline constexpr std::string_view kChatCompletionsPath = "/v1/chat/completions";

@@ -135,7 +135,8 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
     *error = std::string(pick.status().message());
     return nullptr;
   }
-  stats_.CountPick(exchange, pick->panic, !exchange.tried.empty());
+  stats_.CountPick(exchange, pick->panic,
+                   /*retry=*/exchange.tried.size() > exchange.dialect_refusals);
   exchange.tried.push_back(pick->backend->index());
   return pick->backend;
 }
@@ -161,12 +162,13 @@ ErrorReply ProxyHandler::FailureReply(Exchange& exchange, std::string_view pick_
   if (exchange.last_timed_out) {
     return {504, openai::ErrorJson(ErrorKind::kUpstreamTimeout,
                                    absl::StrCat("no backend answered in time after ",
-                                                exchange.tried.size(), " attempt(s)"))};
+                                                exchange.tried.size() - exchange.dialect_refusals,
+                                                " attempt(s)"))};
   }
-  return {502,
-          openai::ErrorJson(ErrorKind::kBadGateway,
-                            absl::StrCat("no backend could be reached after ",
-                                         exchange.tried.size(), " attempt(s): ", exchange.error))};
+  return {502, openai::ErrorJson(ErrorKind::kBadGateway,
+                                 absl::StrCat("no backend could be reached after ",
+                                              exchange.tried.size() - exchange.dialect_refusals,
+                                              " attempt(s): ", exchange.error))};
 }
 
 // The hot path keeps its coroutine frame small (what is decided without waiting is done in
@@ -186,7 +188,9 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   }
   const uint32_t max_attempts = exchange.generation->settings().max_retries() + 1;
   std::string pick_error;
-  for (uint32_t attempt = 0; attempt < max_attempts; ++attempt) {
+  // A backend refused for its dialect was never sent the request: no attempt spent (each one
+  // joins exchange.tried, so this ends).
+  while (exchange.tried.size() - exchange.dialect_refusals < max_attempts) {
     const selection::CompiledBackend* backend = PickBackend(exchange, &pick_error);
     if (backend == nullptr) {
       break;

@@ -77,6 +77,7 @@ net::awaitable<void> UpstreamAttempt::Run(Exchange& exchange,
     exchange.dialect_error = ErrorReply{
         400, openai::ErrorJson(openai::ErrorKind::kInvalidRequest, error->message, error->param)};
     exchange.error = error->message;
+    ++exchange.dialect_refusals;
     co_return;
   }
 

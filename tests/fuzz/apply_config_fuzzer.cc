@@ -47,7 +47,6 @@ berry::control_plane::ConfigSource& Source() {
   return *source;
 }
 
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -72,7 +71,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   for (const auto& provider : after.providers()) {
     const std::string& key = provider.api_key;
-    if (key.size() >= 10 && key.find("SECRET") != std::string::npos && berry::fuzz::Count(text, key) == 1) {
+    if (key.size() >= 10 && key.find("SECRET") != std::string::npos &&
+        berry::fuzz::Count(text, key) == 1) {
       FUZZ_CHECK(redacted.find(key) == std::string::npos);
       for (const auto& line : diff) {
         FUZZ_CHECK(line.find(key) == std::string::npos);

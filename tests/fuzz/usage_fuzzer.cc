@@ -32,7 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(usage_object != nullptr);
   }
   if (usage_object != nullptr && berry::fuzz::Count(json, "\"usage\"") == 1 &&
-      berry::fuzz::Count(json, "\"prompt_tokens\"") == 1 && json.find('\\') == std::string_view::npos) {
+      berry::fuzz::Count(json, "\"prompt_tokens\"") == 1 &&
+      json.find('\\') == std::string_view::npos) {
     const auto* prompt = usage_object->if_contains("prompt_tokens");
     if (prompt != nullptr &&
         (prompt->is_uint64() || (prompt->is_int64() && prompt->as_int64() >= 0))) {

@@ -66,11 +66,8 @@ class FleetEject : public FleetTest {
   void StartAndWarmUp() {
     StartFleet(DefaultsConfig());
     ASSERT_FALSE(HasFatalFailure());
-    for (const auto& proxy : proxies_) {
-      ASSERT_TRUE(WaitUntil([&] { return proxy->ReadyzStatus() == 200; }, kConvergeTimeout))
-          << proxy->options.node_id << ":\n"
-          << proxy->process->err();
-    }
+    WaitEveryProxyReady();
+    ASSERT_FALSE(HasFatalFailure());
     for (size_t i = 1; i < proxies_.size(); ++i) {
       ASSERT_TRUE(WaitUntil([&] { return ServedBy(*proxies_[i]) == "b"; }, 10s, 0ms))
           << proxies_[i]->options.node_id << " never sends b traffic";

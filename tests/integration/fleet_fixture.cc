@@ -469,6 +469,14 @@ std::string FleetTest::WaitForEveryProxyToHold(
   return held ? version : std::string();
 }
 
+void FleetTest::WaitEveryProxyReady() {
+  for (const auto& proxy : proxies_) {
+    ASSERT_TRUE(WaitUntil([&] { return proxy->ReadyzStatus() == 200; }, kConvergeTimeout))
+        << proxy->options.node_id << " never got a table:\n"
+        << proxy->process->err();
+  }
+}
+
 std::string FleetTest::WaitConverged() {
   return WaitForEveryProxyToHold(
       [](const berry::v1::RouteTable& table) {

@@ -208,6 +208,9 @@ class FleetTest : public ::testing::Test {
   void StartFleet(const std::string& toml,
                   const std::vector<std::vector<std::string>>& proxy_flags = {{}, {}, {}});
 
+  // Waits until every proxy answers /readyz with 200 (it holds a table); a failure names the
+  // proxy that never did, with its log. Check HasFatalFailure() after it.
+  void WaitEveryProxyReady();
   // Waits until every proxy holds (has applied, persisted and ACKed) the table in force, and
   // `wanted` holds for it; returns its version (empty, with a failure, on timeout).
   std::string WaitForEveryProxyToHold(

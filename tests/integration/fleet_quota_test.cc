@@ -38,11 +38,8 @@ absl::StatusOr<test_support::HttpResponse> AliceChat(const Proxy& proxy) {
 TEST_F(FleetQuota, ThreeProxiesTogetherAdmitOneLimitRoundRobinThenAllOnOne) {
   StartFleet(ChatOnA() + AliceToml(120));
   ASSERT_FALSE(HasFatalFailure());
-  for (const auto& proxy : proxies_) {
-    ASSERT_TRUE(WaitUntil([&] { return proxy->ReadyzStatus() == 200; }, kConvergeTimeout))
-        << proxy->options.node_id << " never got a table:\n"
-        << proxy->process->err();
-  }
+  WaitEveryProxyReady();
+  ASSERT_FALSE(HasFatalFailure());
   // Each proxy asks for its first lease as soon as it holds the table; the control plane grants
   // once its rebuild period (5 s after its start) is over. Until then a proxy is on its fallback
   // share, which this test is not about.

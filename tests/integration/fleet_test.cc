@@ -72,11 +72,8 @@ class ClientLoop {
 TEST_F(Fleet, TrafficFlowsThroughEveryProxy) {
   StartFleet(ChatOnA());
   ASSERT_FALSE(HasFatalFailure());
-  for (const auto& proxy : proxies_) {
-    ASSERT_TRUE(WaitUntil([&] { return proxy->ReadyzStatus() == 200; }, kConvergeTimeout))
-        << proxy->options.node_id << " never got a table:\n"
-        << proxy->process->err();
-  }
+  WaitEveryProxyReady();
+  ASSERT_FALSE(HasFatalFailure());
 
   for (const auto& proxy : proxies_) {
     auto response = Chat(proxy->url, "chat");

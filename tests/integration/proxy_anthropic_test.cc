@@ -239,6 +239,27 @@ TEST(ProxyAnthropic, FieldsWithNoEquivalentAreRefusedWithoutCallingTheProvider) 
   EXPECT_EQ(mock->messages_served(), 0);
 }
 
+// A backend whose dialect cannot express the request was never sent it: the next backend is
+// tried even with no retries allowed, and nothing counts as a retry.
+TEST(ProxyAnthropic, AFieldAnthropicCannotExpressGoesToAnOpenAiBackendWithoutSpendingARetry) {
+  auto anthropic = StartAnthropic();
+  auto openai = StartMock("acme");
+  auto proxy =
+      StartProxy(SettingsToml("max_retries = 0") + MixedFailoverConfig(*anthropic, *openai));
+
+  const HttpResponse response = Post(*proxy, "/v1/chat/completions", ChatBody("chat", R"(,"n":3)"));
+  ASSERT_EQ(response.status, 200) << response.body;
+  EXPECT_EQ(anthropic->requests().size(), 0u);
+  ASSERT_EQ(openai->requests().size(), 1u);
+  EXPECT_EQ(openai->requests()[0].model, "up-model");
+  EXPECT_EQ(Scrape(*proxy).Value("berry_retries_total", {{"model", "chat"}}), 0);
+
+  // Without the field, Anthropic (first in the failover order) serves it.
+  EXPECT_EQ(Chat(*proxy, "chat").status, 200);
+  EXPECT_EQ(anthropic->messages_served(), 1);
+  EXPECT_EQ(openai->requests().size(), 1u);
+}
+
 TEST(ProxyAnthropic, OverloadedAnthropicFailsOverToAnOpenAiBackend) {
   auto anthropic = StartAnthropic();
   anthropic->SetBehavior(AnthropicBehavior::Error(529, "overloaded_error", "Overloaded"));

@@ -134,6 +134,37 @@ ProxyProcess StartProxyProcess(const ConfigFile& config, std::vector<std::string
   return proxy;
 }
 
+// The setup most tests here share: a mock provider called `mock_name` (with `mock_flags`),
+// "chat" served by it alone, and a proxy on that config (with `proxy_flags`, `env` and
+// `blocked_signals` as StartProxyProcess takes them). Members are destroyed proxy first.
+struct ChatProxy {
+  MockProcess mock;
+  ConfigFile config;
+  ProxyProcess proxy;
+
+  // Why the proxy has no URL: the mock's or the proxy's log.
+  std::string Log() const {
+    if (mock.base_url.empty()) {
+      return mock.process ? mock.process->err() : "the mock did not start";
+    }
+    return proxy.process ? proxy.process->err() : "the proxy did not start";
+  }
+};
+
+std::unique_ptr<ChatProxy> StartChatProxy(std::string_view mock_name,
+                                          std::vector<std::string> mock_flags = {},
+                                          std::vector<std::string> proxy_flags = {},
+                                          const std::vector<std::string>& env = {},
+                                          const std::vector<int>& blocked_signals = kMainsSignals) {
+  auto setup = std::make_unique<ChatProxy>();
+  setup->mock = StartMockProcess(mock_name, std::move(mock_flags));
+  if (!setup->mock.base_url.empty()) {
+    setup->config.Write(ChatConfig(setup->mock.base_url));
+    setup->proxy = StartProxyProcess(setup->config, std::move(proxy_flags), env, blocked_signals);
+  }
+  return setup;
+}
+
 std::string ChatBody(std::string_view model, std::string_view extra = "") {
   return absl::StrCat(R"({"model":")", std::string(model),
                       R"(","messages":[{"role":"user","content":"hi"}])", std::string(extra), "}");
@@ -225,14 +256,10 @@ TEST(ProxyProcess, InvalidConfigExitsOneBeforeListeningAndPrintsEveryError) {
 }
 
 TEST(ProxyProcess, ServesAndPrintsTheListeningLineAndAccessLog) {
-  MockProcess mock = StartMockProcess("one");
-  ASSERT_FALSE(mock.base_url.empty()) << (mock.process ? mock.process->err() : "");
-  ConfigFile config;
-  config.Write(ChatConfig(mock.base_url));
+  const auto setup = StartChatProxy("one");
+  ProxyProcess& proxy = setup->proxy;
 
-  ProxyProcess proxy = StartProxyProcess(config);
-
-  ASSERT_TRUE(proxy.url.starts_with("http://127.0.0.1:")) << proxy.process->err();
+  ASSERT_TRUE(proxy.url.starts_with("http://127.0.0.1:")) << setup->Log();
   EXPECT_NE(proxy.url, "http://127.0.0.1:0");
   auto response = Chat(proxy.url, "chat");
   ASSERT_TRUE(response.ok()) << response.status();
@@ -289,12 +316,9 @@ double Sample(const std::string& exposition, const std::string& name) {
 }
 
 TEST(ProxyProcess, ConnectionsBeyondMaxConnectionsAre503AndTheOpenOnesKeepBeingServed) {
-  MockProcess mock = StartMockProcess("one");
-  ASSERT_FALSE(mock.base_url.empty());
-  ConfigFile config;
-  config.Write(ChatConfig(mock.base_url));
-  ProxyProcess proxy = StartProxyProcess(config, {"--max-connections", "2"});
-  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+  const auto setup = StartChatProxy("one", {}, {"--max-connections", "2"});
+  ProxyProcess& proxy = setup->proxy;
+  ASSERT_FALSE(proxy.url.empty()) << setup->Log();
 
   // Two kept-alive connections, each answered once: both are open and counted.
   std::vector<std::unique_ptr<test_support::HttpConnection>> open;
@@ -465,13 +489,10 @@ TEST(ProxyProcess, ConfigKeysWithoutEffectAreLoggedAsWarningsAtStartAndOnSighup)
 }
 
 TEST(ProxyProcess, SigtermLetsAStreamInFlightFinishThenExitsZero) {
-  MockProcess mock =
-      StartMockProcess("slow", {"--stream-events", "6", "--stream-interval-ms", "200"});
-  ASSERT_FALSE(mock.base_url.empty());
-  ConfigFile config;
-  config.Write(ChatConfig(mock.base_url));
-  ProxyProcess proxy = StartProxyProcess(config, {"--drain-seconds", "20"});
-  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+  const auto setup = StartChatProxy("slow", {"--stream-events", "6", "--stream-interval-ms", "200"},
+                                    {"--drain-seconds", "20"});
+  ProxyProcess& proxy = setup->proxy;
+  ASSERT_FALSE(proxy.url.empty()) << setup->Log();
 
   std::atomic<bool> started{false};
   absl::StatusOr<StreamedResponse> streamed;
@@ -507,13 +528,10 @@ TEST(ProxyProcess, SigtermLetsAStreamInFlightFinishThenExitsZero) {
 // connections keep arriving until that propagates. With --shutdown-delay-seconds the proxy turns
 // not-ready at once but keeps serving through the delay, then drains and exits.
 TEST(ProxyProcess, SigtermWithAShutdownDelayTurnsNotReadyAtOnceAndKeepsServing) {
-  MockProcess mock = StartMockProcess("mock");
-  ASSERT_FALSE(mock.base_url.empty());
-  ConfigFile config;
-  config.Write(ChatConfig(mock.base_url));
-  ProxyProcess proxy =
-      StartProxyProcess(config, {"--shutdown-delay-seconds", "2", "--drain-seconds", "5"});
-  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+  const auto setup =
+      StartChatProxy("mock", {}, {"--shutdown-delay-seconds", "2", "--drain-seconds", "5"});
+  ProxyProcess& proxy = setup->proxy;
+  ASSERT_FALSE(proxy.url.empty()) << setup->Log();
   auto ready = test_support::Fetch(HttpRequest::Get(proxy.url + "/readyz"));
   ASSERT_TRUE(ready.ok()) << ready.status();
   ASSERT_EQ(ready->status, 200);
@@ -545,12 +563,9 @@ TEST(ProxyProcess, SigtermWithAShutdownDelayTurnsNotReadyAtOnceAndKeepsServing) 
 }
 
 TEST(ProxyProcess, SecondSigtermSkipsTheRestOfTheShutdownDelay) {
-  MockProcess mock = StartMockProcess("mock");
-  ASSERT_FALSE(mock.base_url.empty());
-  ConfigFile config;
-  config.Write(ChatConfig(mock.base_url));
-  ProxyProcess proxy = StartProxyProcess(config, {"--shutdown-delay-seconds", "120"});
-  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+  const auto setup = StartChatProxy("mock", {}, {"--shutdown-delay-seconds", "120"});
+  ProxyProcess& proxy = setup->proxy;
+  ASSERT_FALSE(proxy.url.empty()) << setup->Log();
 
   proxy.process->Signal(SIGTERM);
   ASSERT_TRUE(proxy.process->WaitForErr("not ready, still serving", 10s)) << proxy.process->err();
@@ -571,13 +586,10 @@ TEST(ProxyProcess, SecondSigtermSkipsTheRestOfTheShutdownDelay) {
 // SIGSEGV instead of 0.
 // Fixed in 26ac1ad (Handler::Shutdown): passes; belongs in ProxyProcess.
 TEST(RegressionProcessExit, ExitsZeroOnSigtermAfterRelayingWithFreedMemoryOverwritten) {
-  MockProcess mock = StartMockProcess("one");
-  ASSERT_FALSE(mock.base_url.empty());
-  ConfigFile config;
-  config.Write(ChatConfig(mock.base_url));
-  ProxyProcess proxy = StartProxyProcess(
-      config, {}, {"GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"});
-  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+  const auto setup = StartChatProxy(
+      "one", {}, {}, {"GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"});
+  ProxyProcess& proxy = setup->proxy;
+  ASSERT_FALSE(proxy.url.empty()) << setup->Log();
   for (int i = 0; i < 4; ++i) {  // likely both workers end up with a pooled connection
     auto response = Chat(proxy.url, "chat");
     ASSERT_TRUE(response.ok()) << response.status();
@@ -602,12 +614,9 @@ TEST(RegressionProcessExit, ExitsZeroOnSigtermAfterRelayingWithFreedMemoryOverwr
 // confirms the cause. Fix: block the signals first thing in main(), before anything can start a
 // thread, or create the credentials only in managed mode and after the mask.
 TEST(RegressionProcessSignals, BurstOfSighupsReloadsAndNeverKillsTheProxy) {
-  MockProcess mock = StartMockProcess("one");
-  ASSERT_FALSE(mock.base_url.empty());
-  ConfigFile config;
-  config.Write(ChatConfig(mock.base_url));
-  ProxyProcess proxy = StartProxyProcess(config, {}, {}, /*blocked_signals=*/{});
-  ASSERT_FALSE(proxy.url.empty()) << proxy.process->err();
+  const auto setup = StartChatProxy("one", {}, {}, {}, /*blocked_signals=*/{});
+  ProxyProcess& proxy = setup->proxy;
+  ASSERT_FALSE(proxy.url.empty()) << setup->Log();
   ASSERT_TRUE(WaitUntilServedBy(proxy.url, "chat", "one"));
 
   // SIGHUPs every 100 us for up to 2 s (the burst's shape, not a synchronisation): some land
