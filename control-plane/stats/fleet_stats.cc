@@ -15,11 +15,6 @@ namespace {
 // A ring longer than this is a configuration mistake (a window of hours in seconds).
 constexpr int64_t kMaxRingSize = 4096;
 
-uint64_t Completed(const v1::BackendStats& stats) {
-  return stats.succeeded() + stats.failed_connect() + stats.failed_timeout() + stats.failed_5xx() +
-         stats.failed_429() + stats.failed_stream_broken();
-}
-
 LatencySummary Summarise(const metrics::Histogram& histogram) {
   const metrics::HistogramCounts read = metrics::ReadHistogram(histogram);
   LatencySummary summary;
@@ -142,7 +137,7 @@ absl::StatusOr<uint64_t> FleetStats::Fold(const v1::StreamLoadReportsRequest& re
   const ReportLedger::FoldOutcome outcome = ledger_.Fold(report, node_id, *interval_start, now);
   if (outcome.folded) {
     for (const v1::BackendStats& stats : report.backend_stats()) {
-      const uint64_t completed = Completed(stats);
+      const uint64_t completed = load_report::Completed(stats);
       health_.Record(stats.backend_id(), stats.succeeded(), completed,
                      stats.issued() > 0 || completed > 0, now);
       if (stats.has_ejected_for()) {

@@ -133,7 +133,9 @@ bool HealthModel::Tracks(std::string_view backend_id) const {
   return backends_.contains(strings::Absl(backend_id));
 }
 
-void HealthModel::Forget(std::string_view backend_id) { backends_.erase(strings::Absl(backend_id)); }
+void HealthModel::Forget(std::string_view backend_id) {
+  backends_.erase(strings::Absl(backend_id));
+}
 
 void HealthModel::SetProviderProbe(std::string_view provider_id, std::optional<bool> healthy) {
   if (healthy.has_value()) {

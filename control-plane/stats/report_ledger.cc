@@ -76,15 +76,7 @@ ReportLedger::FoldOutcome ReportLedger::Fold(const v1::StreamLoadReportsRequest&
 
   for (const v1::BackendStats& stats : report.backend_stats()) {
     BackendTotals& backend = backends_[stats.backend_id()];
-    backend.issued += stats.issued();
-    backend.succeeded += stats.succeeded();
-    backend.failed_connect += stats.failed_connect();
-    backend.failed_timeout += stats.failed_timeout();
-    backend.failed_5xx += stats.failed_5xx();
-    backend.failed_429 += stats.failed_429();
-    backend.failed_stream_broken += stats.failed_stream_broken();
-    backend.prompt_tokens += stats.prompt_tokens();
-    backend.completion_tokens += stats.completion_tokens();
+    backend.Add(stats);
     for (const auto& [delta, into] : {std::pair{&stats.latency(), backend.latency.get()},
                                       {&stats.ttfb(), backend.ttfb.get()}}) {
       if (FoldLatencyHistogram(*delta, *into) == HistogramFold::kIncompatible) {

@@ -15,28 +15,14 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "berry/v1/discovery.pb.h"
+#include "common/load_report/attempt_counts.h"
 #include "common/metrics/metrics.h"
 
 namespace berry::control_plane {
 
 // Attempt and token counts of one backend, summed over every proxy since the control plane
-// started.
-struct AttemptCounts {
-  uint64_t issued = 0;
-  uint64_t succeeded = 0;
-  uint64_t failed_connect = 0;
-  uint64_t failed_timeout = 0;
-  uint64_t failed_5xx = 0;
-  uint64_t failed_429 = 0;
-  uint64_t failed_stream_broken = 0;
-  uint64_t prompt_tokens = 0;
-  uint64_t completion_tokens = 0;
-
-  // Every failure class added up.
-  uint64_t failed() const {
-    return failed_connect + failed_timeout + failed_5xx + failed_429 + failed_stream_broken;
-  }
-};
+// started (the struct a proxy's load reporter counts with).
+using load_report::AttemptCounts;
 
 // One backend's totals, summed over every proxy.
 struct BackendTotals : AttemptCounts {

@@ -312,25 +312,14 @@ void LoadReporter::CollectLocked() {
     const bool new_cooldown = cooldown_until > now_ns && cooldown_until != entry.cooldown_until_ns;
     entry.ejection_end_ns = ejection_end;
     entry.cooldown_until_ns = cooldown_until;
-    if (!new_ejection && !new_cooldown && totals.issued == previous.issued &&
-        totals.succeeded == previous.succeeded && totals.latency_sum == previous.latency_sum &&
-        totals.ttfb_sum == previous.ttfb_sum &&
-        totals.failed_connect + totals.failed_timeout + totals.failed_5xx + totals.failed_429 +
-                totals.failed_stream_broken ==
-            previous.failed_connect + previous.failed_timeout + previous.failed_5xx +
-                previous.failed_429 + previous.failed_stream_broken &&
-        in_flight == 0) {
+    if (!new_ejection && !new_cooldown && in_flight == 0 &&
+        static_cast<const load_report::AttemptCounts&>(totals) == previous &&
+        totals.latency_sum == previous.latency_sum && totals.ttfb_sum == previous.ttfb_sum) {
       continue;
     }
     v1::BackendStats* stats = report.add_backend_stats();
     stats->set_backend_id(id);
-    stats->set_issued(totals.issued - previous.issued);
-    stats->set_succeeded(totals.succeeded - previous.succeeded);
-    stats->set_failed_connect(totals.failed_connect - previous.failed_connect);
-    stats->set_failed_timeout(totals.failed_timeout - previous.failed_timeout);
-    stats->set_failed_5xx(totals.failed_5xx - previous.failed_5xx);
-    stats->set_failed_429(totals.failed_429 - previous.failed_429);
-    stats->set_failed_stream_broken(totals.failed_stream_broken - previous.failed_stream_broken);
+    totals.WriteDelta(previous, *stats);
     stats->set_in_flight(in_flight);
     if (new_ejection) {
       *stats->mutable_ejected_for() = TimeUtil::NanosecondsToDuration(ejection_end - now_ns);
@@ -338,8 +327,6 @@ void LoadReporter::CollectLocked() {
     if (new_cooldown) {
       *stats->mutable_cooldown_for() = TimeUtil::NanosecondsToDuration(cooldown_until - now_ns);
     }
-    stats->set_prompt_tokens(totals.prompt_tokens - previous.prompt_tokens);
-    stats->set_completion_tokens(totals.completion_tokens - previous.completion_tokens);
     fill_histogram(stats->mutable_latency(), totals.latency_counts, previous.latency_counts,
                    totals.latency_sum, previous.latency_sum);
     fill_histogram(stats->mutable_ttfb(), totals.ttfb_counts, previous.ttfb_counts, totals.ttfb_sum,

@@ -19,6 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/load_report/attempt_counts.h"
 #include "common/metrics/metrics.h"
 #include "common/selection/snapshot.h"
 #include "data-plane/outlier/outlier_detector.h"
@@ -31,16 +32,7 @@ using LatencyCounts = std::array<uint64_t, metrics::kLatencyBuckets.size() + 1>;
 class alignas(64) BackendLoad {
  public:
   // What a report needs, read at one moment.
-  struct Totals {
-    uint64_t issued = 0;
-    uint64_t succeeded = 0;
-    uint64_t failed_connect = 0;
-    uint64_t failed_timeout = 0;
-    uint64_t failed_5xx = 0;
-    uint64_t failed_429 = 0;
-    uint64_t failed_stream_broken = 0;
-    uint64_t prompt_tokens = 0;
-    uint64_t completion_tokens = 0;
+  struct Totals : load_report::AttemptCounts {
     LatencyCounts latency_counts{};
     double latency_sum = 0;
     LatencyCounts ttfb_counts{};

@@ -24,7 +24,7 @@ using Clock = std::chrono::steady_clock;
 struct Tier {
   std::string id;
   std::string base_url;
-  std::string extra;
+  std::string extra = "";
   std::vector<std::pair<std::string, double>> backends = {{"up-model", 1}};
 };
 

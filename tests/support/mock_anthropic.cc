@@ -139,7 +139,7 @@ std::vector<std::string> StreamEvents(const AnthropicBehavior& b, std::string_vi
                                                                    {"name", b.tool_name},
                                                                    {"input", bj::object()}}}}));
     const size_t half = b.tool_input.size() / 2;
-    for (const std::string piece :
+    for (const std::string& piece :
          {std::string(), b.tool_input.substr(0, half), b.tool_input.substr(half)}) {
       events.push_back(
           Event("content_block_delta", bj::object{{"type", "content_block_delta"},

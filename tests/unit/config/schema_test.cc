@@ -106,9 +106,10 @@ enabled = false
 // What reading the emitted text must give back: the same config, except keys with no effect,
 // which are never emitted and so read back as their defaults.
 Settings WithoutNoEffectKeys(Settings settings) {
+  static const Settings defaults;
   for (const Field<Settings>& field : kSettingsFields) {
     if (!field.rule.no_effect.empty()) {
-      std::visit([&](auto member) { settings.*member = Settings{}.*member; }, field.member);
+      std::visit([&](auto member) { settings.*member = defaults.*member; }, field.member);
     }
   }
   return settings;

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "berry/v1/discovery.pb.h"
 #include "berry/v1/route_table.pb.h"
+#include "common/load_report/attempt_counts.h"
 #include "common/metrics/metrics.h"
 #include "control-plane/stats/fleet_stats.h"
 #include "control-plane/stats/latency_histogram.h"
@@ -25,6 +26,43 @@ namespace berry::control_plane {
 namespace {
 
 namespace v1 = berry::v1;
+
+// The proxy's totals, reported as deltas (WriteDelta) and added up by the control plane (Add),
+// come back whole: every counter of the protocol on both ends.
+TEST(AttemptCounts, DeltasWrittenByAProxyAddUpToItsTotals) {
+  load_report::AttemptCounts earlier{.issued = 10,
+                                     .succeeded = 6,
+                                     .failed_connect = 1,
+                                     .failed_timeout = 1,
+                                     .failed_5xx = 1,
+                                     .failed_429 = 0,
+                                     .failed_stream_broken = 1,
+                                     .prompt_tokens = 100,
+                                     .completion_tokens = 50};
+  load_report::AttemptCounts now = earlier;
+  now.issued += 7;
+  now.succeeded += 2;
+  now.failed_connect += 1;
+  now.failed_timeout += 3;
+  now.failed_5xx += 4;
+  now.failed_429 += 5;
+  now.failed_stream_broken += 6;
+  now.prompt_tokens += 7;
+  now.completion_tokens += 8;
+
+  v1::BackendStats first;
+  earlier.WriteDelta(load_report::AttemptCounts{}, first);
+  v1::BackendStats second;
+  now.WriteDelta(earlier, second);
+  EXPECT_EQ(second.failed_429(), 5u);
+  EXPECT_EQ(load_report::Completed(second), 2u + 1 + 3 + 4 + 5 + 6);
+
+  load_report::AttemptCounts folded;
+  folded.Add(first);
+  folded.Add(second);
+  EXPECT_EQ(folded, now);
+  EXPECT_EQ(folded.failed(), 2u + 4 + 5 + 5 + 7);
+}
 
 constexpr char kBackendA[] = "chat/p1/model-a";
 constexpr char kBackendB[] = "chat/p2/model-b";
