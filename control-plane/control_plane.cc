@@ -107,10 +107,13 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(ControlPlaneO
                          self->ConfigChanged();
                          self->Publish();
                        }});
-  plane->endpoints_ = StatusEndpoints{[self] { return self->publisher_.Current() != nullptr; },
-                                      [self] { return self->RenderMetrics(); },
-                                      [self] { return self->ProxiesJson(); },
-                                      [self] { return self->BackendsJson(); }};
+  plane->endpoints_.ready = [self] {
+    const bool ready = self->publisher_.Current() != nullptr;
+    return server::Readiness{ready, ready ? R"({"status":"ready"})" : R"({"status":"not ready"})"};
+  };
+  plane->endpoints_.metrics = [self] { return self->RenderMetrics(); };
+  plane->endpoints_.json = {{"/proxies", [self] { return self->ProxiesJson(); }},
+                            {"/backends", [self] { return self->BackendsJson(); }}};
   return plane;
 }
 
@@ -192,7 +195,7 @@ absl::Status ControlPlane::Start() {
   http_options.threads = 1;
   auto http_server =
       server::HttpServer::Create(http_options, [this](int, server::net::io_context&) {
-        return std::make_unique<StatusHandler>(endpoints_);
+        return std::make_unique<server::StatusHandler>(endpoints_);
       });
   if (!http_server.ok()) {
     return http_server.status();

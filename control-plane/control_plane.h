@@ -32,13 +32,13 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/http/server.h"
+#include "common/http/status.h"
 #include "common/metrics/metrics.h"
 #include "control-plane/admin/admin_service.h"
 #include "control-plane/config_source/config_source.h"
 #include "control-plane/discovery/discovery_service.h"
 #include "control-plane/health/fleet_health_sink.h"
 #include "control-plane/health/health_checker.h"
-#include "control-plane/http_status.h"
 #include "control-plane/quota/quota_authority.h"
 #include "control-plane/stats/fleet_stats.h"
 
@@ -140,7 +140,7 @@ class ControlPlane {
   std::unique_ptr<QuotaAuthority> quota_;
   std::unique_ptr<DiscoveryService> discovery_;
   std::unique_ptr<admin::AdminService> admin_;
-  StatusEndpoints endpoints_;
+  server::StatusEndpoints endpoints_;
 
   // Serialises Publish.
   absl::Mutex publish_mu_;

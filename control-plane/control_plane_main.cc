@@ -38,11 +38,6 @@ struct Flags {
   std::string upstream_ca;
 };
 
-bool IsLoopback(const std::string& address) {
-  return address.starts_with("127.") || address.starts_with("localhost:") ||
-         address.starts_with("[::1]:");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -96,7 +91,7 @@ int main(int argc, char** argv) {
     std::cerr << "berry-control-plane: mTLS needs all of --tls-ca, --tls-cert and --tls-key\n";
     return 2;
   }
-  if (!tls && !flags.insecure && !IsLoopback(flags.grpc_listen)) {
+  if (!tls && !flags.insecure && !berry::cli::IsLoopbackAddress(flags.grpc_listen)) {
     std::cerr << "berry-control-plane: --grpc-listen " << flags.grpc_listen
               << " is not a loopback address: give --tls-ca/--tls-cert/--tls-key (route tables "
                  "carry provider keys) or --insecure\n";

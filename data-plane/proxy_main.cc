@@ -15,10 +15,12 @@
 #include "common/cli/flags.h"
 #include "common/cli/process.h"
 #include "common/config/config.h"
+#include "common/http/status.h"
 #include "common/log/log.h"
 #include "common/route_table/compile.h"
 #include "common/strings/views.h"
 #include "data-plane/managed/control_plane_client.h"
+#include "data-plane/proxy/local_endpoints.h"
 #include "data-plane/proxy/proxy_handler.h"
 
 namespace {
@@ -42,12 +44,23 @@ struct Flags {
   std::string tls_key;
   std::string allowed_upstream_hosts;
   int64_t max_connections = 10000;
+  bool insecure = false;
+  std::string admin_listen;
+  bool metrics_user_labels = false;
 };
 
-// Channel credentials for the control plane: mTLS when --tls-* is given, else plaintext.
+// Channel credentials for the control plane: mTLS when --tls-* is given, else plaintext — which
+// off loopback needs --insecure, as the control plane's own listener does.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ControlPlaneCredentials(
     const Flags& flags) {
   if (flags.tls_ca.empty() && flags.tls_cert.empty() && flags.tls_key.empty()) {
+    if (!flags.control_plane.empty() && !flags.insecure &&
+        !berry::cli::IsLoopbackAddress(flags.control_plane)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--control-plane ", flags.control_plane,
+          " is not a loopback address: give --tls-ca/--tls-cert/--tls-key (route tables carry "
+          "provider keys) or --insecure"));
+    }
     return grpc::InsecureChannelCredentials();
   }
   if (flags.tls_ca.empty() || flags.tls_cert.empty() || flags.tls_key.empty()) {
@@ -144,6 +157,13 @@ int main(int argc, char** argv) {
   set.String("tls-ca", &flags.tls_ca, "PEM CA the control plane's certificate must chain to");
   set.String("tls-cert", &flags.tls_cert, "PEM client certificate for the control plane (mTLS)");
   set.String("tls-key", &flags.tls_key, "PEM client key for the control plane (mTLS)");
+  set.String("admin-listen", &flags.admin_listen,
+             "HOST:PORT for /metrics, /healthz and /readyz apart from clients; /metrics then "
+             "leaves the client listener (default: everything on --listen)");
+  set.Bool("metrics-user-labels", &flags.metrics_user_labels,
+           "label berry_rate_limited_total by user id (default: one series for all users)");
+  set.Bool("insecure", &flags.insecure,
+           "allow a plaintext gRPC channel to a control plane that is not on loopback");
   set.String("allowed-upstream-hosts", &flags.allowed_upstream_hosts,
              "comma-separated hosts providers may live on; a table naming another is refused "
              "(NACKed in managed mode). Empty = any");
@@ -201,13 +221,23 @@ int main(int argc, char** argv) {
     std::cerr << "berry-proxy: " << address.status().message() << "\n";
     return 2;
   }
+  std::pair<std::string, uint16_t> admin_address;
+  if (!flags.admin_listen.empty()) {
+    auto parsed = berry::cli::ParseHostPort(flags.admin_listen, "--admin-listen");
+    if (!parsed.ok()) {
+      std::cerr << "berry-proxy: " << parsed.status().message() << "\n";
+      return 2;
+    }
+    admin_address = *std::move(parsed);
+  }
 
   RouteStore routes;
   if (!flags.allowed_upstream_hosts.empty()) {
     routes.set_allowed_upstream_hosts(
         absl::StrSplit(flags.allowed_upstream_hosts, ',', absl::SkipEmpty()));
   }
-  berry::proxy::ProxyMetrics metrics(routes);
+  berry::proxy::ProxyMetrics metrics(routes, {.on_client_listener = flags.admin_listen.empty(),
+                                              .user_labels = flags.metrics_user_labels});
   // Managed: per-user limits are held fleet-wide (README.md, "Fleet-wide rate limits"); the
   // request path wakes the load reporter when a lease runs dry.
   std::shared_ptr<berry::fleet::FleetStatus> fleet_status;
@@ -281,6 +311,35 @@ int main(int argc, char** argv) {
   }
   (*server)->Start();
   const std::string listening = absl::StrCat(options.host, ":", (*server)->port());
+
+  // --admin-listen: the status port, one thread of its own, up until the very end (a scraper or
+  // probe sees /readyz turn 503 through the shutdown delay and the drain).
+  berry::server::StatusEndpoints admin_endpoints;
+  std::unique_ptr<berry::server::HttpServer> admin_server;
+  if (!flags.admin_listen.empty()) {
+    admin_endpoints.ready = [&routes] {
+      const auto generation = routes.Current();
+      return berry::proxy::ProxyReadiness(routes, generation.get());
+    };
+    admin_endpoints.metrics = [&metrics] { return metrics.registry().Render(); };
+    berry::server::ServerOptions admin_options;
+    admin_options.host = admin_address.first;
+    admin_options.port = admin_address.second;
+    admin_options.threads = 1;
+    auto created = berry::server::HttpServer::Create(
+        admin_options, [&admin_endpoints](int, berry::server::net::io_context&) {
+          return std::make_unique<berry::server::StatusHandler>(admin_endpoints);
+        });
+    if (!created.ok()) {
+      std::cerr << "berry-proxy: --admin-listen: " << created.status().message() << "\n";
+      return 1;
+    }
+    admin_server = *std::move(created);
+    admin_server->Start();
+    const std::string admin = absl::StrCat(admin_options.host, ":", admin_server->port());
+    berry::log::Info("admin listening", {{"address", admin}});
+    std::printf("berry-proxy admin listening on http://%s\n", admin.c_str());
+  }
 
   std::unique_ptr<berry::managed::RouteSubscriber> subscriber;
   std::unique_ptr<berry::managed::LoadReporter> reporter;
@@ -389,6 +448,9 @@ int main(int argc, char** argv) {
                      {{"in_flight", std::to_string((*server)->active_requests())}});
   }
   (*server)->Stop();
+  if (admin_server != nullptr) {
+    admin_server->Stop();
+  }
   if (managed) {
     subscriber->Stop();
     wake_target.store(nullptr);

@@ -51,6 +51,24 @@ absl::StatusOr<std::pair<std::string, uint16_t>> ParseHostPort(const std::string
   return std::pair{host, static_cast<uint16_t>(port)};
 }
 
+bool IsLoopbackAddress(std::string_view address) {
+  if (address.starts_with("unix:") || address.starts_with("unix-abstract:")) {
+    return true;
+  }
+  for (const std::string_view scheme : {"dns:///", "dns:", "ipv4:", "ipv6:"}) {
+    if (address.starts_with(scheme)) {
+      address.remove_prefix(scheme.size());
+      break;
+    }
+  }
+  const size_t colon = address.rfind(':');
+  std::string_view host = colon == std::string_view::npos ? address : address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
 uint64_t RaiseOpenFileLimit() {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {

@@ -3,9 +3,9 @@
 #pragma once
 
 #include <csignal>
-
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -29,5 +29,10 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // errors.
 absl::StatusOr<std::pair<std::string, uint16_t>> ParseHostPort(const std::string& address,
                                                                const std::string& flag);
+
+// Whether a gRPC address (HOST:PORT, [V6]:PORT, an optional "dns:///" or "ipv4:"/"ipv6:"
+// scheme, or "unix:PATH") stays on this machine: localhost, 127.0.0.0/8, ::1 or a Unix socket.
+// Plaintext gRPC off loopback would carry route tables, and with them provider keys, in the clear.
+bool IsLoopbackAddress(std::string_view address);
 
 }  // namespace berry::cli

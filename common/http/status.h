@@ -1,34 +1,40 @@
-// The control plane's small HTTP side: /healthz, /readyz and /metrics, served by the same Beast
-// server the data plane uses. Threads: one handler per server worker.
+// A small HTTP side for a process's health and metrics: /healthz (and /health), /readyz,
+// /metrics, and any further GET paths that answer JSON. Served by HttpServer like everything
+// else; the control plane's --http-listen and berry-proxy's --admin-listen run it.
+// Threads: one handler per server worker; the endpoint functions are called on worker threads.
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 
 #include "common/http/server.h"
 
-namespace berry::control_plane {
+namespace berry::server {
 
-struct StatusEndpoints {
-  std::function<bool()> ready;            // /readyz: 200 when true
-  std::function<std::string()> metrics;   // /metrics body (Prometheus text 0.0.4)
-  std::function<std::string()> proxies;   // /proxies: JSON, every proxy and its ACK state
-  std::function<std::string()> backends;  // /backends: JSON, fleet statistics per backend
+struct Readiness {
+  bool ready = false;
+  std::string body;  // JSON, answered with 200 when ready, else 503
 };
 
-class StatusHandler final : public server::Handler {
+struct StatusEndpoints {
+  std::function<Readiness()> ready;      // /readyz
+  std::function<std::string()> metrics;  // /metrics body (Prometheus text 0.0.4)
+  // Further GET paths and the JSON they answer with (the control plane's /proxies, /backends).
+  std::map<std::string, std::function<std::string()>, std::less<>> json;
+};
+
+class StatusHandler final : public Handler {
  public:
   explicit StatusHandler(const StatusEndpoints& endpoints) : endpoints_(endpoints) {}
 
   uint64_t body_limit() override { return 1024; }
-  server::net::awaitable<void> Handle(server::Request& request,
-                                      server::Downstream& downstream) override;
-  server::net::awaitable<void> HandleBadRequest(server::http::status status,
-                                                std::string_view reason,
-                                                server::Downstream& downstream) override;
+  net::awaitable<void> Handle(Request& request, Downstream& downstream) override;
+  net::awaitable<void> HandleBadRequest(http::status status, std::string_view reason,
+                                        Downstream& downstream) override;
 
  private:
   const StatusEndpoints& endpoints_;
 };
 
-}  // namespace berry::control_plane
+}  // namespace berry::server

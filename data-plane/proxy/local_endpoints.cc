@@ -13,6 +13,19 @@ namespace berry::proxy {
 
 using openai::ErrorKind;
 
+server::Readiness ProxyReadiness(const RouteStore& routes, const RouteGeneration* generation) {
+  if (routes.shutting_down()) {
+    return {false, R"({"status":"not ready","reason":"shutting down"})"};
+  }
+  if (generation == nullptr) {
+    return {false, R"({"status":"not ready","reason":"no route table loaded"})"};
+  }
+  std::string body = R"({"status":"ready","version":)";
+  json::AppendJsonString(body, generation->version());
+  body += "}";
+  return {true, std::move(body)};
+}
+
 net::awaitable<void> LocalEndpoints::Serve(Exchange& exchange) {
   const std::string_view path = exchange.path;
   const http::verb method = exchange.request.method();
@@ -33,30 +46,22 @@ net::awaitable<void> LocalEndpoints::Serve(Exchange& exchange) {
     co_await Send(exchange, response);
   };
 
-  exchange.local_endpoint =
-      path == "/healthz" || path == "/health" || path == "/readyz" || path == "/metrics";
+  const bool metrics = path == "/metrics" && metrics_.exposure().on_client_listener;
+  exchange.local_endpoint = path == "/healthz" || path == "/health" || path == "/readyz" || metrics;
   if (path == "/healthz" || path == "/health") {
     co_await json_reply(http::status::ok, R"({"status":"ok"})");
     co_return;
   }
   if (path == "/readyz") {
-    if (routes_.shutting_down()) {
-      exchange.error = "shutting down";
-      co_await json_reply(http::status::service_unavailable,
-                          R"({"status":"not ready","reason":"shutting down"})");
-    } else if (exchange.generation == nullptr) {
-      exchange.error = "no route table loaded";
-      co_await json_reply(http::status::service_unavailable,
-                          R"({"status":"not ready","reason":"no route table loaded"})");
-    } else {
-      std::string body = R"({"status":"ready","version":)";
-      json::AppendJsonString(body, exchange.generation->version());
-      body += "}";
-      co_await json_reply(http::status::ok, std::move(body));
+    server::Readiness readiness = ProxyReadiness(routes_, exchange.generation);
+    if (!readiness.ready) {
+      exchange.error = routes_.shutting_down() ? "shutting down" : "no route table loaded";
     }
+    co_await json_reply(readiness.ready ? http::status::ok : http::status::service_unavailable,
+                        std::move(readiness.body));
     co_return;
   }
-  if (path == "/metrics") {
+  if (metrics) {
     Response response{http::status::ok, 11};
     response.set(http::field::content_type, metrics::kContentType);
     response.body() = metrics_.registry().Render();

@@ -1,6 +1,7 @@
 // What berry-proxy answers itself, without an upstream: /healthz (and /health), /readyz,
-// /metrics, GET /v1/models[/{id}], CORS preflights (OPTIONS /v1/*), 405 for a relayed path
-// called with another method than POST, and 404 for any other path.
+// /metrics (unless an --admin-listen serves it instead), GET /v1/models[/{id}], CORS preflights
+// (OPTIONS /v1/*), 405 for a relayed path called with another method than POST, and 404 for any
+// other path.
 //
 // Threads: one LocalEndpoints per worker; RouteStore and ProxyMetrics are shared and
 // thread-safe.
@@ -8,11 +9,15 @@
 
 #include <string_view>
 
+#include "common/http/status.h"
 #include "data-plane/proxy/exchange.h"
 #include "data-plane/proxy/proxy_metrics.h"
 #include "data-plane/proxy/route_store.h"
 
 namespace berry::proxy {
+
+// /readyz: ready once a route table is loaded (`generation`, the one in force), until shutdown.
+server::Readiness ProxyReadiness(const RouteStore& routes, const RouteGeneration* generation);
 
 class LocalEndpoints {
  public:

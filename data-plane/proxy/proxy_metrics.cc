@@ -37,7 +37,8 @@ std::string Label(const selection::CompiledBackend* backend) {
 
 }  // namespace
 
-ProxyMetrics::ProxyMetrics(const RouteStore& routes) {
+ProxyMetrics::ProxyMetrics(const RouteStore& routes, MetricsExposure exposure)
+    : exposure_(exposure) {
   const std::vector<double> latency = metrics::DefaultLatencyBuckets();
   requests = Must(registry_.AddCounter(
       "berry_requests_total", "Requests answered, by custom model, backend and HTTP status.",
@@ -77,8 +78,9 @@ ProxyMetrics::ProxyMetrics(const RouteStore& routes) {
                                      "Tokens reported by upstream `usage`, by kind (prompt, "
                                      "completion).",
                                      {"model", "backend", "kind"}));
-  rate_limited = Must(registry_.AddCounter("berry_rate_limited_total",
-                                           "Requests refused by a per-user rate limit.", {"user"}));
+  rate_limited = Must(registry_.AddCounter(
+      "berry_rate_limited_total", "Requests refused by a per-user rate limit.",
+      exposure_.user_labels ? std::vector<std::string>{"user"} : std::vector<std::string>{}));
   stream_broken = Must(registry_.AddCounter(
       "berry_stream_broken_total", "Streams that broke after their first byte reached the client.",
       {"model", "backend"}));
@@ -187,11 +189,16 @@ void WorkerMetrics::CountStreamBroken(const selection::CompiledModel& model,
 }
 
 void WorkerMetrics::CountRateLimited(std::string_view user) {
+  if (!metrics_.exposure().user_labels) {
+    user = {};
+  }
   auto it = rate_limited_.find(std::string(user));
   if (it == rate_limited_.end()) {
-    it = rate_limited_
-             .emplace(std::string(user), Must(metrics_.rate_limited->Add({std::string(user)})))
-             .first;
+    std::vector<std::string> labels;
+    if (metrics_.exposure().user_labels) {
+      labels.emplace_back(user);
+    }
+    it = rate_limited_.emplace(std::string(user), Must(metrics_.rate_limited->Add(labels))).first;
   }
   it->second->Increment();
 }

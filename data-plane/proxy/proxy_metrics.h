@@ -18,11 +18,23 @@ namespace berry::proxy {
 
 class RouteStore;
 
+// How /metrics is exposed (berry-proxy's --admin-listen and --metrics-user-labels).
+struct MetricsExposure {
+  // /metrics on the client listener too. Off once an --admin-listen serves it: the client port
+  // is public, the scrape is unauthenticated.
+  bool on_client_listener = true;
+  // berry_rate_limited_total by `user` (user ids are the operator's business, not every
+  // scraper's); without it one series counts every user.
+  bool user_labels = false;
+};
+
 class ProxyMetrics {
  public:
   // `routes` (which must outlive this) feeds the scrape-time gauges: berry_backend_ejected and
   // berry_route_table_version_info.
-  explicit ProxyMetrics(const RouteStore& routes);
+  explicit ProxyMetrics(const RouteStore& routes, MetricsExposure exposure = {});
+
+  const MetricsExposure& exposure() const { return exposure_; }
 
   metrics::Registry& registry() { return registry_; }
 
@@ -36,7 +48,7 @@ class ProxyMetrics {
   metrics::Family<metrics::Counter>* retries;         // {model}
   metrics::Family<metrics::Counter>* panics;          // {model}
   metrics::Family<metrics::Counter>* tokens;          // {model,backend,kind}
-  metrics::Family<metrics::Counter>* rate_limited;    // {user}
+  metrics::Family<metrics::Counter>* rate_limited;    // {user} with exposure().user_labels, else {}
   metrics::Family<metrics::Counter>* stream_broken;   // {model,backend}
   metrics::Family<metrics::Counter>* local_requests;  // {path,code}
   metrics::Gauge* inflight;
@@ -44,6 +56,7 @@ class ProxyMetrics {
   metrics::Counter* route_table_reloads_failed;
 
  private:
+  MetricsExposure exposure_;
   metrics::Registry registry_;
 };
 
@@ -102,7 +115,7 @@ class WorkerMetrics {
   std::vector<BackendHandles> backends_;
   std::vector<ModelHandles> models_;
   absl::flat_hash_map<uint64_t, metrics::Counter*> requests_;  // (model, backend, code) -> child
-  absl::flat_hash_map<std::string, metrics::Counter*> rate_limited_;
+  absl::flat_hash_map<std::string, metrics::Counter*> rate_limited_;  // by user, or one ""
 };
 
 }  // namespace berry::proxy

@@ -25,13 +25,12 @@ std::string UsersConfig(const MockUpstream& premium, const MockUpstream& basic,
          BackendToml("chat", "premium", "up-model", 1, R"(tags = ["premium"])") +
          BackendToml("chat", "basic", "up-model", 1, R"(tags = ["basic"])") +
          BackendToml("chat", "plain") + ModelToml("other") + BackendToml("other", "plain") +
-         absl::StrCat("[users.alice]\ntoken = \"", std::string(kAliceToken),
-                      "\"\nallowed_models = [\"chat\"]\n\n", "[users.bob]\ntoken = \"",
-                      std::string(kBobToken), "\"\nenabled = false\n\n",
-                      "[users.carol]\ntoken = \"", std::string(kCarolToken),
-                      "\"\ntags = [\"premium\"]\n\n", "[users.dave]\ntoken = \"",
-                      std::string(kDaveToken),
-                      "\"\n[users.dave.rate_limit]\nrequests_per_minute = 2\n");
+         absl::StrCat(
+             "[users.alice]\ntoken = \"", std::string(kAliceToken),
+             "\"\nallowed_models = [\"chat\"]\n\n", "[users.bob]\ntoken = \"",
+             std::string(kBobToken), "\"\nenabled = false\n\n", "[users.carol]\ntoken = \"",
+             std::string(kCarolToken), "\"\ntags = [\"premium\"]\n\n", "[users.dave]\ntoken = \"",
+             std::string(kDaveToken), "\"\n[users.dave.rate_limit]\nrequests_per_minute = 2\n");
 }
 
 // 2023-11-14T22:13:20Z, 20 s into its minute.
@@ -47,6 +46,7 @@ class ProxyAuth : public ::testing::Test {
     TestProxyOptions options;
     options.clock = &clock_;
     options.rng_seed = 7;
+    options.metrics_user_labels = true;
     proxy_ = StartProxy(UsersConfig(*premium_, *basic_, *plain_), options);
   }
 
@@ -148,6 +148,30 @@ TEST_F(ProxyAuth, RateLimitRefusesTheThirdRequestInAMinute) {
   EXPECT_EQ(Scrape(*proxy_).Value("berry_rate_limited_total", {{"user", "dave"}}), 1);
   // Other users are not affected.
   EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kAliceToken)).status, 200);
+}
+
+// User ids stay out of /metrics unless the operator asks (--metrics-user-labels, which the
+// fixture's proxy_ has): one series counts every user's refusals.
+TEST_F(ProxyAuth, RateLimitedCountNamesNoUserUnlessAskedTo) {
+  TestProxyOptions options;
+  options.clock = &clock_;
+  auto unlabelled = StartProxy(UsersConfig(*premium_, *basic_, *plain_), options);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(Chat(*unlabelled, "chat", Bearer(kDaveToken)).status, 200);
+  }
+  ASSERT_EQ(Chat(*unlabelled, "chat", Bearer(kDaveToken)).status, 429);
+
+  const Metrics scraped = Scrape(*unlabelled);
+  EXPECT_EQ(scraped.Find("berry_rate_limited_total"), 1);
+  size_t series = 0;
+  for (const Metrics::Sample& sample : scraped.samples()) {
+    if (sample.name == "berry_rate_limited_total") {
+      ++series;
+      EXPECT_FALSE(sample.labels.contains("user"));
+    }
+  }
+  EXPECT_EQ(series, 1u);
+  EXPECT_EQ(Get(*unlabelled, "/metrics").body.find("dave"), std::string::npos);
 }
 
 TEST_F(ProxyAuth, RateLimitStartsOverWithTheNextMinute) {

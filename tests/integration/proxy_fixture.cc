@@ -4,18 +4,17 @@
 #include <unistd.h>
 
 #include <array>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/json/parse.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
-
-#include <boost/asio/connect.hpp>
-#include <boost/beast/core/buffers_to_string.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/json/parse.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "common/config/config.h"
@@ -58,8 +57,7 @@ absl::StatusOr<std::unique_ptr<TestProxy>> TestProxy::Start(std::string_view tom
   return proxy;
 }
 
-absl::StatusOr<std::unique_ptr<TestProxy>> TestProxy::StartWithoutRoutes(
-    TestProxyOptions options) {
+absl::StatusOr<std::unique_ptr<TestProxy>> TestProxy::StartWithoutRoutes(TestProxyOptions options) {
   std::unique_ptr<TestProxy> proxy(new TestProxy());
   proxy->routes_ = std::make_unique<proxy::RouteStore>();
   if (absl::Status status = proxy->Init(std::move(options)); !status.ok()) {
@@ -93,14 +91,15 @@ absl::Status TestProxy::Init(TestProxyOptions options) {
 
   if (options_.access_log) {
     access_log_path_ = temp_dir_ + "/access.log";
-    access_log_fd_ = ::open(access_log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                            0600);
+    access_log_fd_ =
+        ::open(access_log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (access_log_fd_ < 0) {
       return absl::InternalError("cannot open " + access_log_path_);
     }
   }
   access_log_ = std::make_unique<proxy::AccessLog>(access_log_fd_);
-  metrics_ = std::make_unique<proxy::ProxyMetrics>(*routes_);
+  metrics_ = std::make_unique<proxy::ProxyMetrics>(
+      *routes_, proxy::MetricsExposure{.user_labels = options_.metrics_user_labels});
 
   proxy::ServerOptions server_options;
   server_options.host = "127.0.0.1";
@@ -109,14 +108,13 @@ absl::Status TestProxy::Init(TestProxyOptions options) {
   server_options.header_timeout = options_.header_timeout;
   server_options.idle_timeout = options_.idle_timeout;
   server_options.write_timeout = options_.write_timeout;
-  auto server = proxy::HttpServer::Create(
-      server_options, [this](int, net::io_context& io_context) {
-        proxy::ProxyOptions proxy_options;
-        proxy_options.clock = options_.clock;
-        proxy_options.rng_seed = options_.rng_seed;
-        return std::make_unique<proxy::ProxyHandler>(io_context, *routes_, *metrics_, tls_,
-                                                     *access_log_, proxy_options);
-      });
+  auto server = proxy::HttpServer::Create(server_options, [this](int, net::io_context& io_context) {
+    proxy::ProxyOptions proxy_options;
+    proxy_options.clock = options_.clock;
+    proxy_options.rng_seed = options_.rng_seed;
+    return std::make_unique<proxy::ProxyHandler>(io_context, *routes_, *metrics_, tls_,
+                                                 *access_log_, proxy_options);
+  });
   if (!server.ok()) {
     return server.status();
   }
@@ -372,13 +370,15 @@ bool WaitUntil(const std::function<bool()>& condition, std::chrono::milliseconds
 
 uint16_t UnusedPort() {
   net::io_context io;
-  net::ip::tcp::acceptor acceptor(io, net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  net::ip::tcp::acceptor acceptor(io,
+                                  net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
   return acceptor.local_endpoint().port();
 }
 
 boost::json::value ParseJson(std::string_view text) {
   boost::json::error_code ec;
-  boost::json::value value = boost::json::parse(boost::json::string_view(text.data(), text.size()), ec);
+  boost::json::value value =
+      boost::json::parse(boost::json::string_view(text.data(), text.size()), ec);
   if (ec) {
     return nullptr;
   }

@@ -54,6 +54,8 @@ struct TestProxyOptions {
   // Seeds every worker's selection generator (each worker then draws the same sequence); unset =
   // random.
   std::optional<uint64_t> rng_seed;
+  // proxy_main's --metrics-user-labels.
+  bool metrics_user_labels = false;
 };
 
 class TestProxy {

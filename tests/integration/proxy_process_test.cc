@@ -315,6 +315,50 @@ double Sample(const std::string& exposition, const std::string& name) {
   return std::regex_search(exposition, match, line) ? std::stod(match[2].str()) : -1;
 }
 
+// --admin-listen: /metrics, /healthz and /readyz on a port of their own; /metrics leaves the
+// client listener (it is public and unauthenticated), health stays on both.
+TEST(ProxyProcess, AdminListenServesMetricsApartFromClients) {
+  const auto setup =
+      StartChatProxy("one", {}, {"--admin-listen", "127.0.0.1:0", "--shutdown-delay-seconds", "2"});
+  ProxyProcess& proxy = setup->proxy;
+  ASSERT_FALSE(proxy.url.empty()) << setup->Log();
+  const std::string admin = proxy.process->LineAfter("berry-proxy admin listening on ", 2s);
+  ASSERT_TRUE(admin.starts_with("http://127.0.0.1:")) << proxy.process->out();
+  EXPECT_NE(admin, proxy.url);
+  auto chat = Chat(proxy.url, "chat");
+  ASSERT_TRUE(chat.ok()) << chat.status();
+  EXPECT_EQ(chat->status, 200);
+
+  auto metrics = test_support::Fetch(HttpRequest::Get(admin + "/metrics"));
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_NE(metrics->body.find("berry_requests_total{"), std::string::npos) << metrics->body;
+  auto ready = test_support::Fetch(HttpRequest::Get(admin + "/readyz"));
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_NE(ready->body.find(R"("version":)"), std::string::npos) << ready->body;
+  auto unknown = test_support::Fetch(HttpRequest::Get(admin + "/v1/models"));
+  ASSERT_TRUE(unknown.ok()) << unknown.status();
+  EXPECT_EQ(unknown->status, 404);
+
+  auto public_metrics = test_support::Fetch(HttpRequest::Get(proxy.url + "/metrics"));
+  ASSERT_TRUE(public_metrics.ok()) << public_metrics.status();
+  EXPECT_EQ(public_metrics->status, 404) << public_metrics->body;
+  EXPECT_EQ(public_metrics->body.find("berry_requests_total"), std::string::npos);
+  auto public_health = test_support::Fetch(HttpRequest::Get(proxy.url + "/healthz"));
+  ASSERT_TRUE(public_health.ok()) << public_health.status();
+  EXPECT_EQ(public_health->status, 200);
+
+  // Through the shutdown delay the admin port says "not ready" like the client port.
+  proxy.process->Signal(SIGTERM);
+  ASSERT_TRUE(proxy.process->WaitForErr("not ready, still serving", 10s)) << proxy.process->err();
+  auto stopping = test_support::Fetch(HttpRequest::Get(admin + "/readyz"));
+  ASSERT_TRUE(stopping.ok()) << stopping.status();
+  EXPECT_EQ(stopping->status, 503);
+  EXPECT_NE(stopping->body.find("shutting down"), std::string::npos) << stopping->body;
+  EXPECT_EQ(proxy.process->Wait(15s), 0) << proxy.process->err();
+}
+
 TEST(ProxyProcess, ConnectionsBeyondMaxConnectionsAre503AndTheOpenOnesKeepBeingServed) {
   const auto setup = StartChatProxy("one", {}, {"--max-connections", "2"});
   ProxyProcess& proxy = setup->proxy;
@@ -394,6 +438,27 @@ TEST(ProxyProcess, MissingStateDirIsCreatedPrivateAtStart) {
   process->Signal(SIGTERM);
   EXPECT_EQ(process->Wait(15s), 0) << process->err();
   std::filesystem::remove_all(parent);
+}
+
+// Plaintext gRPC off loopback would carry route tables, with provider keys, in the clear: refused
+// unless --insecure says so (as berry-control-plane refuses such a listener).
+TEST(ProxyProcess, PlaintextControlPlaneOffLoopbackIsRefusedWithoutInsecure) {
+  auto refused = Process::Spawn(
+      {kProxy, "--control-plane", "10.1.2.3:50051", "--node-id", "n1", "--listen", "127.0.0.1:0"});
+  ASSERT_NE(refused, nullptr);
+  EXPECT_EQ(refused->Wait(10s), 2) << refused->err();
+  EXPECT_NE(refused->err().find("--control-plane 10.1.2.3:50051 is not a loopback address"),
+            std::string::npos)
+      << refused->err();
+  EXPECT_EQ(refused->out().find("listening"), std::string::npos) << refused->out();
+
+  // With --insecure it starts (and keeps retrying the unreachable control plane).
+  auto allowed = Process::Spawn({kProxy, "--control-plane", "10.1.2.3:50051", "--insecure",
+                                 "--node-id", "n1", "--listen", "127.0.0.1:0"});
+  ASSERT_NE(allowed, nullptr);
+  EXPECT_FALSE(allowed->LineAfter("berry-proxy listening on ", 10s).empty()) << allowed->err();
+  allowed->Signal(SIGTERM);
+  EXPECT_EQ(allowed->Wait(15s), 0) << allowed->err();
 }
 
 TEST(ProxyProcess, StateDirThatCannotBeWrittenRefusesToStart) {

@@ -524,18 +524,20 @@ def property_problems(objs, values):
     if admin and cpa.get("--admin-token-file") != "/etc/berry/admin/token":
         p.append("control plane: --admin-token-file is not /etc/berry/admin/token")
 
-    # mTLS: --insecure exactly when off; TLS flags on both sides otherwise.
+    # mTLS: --insecure on both sides exactly when off; TLS flags on both sides otherwise.
     tls_flags = {"--tls-ca": "/etc/berry/tls/ca.crt", "--tls-cert": "/etc/berry/tls/tls.crt",
                  "--tls-key": "/etc/berry/tls/tls.key"}
     if v_mtls == "off":
-        if cpa.get("--insecure") is not True:
-            p.append("mtls off: the control plane lacks --insecure")
+        for who, a in (("control plane", cpa), ("proxy", pa)):
+            if a.get("--insecure") is not True:
+                p.append(f"mtls off: the {who} lacks --insecure")
         for a in (cpa, pa):
             if set(tls_flags) & set(a):
                 p.append("mtls off: TLS flags present")
     else:
-        if "--insecure" in cpa:
-            p.append(f"mtls {v_mtls}: the control plane still has --insecure")
+        for who, a in (("control plane", cpa), ("proxy", pa)):
+            if "--insecure" in a:
+                p.append(f"mtls {v_mtls}: the {who} still has --insecure")
         for who, a in (("control plane", cpa), ("proxy", pa)):
             for flag, path in tls_flags.items():
                 if a.get(flag) != path:
@@ -583,6 +585,8 @@ def property_problems(objs, values):
         p.append(f"proxy: --control-plane {pa.get('--control-plane')!r}")
     if pa.get("--listen") != "0.0.0.0:8080":
         p.append("proxy: --listen is not 0.0.0.0:8080")
+    if pa.get("--admin-listen") != "0.0.0.0:8081":
+        p.append("proxy: --admin-listen is not 0.0.0.0:8081 (/metrics apart from the API)")
     node_id = [e for e in pc.get("env", []) if e["name"] == "NODE_ID"]
     if not node_id or node_id[0].get("valueFrom", {}).get("fieldRef", {}).get(
             "fieldPath") != "metadata.name":
@@ -594,8 +598,8 @@ def property_problems(objs, values):
     if pc["livenessProbe"]["httpGet"]["path"] != "/healthz" or \
             pc["readinessProbe"]["httpGet"]["path"] != "/readyz":
         p.append("proxy: liveness is not /healthz or readiness is not /readyz")
-    if {pt["name"]: pt["containerPort"] for pt in pc["ports"]} != {"http": 8080}:
-        p.append("proxy: ports are not http 8080")
+    if {pt["name"]: pt["containerPort"] for pt in pc["ports"]} != {"http": 8080, "admin": 8081}:
+        p.append("proxy: ports are not http 8080 and admin 8081")
     s = int(pa.get("--shutdown-delay-seconds", -1))
     dr = int(pa.get("--drain-seconds", -1))
     want_s, want_d = v_proxy.get("shutdownDelaySeconds", 10), v_proxy.get("drainSeconds", 30)
@@ -654,11 +658,28 @@ def property_problems(objs, values):
 
     # Scrape annotations on the pods that serve /metrics, unless turned off.
     scrape = (values.get("metrics") or {}).get("podAnnotations", True)
-    for d, port in ((cp, "9090"), (proxy, "8080")):
+    for d, port in ((cp, "9090"), (proxy, "8081")):
         ann = d["spec"]["template"]["metadata"].get("annotations") or {}
         has = ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == port
         if has != scrape:
             p.append(f"{name(d)}: prometheus.io annotations {'missing' if scrape else 'present'}")
+
+    # Prometheus Operator monitors scrape the control plane's http port and the proxies' admin
+    # port; the proxies' client Service never exposes the admin port.
+    for kind, key in (("PodMonitor", "podMetricsEndpoints"), ("ServiceMonitor", "endpoints")):
+        for component, want in (("control-plane", "http"), ("proxy", "admin")):
+            for monitor in find(objs, kind, component=component):
+                ports = [e.get("port") for e in monitor["spec"][key]]
+                if ports != [want]:
+                    p.append(f"{name(monitor)}: scrapes ports {ports}, not [{want!r}]")
+    proxy_services = find(objs, "Service", component="proxy")
+    for svc in proxy_services:
+        names = {pt["name"] for pt in svc["spec"]["ports"]}
+        if "admin" in names and "http" in names:
+            p.append(f"{name(svc)}: the API Service also exposes the admin port")
+    if find(objs, "ServiceMonitor", component="proxy") and not any(
+            pt["name"] == "admin" for svc in proxy_services for pt in svc["spec"]["ports"]):
+        p.append("serviceMonitor: no proxy Service exposes the admin port it scrapes")
 
     # NetworkPolicies: gRPC only from the proxies, egress minus the metadata endpoints.
     if (values.get("networkPolicy") or {}).get("enabled"):
@@ -681,6 +702,9 @@ def property_problems(objs, values):
             if "Egress" not in np_["spec"]["policyTypes"]:
                 p.append(f"{name(np_)}: egress is not restricted")
         proxy_np = one(objs, "NetworkPolicy", component="proxy")
+        opened = {pt.get("port") for r in proxy_np["spec"]["ingress"] for pt in r.get("ports", [])}
+        if opened != {"http", "admin"}:
+            p.append(f"networkPolicy: proxy ingress opens {sorted(opened)}, not http and admin")
         if not any(any(labels_match(t.get("podSelector", {}).get("matchLabels", {"x": "y"}),
                                     cp["spec"]["template"]["metadata"]["labels"])
                        for t in r.get("to", [])) for r in proxy_np["spec"]["egress"]):

@@ -243,6 +243,9 @@ class Checker:
                 self.fail(f"[{label}] {who} {address} is unreachable from other containers")
         if "--insecure" not in cp_argv and not self.flag(cp_argv, "--tls-cert"):
             self.fail(f"[{label}] a non-loopback plaintext gRPC listener needs --insecure")
+        if "--insecure" not in proxy_argv and not self.flag(proxy_argv, "--tls-cert"):
+            self.fail(f"[{label}] a proxy dialing a non-loopback control plane in plaintext "
+                      "needs --insecure")
         if "--config" not in cp_argv:
             self.fail(f"[{label}] control-plane has no --config")
 
@@ -358,8 +361,12 @@ class Checker:
             self.fail(f"[{label}] the control plane's config file is missing from "
                       f"{config_mount['source']}")
 
-        self.check_prometheus(services, label, http_port,
-                              self.port_of(self.flag(proxy_argv, "--listen")))
+        # /metrics is on the proxies' --admin-listen, apart from the client port.
+        admin_listen = self.flag(proxy_argv, "--admin-listen")
+        if not admin_listen or not admin_listen.startswith("0.0.0.0:"):
+            self.fail(f"[{label}] proxy --admin-listen is {admin_listen!r}: Prometheus in another "
+                      "container cannot scrape it")
+        self.check_prometheus(services, label, http_port, self.port_of(admin_listen or ""))
         self.check_grafana(services, label)
         self.check_haproxy(lb, label, self.port_of(self.flag(proxy_argv, "--listen")))
         if mock:

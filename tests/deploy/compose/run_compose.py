@@ -10,7 +10,8 @@ state volume to a directory per replica, and each replica's host name to its own
 (as each container has), so node ids default to distinct host names as in compose. Then:
 
 - each service's health check command (berryctl probe ...) succeeds on the remapped port;
-- Prometheus' scrape path /metrics answers on the control plane and every replica;
+- Prometheus' scrape path /metrics answers on the control plane and on every replica's
+  --admin-listen port (and is a 404 on the replicas' API port);
 - a chat request for demo-chat passes through every replica (the mock provider demands
   MOCK_API_KEY, so the key went .env -> control plane -> route table -> proxy);
 - the control plane's /proxies lists every replica with a distinct node id;
@@ -153,6 +154,8 @@ class Stack:
         proxy_argv_compose = check_compose.Checker.argv(proxy)
         listen = check_compose.Checker.flag(proxy_argv_compose, "--listen")
         container_port = listen.rsplit(":", 1)[1]
+        admin_port = check_compose.Checker.port_of(
+            check_compose.Checker.flag(proxy_argv_compose, "--admin-listen"))
         state_dir = check_compose.Checker.flag(proxy_argv_compose, "--state-dir")
         names = []
         for i in range(1, replicas + 1):
@@ -171,10 +174,14 @@ class Stack:
         cp_http = self.port("control-plane", check_compose.Checker.port_of(
             check_compose.Checker.flag(check_compose.Checker.argv(cp), "--http-listen")))
         for name, port in [("control-plane", cp_http)] + \
-                [(n, self.port(n, container_port)) for n in names]:
+                [(n, self.port(n, admin_port)) for n in names]:
             status, body = http("GET", f"http://127.0.0.1:{port}/metrics")
             if status != 200 or "# TYPE" not in body:
                 self.fail(f"{name}: GET /metrics (Prometheus' scrape) answered {status}")
+        for name in names:  # the API port, behind the lb, keeps /metrics to itself
+            status, _ = http("GET", f"http://127.0.0.1:{self.port(name, container_port)}/metrics")
+            if status != 404:
+                self.fail(f"{name}: GET /metrics on the API port answered {status}, not 404")
         request = {"model": "demo-chat", "messages": [{"role": "user", "content": "Hello"}]}
         for name in names:
             status, body = http("POST", f"http://127.0.0.1:{self.port(name, container_port)}"

@@ -30,8 +30,8 @@ ENV = ".env.example"
 MUTATIONS = [
     ("one proxy replica", COMPOSE, "replicas: ${BERRY_PROXY_REPLICAS:-2}", "replicas: 1",
      "want an integer >= 2"),
-    ("a host port on the proxies", COMPOSE, '    expose: ["8080"]\n',
-     '    expose: ["8080"]\n    ports: ["8081:8080"]\n', "proxy publishes host ports"),
+    ("a host port on the proxies", COMPOSE, '    expose: ["8080", "8081"]\n',
+     '    expose: ["8080", "8081"]\n    ports: ["8082:8080"]\n', "proxy publishes host ports"),
     ("a shared state volume", COMPOSE, "      - type: volume\n        target: /var/lib/berry",
      "      - proxy-state:/var/lib/berry", "shared by every replica"),
     # (the named volume needs its declaration too: compose refuses it otherwise)
@@ -58,7 +58,7 @@ MUTATIONS = [
     ("a missing mounted file", COMPOSE, "./deploy/compose/haproxy.cfg:", "./deploy/compose/lb.cfg:",
      "which does not exist"),
     ("an undocumented variable", ENV, "GRAFANA_PORT=3000\n", "", "does not document"),
-    ("proxies scraped on the wrong port", PROMETHEUS, "        port: 8080", "        port: 8081",
+    ("proxies scraped on the wrong port", PROMETHEUS, "        port: 8081", "        port: 8080",
      "dns_sd_configs of type A for the proxy"),
     ("the control plane not scraped", PROMETHEUS, '"control-plane:9090"', '"control-plane:9091"',
      "does not scrape control-plane:9090"),

@@ -223,7 +223,9 @@ def run_fleet(args, tmp):
         proxy = Child("berry-proxy",
                       [args.proxy, "--control-plane", grpc, "--node-id", "obs-1",
                        "--listen", "127.0.0.1:0", "--threads", "1", "--state-dir", state,
-                       "--access-log", "off", "--log-level", "warn"], tmp)
+                       "--access-log", "off", "--log-level", "warn",
+                       # The dashboard's by-user panel is for fleets that label by user.
+                       "--metrics-user-labels"], tmp)
         children.append(proxy)
         proxy_url = proxy.wait_line(r"berry-proxy listening on (http://\S+)").group(1)
 

@@ -126,6 +126,20 @@ TEST(FlagSet, PositionalArgumentsAreCollected) {
   EXPECT_EQ(flags.threads, 3);
 }
 
+TEST(IsLoopbackAddress, OnlyAddressesThatStayOnThisMachine) {
+  for (const char* local : {"127.0.0.1:50051", "127.8.9.10:1", "localhost:50051", "[::1]:50051",
+                            "dns:///localhost:50051", "ipv4:127.0.0.1:50051",
+                            "unix:/run/berry.sock", "unix-abstract:berry"}) {
+    EXPECT_TRUE(IsLoopbackAddress(local)) << local;
+  }
+  for (const char* remote :
+       {"10.1.2.3:50051", "berry-control-plane:50051", "dns:///berry-control-plane:50051",
+        "[2001:db8::1]:50051", "0.0.0.0:50051", "128.0.0.1:50051", "localhost.example.com:1", "",
+        "ipv6:[::2]:1"}) {
+    EXPECT_FALSE(IsLoopbackAddress(remote)) << remote;
+  }
+}
+
 TEST(ParseHostPort, SplitsHostAndPort) {
   auto parsed = ParseHostPort("127.0.0.1:8080", "--listen");
   ASSERT_TRUE(parsed.ok());
