@@ -300,6 +300,11 @@ int main(int argc, char** argv) {
             "berry_downstream_connections", "Client connections open right now.",
             [http_server] { return static_cast<double>(http_server->open_connections()); }),
         metrics.registry().AddCallbackCounter(
+            "berry_access_log_dropped_lines_total",
+            "Access log lines dropped because stdout's reader fell behind (the log never blocks "
+            "a worker).",
+            [&access_log] { return static_cast<double>(access_log.dropped_lines()); }),
+        metrics.registry().AddCallbackCounter(
             "berry_downstream_connections_refused_total",
             "Client connections answered 503 and closed at once because --max-connections "
             "were open.",

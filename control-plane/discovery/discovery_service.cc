@@ -110,8 +110,8 @@ class RouteStream final : public StreamBase<v1::StreamRoutesRequest, v1::StreamR
       }
       node_id_ = request_.node().id();
       publisher_.RecordConnected(node_id_, peer_);
-      log::Info("proxy connected", {{"node", node_id_}, {"peer", peer_},
-                                    {"holds", request_.version_info()}});
+      log::Info("proxy connected",
+                {{"node", node_id_}, {"peer", peer_}, {"holds", request_.version_info()}});
       if (!request_.version_info().empty()) {
         // What the proxy serves now (it may be an older table it keeps after a NACK).
         publisher_.RecordAck(node_id_, request_.version_info());
@@ -155,7 +155,8 @@ class RouteStream final : public StreamBase<v1::StreamRoutesRequest, v1::StreamR
     }
     if (request_.has_error_detail()) {
       publisher_.RecordNack(node_id_, sent_version, request_.error_detail().message());
-      log::Warn("proxy rejected a route table", {{"node", node_id_}, {"version", sent_version},
+      log::Warn("proxy rejected a route table", {{"node", node_id_},
+                                                 {"version", sent_version},
                                                  {"reason", request_.error_detail().message()},
                                                  {"keeps", request_.version_info()}});
     } else {
@@ -194,8 +195,8 @@ class ReportStream final
       node_id_ = request_.node().id();
     }
     v1::StreamLoadReportsResponse response;
-    *response.mutable_report_interval() =
-        google::protobuf::util::TimeUtil::MillisecondsToDuration(absl::ToInt64Milliseconds(interval_));
+    *response.mutable_report_interval() = google::protobuf::util::TimeUtil::MillisecondsToDuration(
+        absl::ToInt64Milliseconds(interval_));
     if (request_.sequence() > 0 || request_.backend_stats_size() > 0) {
       response.set_acked_sequence(sink_.fold(request_, node_id_));
       publisher_.RecordReport(node_id_);
@@ -260,10 +261,11 @@ void RoutePublisher::Detach(RouteStream* stream) {
 
 void RoutePublisher::RecordConnected(const std::string& node_id, const std::string& address) {
   absl::MutexLock lock(&mu_);
+  PruneLocked();
   NodeStatus& node = nodes_[node_id];
   node.node_id = node_id;
   node.address = address;
-  node.connected_since = absl::Now();
+  node.connected_since = now_();
   node.connected = true;
   // What the node holds now is what it announces on this stream (recorded next), not what an
   // earlier life of it ACKed: a proxy back without its state dir holds nothing.
@@ -278,27 +280,41 @@ void RoutePublisher::RecordDisconnected(const std::string& node_id) {
     other_stream |= stream->node_id() == node_id;
   }
   if (!other_stream) {
-    nodes_[node_id].connected = false;
+    if (const auto it = nodes_.find(node_id); it != nodes_.end()) {
+      it->second.connected = false;
+      it->second.disconnected_since = now_();
+    }
   }
+  PruneLocked();
+}
+
+void RoutePublisher::PruneLocked() {
+  const absl::Time now = now_();
+  absl::erase_if(nodes_, [&](const auto& entry) { return ExpiredLocked(entry.second, now); });
 }
 
 void RoutePublisher::RecordAck(const std::string& node_id, const std::string& version) {
   absl::MutexLock lock(&mu_);
-  nodes_[node_id].acked_version = version;
+  if (const auto it = nodes_.find(node_id); it != nodes_.end()) {
+    it->second.acked_version = version;
+  }
 }
 
 void RoutePublisher::RecordNack(const std::string& node_id, const std::string& version,
                                 const std::string& reason) {
   absl::MutexLock lock(&mu_);
-  NodeStatus& node = nodes_[node_id];
-  node.nacked_version = version;
-  node.nack_reason = reason;
   ++nacks_;
+  if (const auto it = nodes_.find(node_id); it != nodes_.end()) {
+    it->second.nacked_version = version;
+    it->second.nack_reason = reason;
+  }
 }
 
 void RoutePublisher::RecordReport(const std::string& node_id) {
   absl::MutexLock lock(&mu_);
-  nodes_[node_id].last_report_time = absl::Now();
+  if (const auto it = nodes_.find(node_id); it != nodes_.end()) {
+    it->second.last_report_time = now_();
+  }
 }
 
 void RoutePublisher::CountPush() { pushes_.fetch_add(1, std::memory_order_relaxed); }
@@ -307,8 +323,11 @@ std::vector<NodeStatus> RoutePublisher::Nodes() const {
   absl::MutexLock lock(&mu_);
   std::vector<NodeStatus> nodes;
   nodes.reserve(nodes_.size());
+  const absl::Time now = now_();
   for (const auto& [id, node] : nodes_) {
-    nodes.push_back(node);
+    if (!ExpiredLocked(node, now)) {
+      nodes.push_back(node);
+    }
   }
   std::sort(nodes.begin(), nodes.end(),
             [](const NodeStatus& a, const NodeStatus& b) { return a.node_id < b.node_id; });

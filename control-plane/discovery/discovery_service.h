@@ -9,6 +9,8 @@
 // latest table (state of the world: an older one is never worth sending).
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -16,8 +18,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -38,6 +38,7 @@ struct NodeStatus {
   std::string nack_reason;
   absl::Time last_report_time;
   bool connected = false;
+  absl::Time disconnected_since;  // when `connected` last turned false
 };
 
 class RouteStream;
@@ -45,12 +46,18 @@ class RouteStream;
 // The table every proxy should hold, and who holds what.
 class RoutePublisher {
  public:
+  // A node whose last stream ended `retention` ago is forgotten (pods come and go under new
+  // names; the list must not grow with every one of them). `now` is the clock (tests).
+  explicit RoutePublisher(absl::Duration retention = absl::Minutes(10),
+                          std::function<absl::Time()> now = &absl::Now)
+      : retention_(retention), now_(std::move(now)) {}
+
   // Sets the table to serve. Returns false (and sends nothing) when its version is the one
   // already published: pushes happen only on a content change.
   bool Publish(std::shared_ptr<const berry::v1::RouteTable> table);
   std::shared_ptr<const berry::v1::RouteTable> Current() const;
 
-  // Every node seen since start, sorted by id.
+  // Every node connected now or within the retention, sorted by id.
   std::vector<NodeStatus> Nodes() const;
   int connected_count() const;
 
@@ -64,11 +71,21 @@ class RoutePublisher {
   void RecordConnected(const std::string& node_id, const std::string& address);
   void RecordDisconnected(const std::string& node_id);
   void RecordAck(const std::string& node_id, const std::string& version);
-  void RecordNack(const std::string& node_id, const std::string& version, const std::string& reason);
+  void RecordNack(const std::string& node_id, const std::string& version,
+                  const std::string& reason);
   void RecordReport(const std::string& node_id);
   void CountPush();  // lock-free
 
  private:
+  // Drops the nodes gone for longer than the retention.
+  void PruneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ExpiredLocked(const NodeStatus& node, absl::Time now) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !node.connected && now - node.disconnected_since >= retention_;
+  }
+
+  const absl::Duration retention_;
+  const std::function<absl::Time()> now_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const berry::v1::RouteTable> current_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<RouteStream*> streams_ ABSL_GUARDED_BY(mu_);

@@ -59,9 +59,14 @@ constexpr Spec kDuplicates{"berry_cp_duplicate_reports_total",
                            MetricType::Counter};
 constexpr Spec kReports{"berry_cp_load_reports_total",
                         "Load reports folded into the fleet statistics.", MetricType::Counter};
-constexpr Spec kSpecs[] = {kRequests, kSucceeded,    kErrors,     kTokens,
-                           kInFlight, kSuccessRate,  kLatency,    kTtfb,
-                           kHealthy,  kHealthFactor, kDuplicates, kReports};
+constexpr Spec kStale{"berry_cp_stale_load_reports_total",
+                      "Load reports whose counts reach back further than the recent window "
+                      "(queued while the control plane was away, or spanning an outage): folded "
+                      "into the totals, not into health.",
+                      MetricType::Counter};
+constexpr Spec kSpecs[] = {kRequests,    kSucceeded, kErrors, kTokens,  kInFlight,
+                           kSuccessRate, kLatency,   kTtfb,   kHealthy, kHealthFactor,
+                           kDuplicates,  kReports,   kStale};
 
 MetricFamily Family(const Spec& spec) {
   return metrics::MakeFamily(spec.name, spec.help, spec.type);
@@ -134,10 +139,13 @@ std::vector<MetricFamily> FleetMetrics::Collect() const {
   Add(duplicates, {}, {}, static_cast<double>(stats_.duplicate_reports()));
   MetricFamily reports = Family(kReports);
   Add(reports, {}, {}, static_cast<double>(stats_.folded_reports()));
+  MetricFamily stale = Family(kStale);
+  Add(stale, {}, {}, static_cast<double>(stats_.stale_reports()));
 
   std::vector<MetricFamily> out;
-  for (MetricFamily* family : {&requests, &succeeded, &errors, &tokens, &in_flight, &success_rate,
-                               &latency, &ttfb, &healthy, &health_factor, &duplicates, &reports}) {
+  for (MetricFamily* family :
+       {&requests, &succeeded, &errors, &tokens, &in_flight, &success_rate, &latency, &ttfb,
+        &healthy, &health_factor, &duplicates, &reports, &stale}) {
     out.push_back(std::move(*family));
   }
   return out;

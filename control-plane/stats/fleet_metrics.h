@@ -11,7 +11,8 @@
 //   berry_cp_backend_ttfb_seconds{backend}            histogram over metrics::kLatencyBuckets
 //   berry_cp_backend_healthy{backend}                 gauge: 0 when UNHEALTHY, else 1
 //   berry_cp_backend_health_factor{backend}           gauge
-//   berry_cp_duplicate_reports_total, berry_cp_load_reports_total   counters
+//   berry_cp_duplicate_reports_total, berry_cp_load_reports_total,
+//   berry_cp_stale_load_reports_total                 counters
 // Registered by FleetStats::RegisterMetrics.
 #pragma once
 

@@ -135,16 +135,33 @@ absl::StatusOr<uint64_t> FleetStats::Fold(const v1::StreamLoadReportsRequest& re
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_();
   const ReportLedger::FoldOutcome outcome = ledger_.Fold(report, node_id, *interval_start, now);
+  // Health is judged on the recent window only. A report whose counts reach back further — one
+  // that waited in a proxy's queue while this control plane was away (`age`), or the one a proxy
+  // collects when it reconnects after an outage, whose interval spans the outage — goes into the
+  // totals (the ledger, above) but not into health; its ejections and cooldowns count only for
+  // what is left of them.
+  const absl::Duration age = report.has_age()
+                                 ? std::max(absl::ZeroDuration(), ProtoDuration(report.age()))
+                                 : absl::ZeroDuration();
+  const absl::Duration interval =
+      report.has_interval() ? std::max(absl::ZeroDuration(), ProtoDuration(report.interval()))
+                            : absl::ZeroDuration();
+  const bool recent = age + interval <= options_.window;
+  if (outcome.folded && !recent && report.backend_stats_size() > 0) {
+    ++stale_reports_;
+  }
   if (outcome.folded) {
     for (const v1::BackendStats& stats : report.backend_stats()) {
-      const uint64_t completed = load_report::Completed(stats);
-      health_.Record(stats.backend_id(), stats.succeeded(), completed,
-                     stats.issued() > 0 || completed > 0, now);
-      if (stats.has_ejected_for()) {
-        signals_.Ejected(stats.backend_id(), ProtoDuration(stats.ejected_for()), now);
+      if (recent) {
+        const uint64_t completed = load_report::Completed(stats);
+        health_.Record(stats.backend_id(), stats.succeeded(), completed,
+                       stats.issued() > 0 || completed > 0, now);
       }
-      if (stats.has_cooldown_for()) {
-        signals_.CooledDown(stats.backend_id(), ProtoDuration(stats.cooldown_for()), now);
+      if (stats.has_ejected_for() && ProtoDuration(stats.ejected_for()) > age) {
+        signals_.Ejected(stats.backend_id(), ProtoDuration(stats.ejected_for()) - age, now);
+      }
+      if (stats.has_cooldown_for() && ProtoDuration(stats.cooldown_for()) > age) {
+        signals_.CooledDown(stats.backend_id(), ProtoDuration(stats.cooldown_for()) - age, now);
       }
     }
   }
@@ -295,6 +312,11 @@ std::vector<BackendFleetStatus> FleetStats::Snapshot() {
 uint64_t FleetStats::duplicate_reports() const {
   absl::MutexLock lock(&mu_);
   return ledger_.duplicate_reports();
+}
+
+uint64_t FleetStats::stale_reports() const {
+  absl::MutexLock lock(&mu_);
+  return stale_reports_;
 }
 
 uint64_t FleetStats::folded_reports() const {

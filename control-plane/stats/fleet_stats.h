@@ -198,6 +198,9 @@ class FleetStats {
   // Reports ignored as duplicates, and reports folded, since start.
   uint64_t duplicate_reports() const;
   uint64_t folded_reports() const;
+  // Folded reports whose counts reach back further than the recent window (age + interval: queued
+  // while the control plane was away, or spanning an outage): counted in the totals only.
+  uint64_t stale_reports() const;
 
   // How many Snapshot()s were taken since start (a /metrics scrape takes one).
   uint64_t snapshots_taken() const;
@@ -231,6 +234,7 @@ class FleetStats {
   ProxySignals signals_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::flat_hash_map<std::string, OverlayEntry>> last_overlay_ ABSL_GUARDED_BY(mu_);
   uint64_t snapshots_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t stale_reports_ ABSL_GUARDED_BY(mu_) = 0;
   // The /metrics source, made by the first RegisterMetrics().
   std::unique_ptr<prometheus::Collectable> metrics_;
 };

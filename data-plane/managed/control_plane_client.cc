@@ -349,6 +349,7 @@ void LoadReporter::CollectLocked() {
       std::chrono::duration_cast<std::chrono::milliseconds>(now - interval_start_).count());
   interval_start_ = now;
   unacked_.push_back(std::move(report));
+  collected_.push_back(std::chrono::steady_clock::now());
 }
 
 void LoadReporter::Wake() {
@@ -372,6 +373,7 @@ void LoadReporter::CollectQuotaLocked() {
       TimeUtil::TimeTToTimestamp(std::chrono::system_clock::to_time_t(interval_start_));
   *report.mutable_quota() = *std::move(account);
   unacked_.push_back(std::move(report));
+  collected_.push_back(std::chrono::steady_clock::now());
 }
 
 void LoadReporter::RunStream(grpc::ClientContext& context) {
@@ -394,6 +396,7 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
       }
       while (!unacked_.empty() && unacked_.front().sequence() <= response.acked_sequence()) {
         unacked_.pop_front();
+        collected_.pop_front();
       }
     }
     absl::MutexLock lock(&mu_);
@@ -435,9 +438,13 @@ void LoadReporter::RunStream(grpc::ClientContext& context) {
       if (quota_ != nullptr) {
         CollectQuotaLocked();
       }
-      for (const auto& report : unacked_) {
-        if (report.sequence() > sent_up_to) {
-          to_send.push_back(report);
+      for (size_t i = 0; i < unacked_.size(); ++i) {
+        if (unacked_[i].sequence() > sent_up_to) {
+          to_send.push_back(unacked_[i]);
+          const auto age = std::max(std::chrono::steady_clock::duration::zero(),
+                                    std::chrono::steady_clock::now() - collected_[i]);
+          *to_send.back().mutable_age() = TimeUtil::NanosecondsToDuration(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(age).count());
         }
       }
     }

@@ -161,6 +161,8 @@ class LoadReporter final : public StreamLoop {
   std::chrono::milliseconds interval_ ABSL_GUARDED_BY(mu_){5000};
   uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 1;
   std::deque<berry::v1::StreamLoadReportsRequest> unacked_ ABSL_GUARDED_BY(mu_);
+  // When each of unacked_ was collected (the same order): a report's `age` when it is written.
+  std::deque<std::chrono::steady_clock::time_point> collected_ ABSL_GUARDED_BY(mu_);
   // What has been turned into reports, by backend id: the counters read and their totals then.
   // A backend that leaves the table and comes back gets new counters starting at zero; comparing
   // `counters` tells them apart from the old ones.

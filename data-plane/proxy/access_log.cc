@@ -1,8 +1,10 @@
 #include "data-plane/proxy/access_log.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <climits>
@@ -117,16 +119,143 @@ std::string AccessLog::Format(const AccessLogEntry& entry, int64_t unix_micros) 
   return line;
 }
 
+namespace {
+std::atomic<uint64_t> next_log_id{1};
+}  // namespace
+
+AccessLog::AccessLog(int fd, Options options)
+    : fd_(fd), options_(options), id_(next_log_id.fetch_add(1)) {
+  if (fd_ >= 0) {
+    writer_ = std::thread([this] { RunWriter(); });
+  }
+}
+
+AccessLog::~AccessLog() {
+  if (writer_.joinable()) {
+    // What is buffered goes out, unless stdout's reader keeps it waiting for more than 2 s.
+    give_up_at_ns_.store(
+        (std::chrono::steady_clock::now() + std::chrono::seconds(2)).time_since_epoch().count(),
+        std::memory_order_relaxed);
+    {
+      absl::MutexLock lock(&wake_mu_);
+      stopping_ = true;
+    }
+    writer_.join();
+  }
+}
+
+AccessLog::ThreadBuffer& AccessLog::Mine() const {
+  // One entry per thread: the log it belongs to and its buffer there. A thread that writes to a
+  // second log (tests) registers again.
+  thread_local uint64_t cached_id = 0;
+  thread_local ThreadBuffer* cached = nullptr;
+  if (cached_id != id_) {
+    auto buffer = std::make_unique<ThreadBuffer>();
+    cached = buffer.get();
+    cached_id = id_;
+    absl::MutexLock lock(&buffers_mu_);
+    buffers_.push_back(std::move(buffer));
+  }
+  return *cached;
+}
+
 void AccessLog::Write(const AccessLogEntry& entry) const {
   if (fd_ < 0) {
     return;
   }
   const auto now = std::chrono::system_clock::now().time_since_epoch();
-  thread_local std::string line;  // one buffer per worker, reused line after line
+  thread_local std::string line;  // one buffer per thread, reused line after line
   line.clear();
   AppendLine(line, entry, std::chrono::duration_cast<std::chrono::microseconds>(now).count());
-  // A short write to a pipe or file is not retried: a log line is not worth blocking a worker.
-  [[maybe_unused]] const ssize_t n = ::write(fd_, line.data(), line.size());
+  ThreadBuffer& buffer = Mine();
+  bool wake = false;
+  {
+    absl::MutexLock lock(&buffer.mu);
+    if (buffer.lines.size() + line.size() > options_.max_buffered_bytes) {
+      dropped_lines_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    buffer.lines.append(line);
+    wake = buffer.lines.size() >= options_.max_buffered_bytes / 4;
+  }
+  if (wake) {
+    absl::MutexLock lock(&wake_mu_);
+    wake_ = true;
+  }
+}
+
+void AccessLog::Flush() const {
+  if (fd_ >= 0) {
+    WriteOut();
+  }
+}
+
+void AccessLog::RunWriter() {
+  for (;;) {
+    bool stopping = false;
+    {
+      absl::MutexLock lock(&wake_mu_);
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake_mu_) { return wake_ || stopping_; };
+      wake_mu_.AwaitWithTimeout(absl::Condition(&woken), absl::FromChrono(options_.flush_interval));
+      wake_ = false;
+      stopping = stopping_;
+    }
+    WriteOut();
+    if (stopping) {
+      return;
+    }
+  }
+}
+
+void AccessLog::WriteOut() const {
+  absl::MutexLock write_lock(&write_mu_);
+  std::vector<ThreadBuffer*> buffers;
+  {
+    absl::MutexLock lock(&buffers_mu_);
+    buffers.reserve(buffers_.size());
+    for (const auto& buffer : buffers_) {
+      buffers.push_back(buffer.get());
+    }
+  }
+  thread_local std::string taken;
+  for (ThreadBuffer* buffer : buffers) {
+    {
+      absl::MutexLock lock(&buffer->mu);
+      taken.swap(buffer->lines);  // the thread keeps appending to the (empty) string it gets
+    }
+    WriteAll(taken);
+    taken.clear();
+  }
+}
+
+void AccessLog::WriteAll(std::string_view bytes) const {
+  // Wait for room, then write no more than a pipe guarantees to take without blocking: a reader
+  // that stalls can hold this thread only until the destructor's deadline.
+  constexpr size_t kChunk = 4096;
+  while (!bytes.empty()) {
+    pollfd ready{fd_, POLLOUT, 0};
+    const int polled = ::poll(&ready, 1, 100);
+    if (polled < 0 && errno != EINTR) {
+      break;
+    }
+    if (polled <= 0) {
+      const int64_t give_up = give_up_at_ns_.load(std::memory_order_relaxed);
+      if (give_up != 0 && std::chrono::steady_clock::now().time_since_epoch().count() > give_up) {
+        break;
+      }
+      continue;
+    }
+    const ssize_t n = ::write(fd_, bytes.data(), std::min(bytes.size(), kChunk));
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+    } else if (n < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+      break;  // closed or failed
+    }
+  }
+  if (!bytes.empty()) {
+    dropped_lines_.fetch_add(static_cast<uint64_t>(std::count(bytes.begin(), bytes.end(), '\n')),
+                             std::memory_order_relaxed);
+  }
 }
 
 }  // namespace berry::proxy

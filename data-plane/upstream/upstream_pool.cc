@@ -9,12 +9,13 @@ Pool::Pool(net::io_context& io_context, std::shared_ptr<const TlsContexts> tls_c
     : io_context_(io_context), tls_contexts_(std::move(tls_contexts)), options_(options) {}
 
 std::unique_ptr<Connection> Pool::TakeIdle(const Endpoint& endpoint) {
+  const auto now = options_.now();
+  SweepIfDue(now);
   auto it = idle_.find(endpoint.pool_key);
   if (it == idle_.end()) {
     return nullptr;
   }
   auto& idle = it->second;
-  const auto now = std::chrono::steady_clock::now();
   while (!idle.empty()) {
     std::unique_ptr<Connection> connection = std::move(idle.back());
     idle.pop_back();
@@ -36,13 +37,31 @@ void Pool::Release(std::unique_ptr<Connection> connection) {
   if (!connection->tcp().is_open() || connection->expired()) {
     return;  // a deadline closed it, possibly just after its last read succeeded
   }
+  const auto now = options_.now();
+  SweepIfDue(now);
   auto& idle = idle_[connection->pool_key()];
   if (idle.size() >= options_.max_idle_per_endpoint) {
     return;  // closes it
   }
   connection->ExpiresNever();
-  connection->set_idle_since(std::chrono::steady_clock::now());
+  connection->set_idle_since(now);
   idle.push_back(std::move(connection));
+}
+
+void Pool::SweepIfDue(std::chrono::steady_clock::time_point now) {
+  if (now < next_sweep_) {
+    return;
+  }
+  next_sweep_ = now + std::chrono::seconds(1);
+  absl::erase_if(idle_, [&](auto& entry) {
+    auto& idle = entry.second;
+    auto fresh = idle.begin();
+    while (fresh != idle.end() && now - (*fresh)->idle_since() >= options_.idle_timeout) {
+      ++fresh;
+    }
+    idle.erase(idle.begin(), fresh);  // closes them
+    return idle.empty();
+  });
 }
 
 void Pool::Clear() { idle_.clear(); }

@@ -126,6 +126,7 @@ absl::Status TestProxy::Init(TestProxyOptions options) {
 TestProxy::~TestProxy() {
   Stop();
   server_.reset();
+  access_log_.reset();  // its writer thread writes to access_log_fd_ until then
   if (access_log_fd_ >= 0) {
     ::close(access_log_fd_);
   }
@@ -174,6 +175,7 @@ std::string TestProxy::access_log_text() const {
   if (access_log_path_.empty()) {
     return {};
   }
+  access_log_->Flush();  // what the workers have logged so far, not only what the writer wrote
   std::ifstream in(access_log_path_, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();

@@ -32,6 +32,40 @@ namespace v1 = berry::v1;
 using test_support::Behavior;
 using test_support::MockUpstream;
 
+// The node list forgets a node its retention after its last stream ended (pods come and go under
+// new names), and never one that is connected.
+TEST(RoutePublisher, ForgetsANodeGoneForLongerThanTheRetention) {
+  absl::Time now = absl::FromUnixSeconds(1'700'000'000);
+  RoutePublisher publisher(absl::Minutes(10), [&now] { return now; });
+  publisher.RecordConnected("gone", "10.0.0.1:1");
+  publisher.RecordConnected("staying", "10.0.0.2:1");
+  publisher.RecordAck("gone", "v1");
+  publisher.RecordDisconnected("gone");
+  const auto ids = [&publisher] {
+    std::string out;
+    for (const NodeStatus& node : publisher.Nodes()) {
+      absl::StrAppend(&out, node.node_id, node.connected ? "+" : "-", " ");
+    }
+    return out;
+  };
+  EXPECT_EQ(ids(), "gone- staying+ ");
+
+  now += absl::Minutes(9);
+  EXPECT_EQ(ids(), "gone- staying+ ");
+  now += absl::Minutes(2);
+  EXPECT_EQ(ids(), "staying+ ");
+  publisher.RecordConnected("new", "10.0.0.3:1");  // prunes the map itself, not only the view
+  EXPECT_EQ(ids(), "new+ staying+ ");
+  EXPECT_EQ(publisher.connected_count(), 2);
+
+  // A node that comes back is a node again, with nothing ACKed from its earlier life.
+  publisher.RecordConnected("gone", "10.0.0.1:2");
+  const auto nodes = publisher.Nodes();
+  ASSERT_EQ(nodes.size(), 3u);
+  EXPECT_EQ(nodes[0].node_id, "gone");
+  EXPECT_TRUE(nodes[0].acked_version.empty());
+}
+
 constexpr auto kWait = std::chrono::seconds(10);
 constexpr char kBackend[] = "chat/p/mock-model";
 

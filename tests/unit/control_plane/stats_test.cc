@@ -488,6 +488,52 @@ TEST(FleetStatsTest, BackendFailingAcrossTheFleetBecomesUnhealthy) {
   EXPECT_EQ(BackendOf(table, kBackendB).health(), v1::HEALTH_STATUS_HEALTHY);
 }
 
+// A report that waited in a proxy's queue while the control plane was away (age >= the recent
+// window) is folded into the totals but judges no health, and its ejection counts only for what
+// is left of it.
+TEST(FleetStatsTest, AReportQueuedWhileTheControlPlaneWasAwayCountsInTotalsNotInHealth) {
+  FakeClock clock;
+  auto stats = NewStats(clock);  // a 60 s window
+  // A failing and B ejected by the proxy, 5 minutes ago.
+  v1::StreamLoadReportsRequest old_news =
+      Report(1, {Stats(kBackendA, 2, 10), Stats(kBackendB, 10)});
+  old_news.mutable_age()->set_seconds(300);
+  old_news.mutable_backend_stats(1)->mutable_ejected_for()->set_seconds(30);
+  MustFold(*stats, old_news, "proxy-1");
+  EXPECT_EQ(Find(*stats, kBackendA)->issued, 12u);
+  EXPECT_EQ(FleetHealth(*stats, kBackendA), v1::HEALTH_STATUS_UNKNOWN);
+  EXPECT_EQ(stats->stale_reports(), 1u);
+  v1::RouteTable table = Table();
+  stats->Overlay(table);
+  EXPECT_NE(BackendOf(table, kBackendA).health(), v1::HEALTH_STATUS_UNHEALTHY);
+  EXPECT_NE(BackendOf(table, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+
+  // The same, 20 s old: A's failures count, and 10 s of B's 30 s ejection are left.
+  v1::StreamLoadReportsRequest recent = Report(2, {Stats(kBackendA, 2, 10), Stats(kBackendB, 10)});
+  recent.mutable_age()->set_seconds(20);
+  recent.mutable_backend_stats(1)->mutable_ejected_for()->set_seconds(30);
+  MustFold(*stats, recent, "proxy-1");
+  EXPECT_EQ(Find(*stats, kBackendA)->issued, 24u);
+  EXPECT_EQ(FleetHealth(*stats, kBackendA), v1::HEALTH_STATUS_UNHEALTHY);
+  EXPECT_EQ(stats->stale_reports(), 1u);
+  table = Table();
+  stats->Overlay(table);
+  EXPECT_EQ(BackendOf(table, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+  clock.Advance(absl::Seconds(11));
+  table = Table();
+  stats->Overlay(table);
+  EXPECT_NE(BackendOf(table, kBackendB).health(), v1::HEALTH_STATUS_UNHEALTHY);
+
+  // The report a proxy collects when it reconnects after an hour away: just collected, but its
+  // interval spans the hour. Its successes would otherwise bring A back on stale data.
+  v1::StreamLoadReportsRequest after_outage = Report(3, {Stats(kBackendA, 500)});
+  after_outage.mutable_interval()->set_seconds(3600);
+  MustFold(*stats, after_outage, "proxy-1");
+  EXPECT_EQ(Find(*stats, kBackendA)->issued, 524u);
+  EXPECT_EQ(stats->stale_reports(), 2u);
+  EXPECT_EQ(FleetHealth(*stats, kBackendA), v1::HEALTH_STATUS_UNHEALTHY);
+}
+
 TEST(FleetStatsTest, UnhealthyBackendComesBackOnlyAtTheHealthyThreshold) {
   FakeClock clock;
   FleetStatsOptions options;

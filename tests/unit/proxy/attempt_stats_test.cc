@@ -57,6 +57,8 @@ class AttemptStatsTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    stats_.reset();
+    access_log_.reset();  // its writer thread writes to the pipe until then
     close(log_pipe_[0]);
     close(log_pipe_[1]);
   }
@@ -73,6 +75,7 @@ class AttemptStatsTest : public ::testing::Test {
 
   // Everything the access log has written since the last call.
   std::string LogLines() {
+    access_log_->Flush();
     std::string out;
     char buffer[4096];
     ssize_t n = 0;
