@@ -175,7 +175,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
       splitter.Feed(std::string_view(piece.data(), n), [&](std::string_view event) {
         if (anthropic) {
           anthropic->OnData(event, translated);
-        } else {
+        } else if (gemini) {
           gemini->OnData(event, translated);
         }
       });
