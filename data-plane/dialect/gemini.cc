@@ -268,7 +268,7 @@ std::optional<RequestError> TranslateMessages(const bj::value* value, bj::array&
       if (id.empty()) {
         return Invalid(where + ".tool_call_id", "must be a non-empty string");
       }
-      const auto name = call_names.find(id);
+      const auto name = call_names.find(A(id));
       if (name == call_names.end()) {
         return Invalid(where + ".tool_call_id",
                        "matches no tool call of an earlier assistant "

@@ -80,8 +80,8 @@ bj::object Usage(const GeminiBehavior& b, int candidates_tokens) {
 }
 
 // One GenerateContentResponse with `parts`; `finish` empty for a chunk before the last.
-std::string Response(const GeminiBehavior& b, bj::array parts, std::string_view finish,
-                     int candidates_tokens) {
+std::string ResponseJson(const GeminiBehavior& b, bj::array parts, std::string_view finish,
+                         int candidates_tokens) {
   bj::object candidate{{"content", bj::object{{"parts", std::move(parts)}, {"role", "model"}}},
                        {"index", 0}};
   if (!finish.empty()) {
@@ -107,7 +107,7 @@ std::string WholeResponse(const GeminiBehavior& b) {
   } else {
     parts.push_back(bj::object{{"text", b.text}});
   }
-  return Response(b, std::move(parts), b.finish_reason, b.candidates_tokens);
+  return ResponseJson(b, std::move(parts), b.finish_reason, b.candidates_tokens);
 }
 
 std::string Event(std::string_view json) {
@@ -122,9 +122,9 @@ std::vector<std::string> StreamEvents(const GeminiBehavior& b) {
   const std::vector<std::string> pieces = Pieces(call ? "Let me check." : b.text, b.text_pieces);
   for (size_t i = 0; i < pieces.size(); ++i) {
     const bool last = !call && i + 1 == pieces.size();
-    events.push_back(Event(Response(b, bj::array{bj::object{{"text", pieces[i]}}},
-                                    last ? std::string_view(b.finish_reason) : "",
-                                    last ? b.candidates_tokens : static_cast<int>(i) + 1)));
+    events.push_back(Event(ResponseJson(b, bj::array{bj::object{{"text", pieces[i]}}},
+                                        last ? std::string_view(b.finish_reason) : "",
+                                        last ? b.candidates_tokens : static_cast<int>(i) + 1)));
     if (b.kind == GeminiBehavior::Kind::kErrorEvent) {
       events.push_back(Event(bj::serialize(
           ErrorObject(503, "UNAVAILABLE", "The model is overloaded. Please try again later."))));
@@ -132,8 +132,8 @@ std::vector<std::string> StreamEvents(const GeminiBehavior& b) {
     }
   }
   if (call) {
-    events.push_back(
-        Event(Response(b, bj::array{FunctionCallPart(b)}, b.finish_reason, b.candidates_tokens)));
+    events.push_back(Event(
+        ResponseJson(b, bj::array{FunctionCallPart(b)}, b.finish_reason, b.candidates_tokens)));
   }
   return events;
 }
