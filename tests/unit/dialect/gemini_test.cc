@@ -295,7 +295,7 @@ TEST(GeminiResponseTest, FinishReasonsAreMapped) {
         R"({"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":")" + gemini +
             R"("}]})",
         "m", 1, out));
-    EXPECT_EQ(Json(out).at("choices").at(0).at("finish_reason"), openai);
+    EXPECT_EQ(Json(out).at("choices").at(0).at("finish_reason"), bj::value(openai));
   }
 }
 
@@ -342,8 +342,8 @@ TEST(GeminiErrorTest, ErrorsKeepTheirStatusAndBecomeOpenAiShaped) {
     const TranslatedError error = FromGeminiError(c.status, body);
     EXPECT_EQ(error.status, c.status);
     const bj::value v = Json(error.body);
-    EXPECT_EQ(v.at("error").at("type"), c.type);
-    EXPECT_EQ(v.at("error").at("code"), c.status_name);
+    EXPECT_EQ(v.at("error").at("type"), bj::value(c.type));
+    EXPECT_EQ(v.at("error").at("code"), bj::value(c.status_name));
     EXPECT_THAT(std::string(v.at("error").at("message").as_string()), HasSubstr("it went wrong"));
   }
   // The streaming endpoint wraps its error in an array.
