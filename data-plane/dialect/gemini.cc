@@ -610,7 +610,7 @@ std::optional<RequestError> ToGeminiRequest(std::string_view openai_body, std::s
         generation["responseMimeType"] = "application/json";
       } else if (!value.is_null() && type != "text") {
         error = Unsupported("response_format",
-                            "only types \"text\" and \"json_object\" have an equivalent");
+                            R"(only types "text" and "json_object" have an equivalent)");
       }
     } else if (key == "modalities") {
       if (value.is_array()) {
