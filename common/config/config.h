@@ -50,7 +50,7 @@ struct Provider {
   // Of one request's retries (attempts after the first), at most this many may go to this
   // provider's backends; Settings::max_retries still caps the total.
   int64_t max_retries = 3;
-  // Only "openai" loads: Berry API's "claude" and "gemini" are refused until Berry speaks them.
+  // "openai", "anthropic" (alias "claude") or "gemini" (route_table::ParseDialect).
   std::string backend_type = "openai";
   bool tls_verify = true;
   std::string billing_mode = "per_token";  // Berry API compatibility: "per_token" | "per_request"

@@ -79,15 +79,14 @@ inline constexpr Rule kWeight = {.positive = true};
 
 inline constexpr std::string_view kBillingModes[] = {"per_token", "per_request"};
 inline constexpr Rule kBillingMode = {.one_of = kBillingModes};
-// "anthropic" speaks Anthropic's Messages API (data-plane/dialect); "claude" is Berry API's name
-// for it. Berry API also knows "gemini", which Berry does not speak yet: a request sent in
-// OpenAI's shape to Gemini's native endpoint would fail.
-inline constexpr std::string_view kBackendTypes[] = {"openai", "anthropic", "claude"};
+// "anthropic" speaks Anthropic's Messages API, "gemini" the Gemini API (data-plane/dialect);
+// "claude" is Berry API's name for "anthropic".
+inline constexpr std::string_view kBackendTypes[] = {"openai", "anthropic", "claude", "gemini"};
 inline constexpr Rule kBackendType = {
     .one_of = kBackendTypes,
     .refused_because =
-        "Berry speaks OpenAI's API and Anthropic's Messages API upstream, not Gemini's "
-        "native API; use \"openai\" with the provider's OpenAI-compatible base_url"};
+        "Berry speaks OpenAI's API, Anthropic's Messages API and the Gemini API upstream; "
+        "for another provider use \"openai\" with its OpenAI-compatible base_url"};
 
 // Berry API keys that load but change nothing here: each is a warning when present.
 inline constexpr Rule kMaxInternalRetries = {

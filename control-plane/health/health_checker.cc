@@ -158,12 +158,18 @@ void HealthChecker::Update(const v1::RouteTable& table) {
     auto target = std::make_shared<Target>(
         Target{upstream::Endpoint::Parse(provider.base_url(), provider.tls_verify()), {}, {}});
     // The provider's own model list: GET {base_url}/models, with the key where its dialect
-    // wants it (Anthropic: x-api-key and anthropic-version; a configured header still wins).
+    // wants it (Anthropic: x-api-key and anthropic-version; Gemini: x-goog-api-key; a configured
+    // header still wins).
     if (route_table::ParseDialect(provider.backend_type()) == route_table::Dialect::kAnthropic) {
       if (!provider.api_key().empty()) {
         target->headers.emplace_back("x-api-key", provider.api_key());
       }
       target->headers.emplace_back("anthropic-version", route_table::kAnthropicVersion);
+    } else if (route_table::ParseDialect(provider.backend_type()) ==
+               route_table::Dialect::kGemini) {
+      if (!provider.api_key().empty()) {
+        target->headers.emplace_back(route_table::kGeminiKeyHeader, provider.api_key());
+      }
     } else if (!provider.api_key().empty()) {
       target->authorization = absl::StrCat("Bearer ", provider.api_key());
     }

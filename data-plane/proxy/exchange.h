@@ -95,8 +95,8 @@ struct Exchange : Admitted {
   // The last failed attempt, answered to the client when every attempt failed.
   bool last_timed_out = false;
   std::optional<Response> last_upstream_response;  // a 429/5xx from upstream, passed through
-  // A backend whose dialect cannot express the request (an OpenAI field with no Anthropic
-  // equivalent): the 400 the client gets if no other backend answers.
+  // A backend whose dialect cannot express the request (an OpenAI field with no Anthropic or
+  // Gemini equivalent): the 400 the client gets if no other backend answers.
   std::optional<ErrorReply> dialect_error;
   // Backends in `tried` that were never sent the request because their dialect could not express
   // it: not attempts, so they spend no retry and make no pick after them a retry.

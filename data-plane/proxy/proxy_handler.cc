@@ -28,13 +28,13 @@ std::optional<ErrorReply> RefuseForDialect(const Exchange& exchange) {
     return std::nullopt;  // the picker says why nothing is available
   }
   return ErrorReply{
-      400, openai::ErrorJson(
-               ErrorKind::kInvalidRequest,
-               absl::StrCat("model \"", exchange.model->name(),
-                            "\" is served only by providers whose API has no ",
-                            strings::Absl(exchange.path), " (backend_type \"anthropic\"); use ",
-                            strings::Absl(kChatCompletionsPath)),
-               "model")};
+      400, openai::ErrorJson(ErrorKind::kInvalidRequest,
+                             absl::StrCat("model \"", exchange.model->name(),
+                                          "\" is served only by providers whose API has no ",
+                                          strings::Absl(exchange.path),
+                                          " (backend_type \"anthropic\" or \"gemini\"); use ",
+                                          strings::Absl(kChatCompletionsPath)),
+                             "model")};
 }
 
 uint64_t RandomSeed() {

@@ -83,6 +83,10 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
       if (!configured("anthropic-version")) {
         route.headers.emplace_back("anthropic-version", route_table::kAnthropicVersion);
       }
+    } else if (*dialect == route_table::Dialect::kGemini) {
+      if (!provider.api_key().empty() && !configured(route_table::kGeminiKeyHeader)) {
+        route.headers.emplace_back(route_table::kGeminiKeyHeader, provider.api_key());
+      }
     } else {
       route.authorization = absl::StrCat("Bearer ", provider.api_key());
     }

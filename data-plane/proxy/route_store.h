@@ -37,7 +37,7 @@ struct ProviderRoute {
   route_table::Dialect dialect = route_table::Dialect::kOpenAi;
   std::string authorization;  // "Bearer <api_key>" (OpenAI dialect only); secret
   // The configured headers; for the Anthropic dialect also `x-api-key` (secret) and
-  // `anthropic-version`, unless configured.
+  // `anthropic-version`, for the Gemini dialect `x-goog-api-key` (secret), unless configured.
   std::vector<std::pair<std::string, std::string>> headers;
 };
 

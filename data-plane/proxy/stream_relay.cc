@@ -12,6 +12,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "common/http/sse.h"
 #include "data-plane/dialect/anthropic.h"
+#include "data-plane/dialect/gemini.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
@@ -129,10 +130,17 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
   sse::SseEventSplitter splitter;
   std::optional<openai::Usage> usage;
   std::optional<dialect::AnthropicStream> anthropic;
+  std::optional<dialect::GeminiStream> gemini;
   std::string translated;
   if (route.dialect == route_table::Dialect::kAnthropic) {
     anthropic.emplace(exchange.fields.include_usage, UnixSeconds());
+  } else if (route.dialect == route_table::Dialect::kGemini) {
+    gemini.emplace(exchange.fields.include_usage, exchange.model->name(), UnixSeconds());
   }
+  const bool translating = anthropic || gemini;
+  const auto translation_failed = [&] {
+    return (anthropic && anthropic->failed()) || (gemini && gemini->failed());
+  };
   const auto idle_timeout = SecondsOr(generation.settings().stream_idle_timeout(), 60);
   std::array<char, size_t{8} * 1024> piece;
   exchange.downstream.WatchForDisconnect([&exchange, &connection] {
@@ -162,15 +170,20 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     } while (!ec && !parser.is_done() && piece.size() - n >= 1024 &&
              CanContinueWithoutReading(parser, connection.buffer()));
     watchdog->last_read = SteadyClock::now();
-    if (n > 0 && anthropic) {
+    if (n > 0 && translating) {
       translated.clear();
-      splitter.Feed(std::string_view(piece.data(), n),
-                    [&](std::string_view event) { anthropic->OnData(event, translated); });
+      splitter.Feed(std::string_view(piece.data(), n), [&](std::string_view event) {
+        if (anthropic) {
+          anthropic->OnData(event, translated);
+        } else if (gemini) {
+          gemini->OnData(event, translated);
+        }
+      });
       if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
         exchange.client_gone = true;
         break;
       }
-      if (anthropic->failed()) {
+      if (translation_failed()) {
         break;  // the error event went out; the stream is over
       }
     } else if (n > 0) {
@@ -190,9 +203,19 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
       break;
     }
   }
+  // Gemini ends a stream by ending the body: its usage chunk and [DONE] follow then.
+  if (gemini && !broken && !exchange.client_gone && !gemini->failed()) {
+    translated.clear();
+    gemini->OnEnd(translated);
+    if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
+      exchange.client_gone = true;
+    }
+  }
   exchange.downstream.StopWatching();
   if (anthropic) {
     usage = anthropic->usage();
+  } else if (gemini) {
+    usage = gemini->usage();
   }
   if (usage) {
     stats_.RecordUsage(exchange, backend, *usage);
@@ -202,7 +225,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     connection.Cancel();  // the upstream call is abandoned with the client
     co_return false;
   }
-  if (anthropic && anthropic->failed()) {
+  if (translation_failed()) {
     // The provider said why in its error event, which went to the client translated.
     exchange.error = "upstream stream ended with an error event";
     stats_.CountStreamBroken(exchange, backend);
@@ -211,8 +234,9 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     connection.Cancel();
     co_return false;
   }
-  if (anthropic && !broken && !anthropic->finished()) {
-    broken = http::error::partial_message;  // ended cleanly, but without message_stop
+  if (!broken && ((anthropic && !anthropic->finished()) || (gemini && !gemini->finished()))) {
+    // Ended cleanly, but without message_stop (Anthropic) or a finishReason (Gemini).
+    broken = http::error::partial_message;
   }
   if (broken) {
     const bool timed_out = watchdog->idle_expired || broken == beast::error::timeout;
@@ -223,7 +247,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     // One error event, then the connection closes without the chunked terminator, so no client
     // can mistake the stream for a complete one.
     // A translated stream only ever wrote whole events.
-    std::string tail = anthropic || splitter.AtEventBoundary() ? "" : "\n\n";
+    std::string tail = translating || splitter.AtEventBoundary() ? "" : "\n\n";
     tail += openai::SseErrorEvent(timed_out
                                       ? "upstream stream timed out: no data within the idle timeout"
                                       : "upstream stream broke off before it finished");

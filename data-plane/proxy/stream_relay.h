@@ -23,9 +23,10 @@ class StreamRelay {
       : io_context_(io_context), stats_(stats) {}
 
   // Relays the stream whose head `parser` holds; true when the upstream connection may be kept
-  // alive afterwards. An Anthropic provider's stream (`route`'s dialect) is translated event by
-  // event into chat.completion.chunk events; one that ends without message_stop, or with an
-  // error event, ends like a broken stream (an error event, no terminator).
+  // alive afterwards. An Anthropic or Gemini provider's stream (`route`'s dialect) is translated
+  // event by event into chat.completion.chunk events; one that ends without message_stop
+  // (Anthropic) or a finishReason (Gemini), or with an error event, ends like a broken stream
+  // (an error event, no terminator).
   net::awaitable<bool> Relay(Exchange& exchange, const selection::CompiledBackend& backend,
                              const ProviderRoute& route, upstream::Connection& connection,
                              upstream::ResponseParser& parser);

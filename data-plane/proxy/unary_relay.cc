@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "data-plane/dialect/anthropic.h"
+#include "data-plane/dialect/gemini.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
 
@@ -99,6 +100,23 @@ net::awaitable<void> UnaryRelay::Relay(
       body = std::move(error.body);
     }
     // Whatever the provider (or a gateway in between) sent, the body is JSON now.
+    parser.get().set(http::field::content_type, "application/json");
+  } else if (route.dialect == route_table::Dialect::kGemini) {
+    if (status >= 200 && status < 300) {
+      std::string translated;
+      if (!dialect::FromGeminiResponse(body, exchange.model->name(), UnixSeconds(), translated)) {
+        stats_.FailAttempt(
+            exchange, backend, outlier::Outcome::kStreamBroken,
+            absl::StrCat("upstream answered ", status,
+                         " with a body that is not a Gemini GenerateContentResponse"));
+        co_return;
+      }
+      body = std::move(translated);
+    } else {
+      dialect::TranslatedError error = dialect::FromGeminiError(status, body);
+      status = error.status;
+      body = std::move(error.body);
+    }
     parser.get().set(http::field::content_type, "application/json");
   }
 

@@ -30,8 +30,9 @@ class UnaryRelay {
 
   // `parser` holds the response head of an attempt that started at `attempt_start`; the
   // connection goes back to the pool when the response was read completely and may be kept.
-  // An Anthropic provider's answer (`route`'s dialect) is translated to OpenAI's shapes first:
-  // a message to a chat.completion, an error to an OpenAI error (529 counting as 503).
+  // An Anthropic or Gemini provider's answer (`route`'s dialect) is translated to OpenAI's
+  // shapes first: a message or GenerateContentResponse to a chat.completion, an error to an
+  // OpenAI error (Anthropic's 529 counting as 503).
   net::awaitable<void> Relay(Exchange& exchange, const selection::CompiledBackend& backend,
                              const ProviderRoute& route,
                              std::unique_ptr<upstream::Connection>& connection,

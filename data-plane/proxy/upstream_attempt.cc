@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/http/wire.h"
 #include "data-plane/dialect/anthropic.h"
+#include "data-plane/dialect/gemini.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/proxy/header_policy.h"
@@ -16,7 +17,9 @@ namespace berry::proxy {
 namespace {
 
 // The upstream request: the request line, the headers HeaderPolicy relays and adds, the body
-// with `model` rewritten (or, for an Anthropic provider, translated to a Messages API request).
+// with `model` rewritten (or, for an Anthropic provider, translated to a Messages API request;
+// for a Gemini provider, to a generateContent request whose target names the model and which
+// does not carry the client's query string).
 // Written straight into `head` and `body` (common/http/wire.h). Fails only when the provider's
 // dialect cannot express the request.
 std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchange,
@@ -24,7 +27,16 @@ std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchan
                                                           const ProviderRoute& route,
                                                           std::string& head, std::string& body) {
   std::string_view path = RelayedPath(exchange.path);
-  if (route.dialect == route_table::Dialect::kAnthropic) {
+  std::string_view query = exchange.query;
+  std::string gemini_path;
+  if (route.dialect == route_table::Dialect::kGemini) {
+    if (auto error = dialect::ToGeminiRequest(exchange.request.body(), body)) {
+      return error;
+    }
+    gemini_path = dialect::GeminiPath(backend.config().upstream_model(), exchange.fields.stream);
+    path = gemini_path;
+    query = exchange.fields.stream ? dialect::kGeminiStreamQuery : std::string_view();
+  } else if (route.dialect == route_table::Dialect::kAnthropic) {
     if (auto error = dialect::ToAnthropicRequest(exchange.request.body(),
                                                  backend.config().upstream_model(), body)) {
       return error;
@@ -37,7 +49,7 @@ std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchan
   head.reserve(1024);
   const auto method = exchange.request.method_string();
   wire::AppendRequestLine(head, std::string_view(method.data(), method.size()),
-                          {route.endpoint.path_prefix, path, exchange.query});
+                          {route.endpoint.path_prefix, path, query});
   HeaderPolicy::AppendUpstreamRequestFields(head, exchange.request, route,
                                             exchange.downstream.request_id());
   const http::verb verb = exchange.request.method();

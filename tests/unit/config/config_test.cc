@@ -823,7 +823,7 @@ TEST(RangeTest, UnknownBackendTypeIsAnError) {
   EXPECT_THAT(ErrorsOf(text),
               ElementsAre(ErrorAt("providers.p.backend_type", LineOf(text, "backend_type"),
                                   "\"cohere\" is not supported; expected one of: openai, "
-                                  "anthropic, claude")));
+                                  "anthropic, claude, gemini")));
 }
 
 TEST(BackendTypeTest, OpenAiLoads) {
@@ -840,14 +840,18 @@ TEST(BackendTypeTest, AnthropicAndItsBerryApiAliasLoad) {
   }
 }
 
-TEST(BackendTypeTest, GeminiIsRefusedSayingWhy) {
-  const std::string text = WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"gemini\"");
+TEST(BackendTypeTest, GeminiLoads) {
+  ASSERT_LOADS(result, WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"gemini\""));
+  EXPECT_EQ(result.config->providers()[0].backend_type, "gemini");
+}
+
+TEST(BackendTypeTest, AnUnknownTypeIsRefusedSayingWhy) {
+  const std::string text = WithLineAfter(kMinimal, "[providers.p]", "backend_type = \"vertex\"");
   const std::vector<ConfigError> errors = ErrorsOf(text);
   EXPECT_THAT(errors, ElementsAre(ErrorAt("providers.p.backend_type", LineOf(text, "backend_type"),
-                                          "\"gemini\" is not supported")));
+                                          "\"vertex\" is not supported")));
   ASSERT_THAT(errors, SizeIs(1));
-  EXPECT_THAT(errors[0].reason, HasSubstr("expected one of: openai, anthropic, claude"));
-  EXPECT_THAT(errors[0].reason, HasSubstr("not Gemini's native API"));
+  EXPECT_THAT(errors[0].reason, HasSubstr("expected one of: openai, anthropic, claude, gemini"));
   EXPECT_THAT(errors[0].reason, HasSubstr("OpenAI-compatible base_url"));
   EXPECT_THAT(errors[0].ToString(), Not(HasSubstr("sk-test"))) << "no secret in the error";
 }

@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "tests/support/certs.h"
 #include "tests/support/mock_anthropic.h"
+#include "tests/support/mock_gemini.h"
 #include "tests/support/mock_upstream.h"
 
 namespace berry::control_plane {
@@ -270,6 +271,29 @@ TEST(HealthCheckerTest, AnthropicProviderIsProbedWithItsOwnKeyHeaders) {
 
   v1::Provider wrong = Provider("wrong", (*mock)->base_url(), "sk-ant-wrong");
   wrong.set_backend_type("anthropic");
+  auto checker = StartChecker(sink, FastOptions(), Table({wrong}));
+  EXPECT_TRUE(sink.WaitFor("wrong", false));
+}
+
+TEST(HealthCheckerTest, GeminiProviderIsProbedWithItsOwnKeyHeader) {
+  // The mock answers 403 without x-goog-api-key and 400 with a wrong one.
+  auto mock = test_support::MockGemini::Start();
+  ASSERT_TRUE(mock.ok()) << mock.status();
+  RecordingSink sink;
+  v1::Provider provider = Provider("google", (*mock)->base_url(), "gm-test-key");
+  provider.set_backend_type("gemini");
+  {
+    auto checker = StartChecker(sink, FastOptions(), Table({provider}));
+    ASSERT_TRUE(sink.WaitFor("google", true));
+  }
+  const test_support::GeminiRequest request = (*mock)->requests().at(0);
+  EXPECT_EQ(request.method, "GET");
+  EXPECT_EQ(request.target, "/v1beta/models");
+  EXPECT_EQ(request.Header("x-goog-api-key"), "gm-test-key");
+  EXPECT_FALSE(request.Header("Authorization").has_value());
+
+  v1::Provider wrong = Provider("wrong", (*mock)->base_url(), "gm-wrong");
+  wrong.set_backend_type("gemini");
   auto checker = StartChecker(sink, FastOptions(), Table({wrong}));
   EXPECT_TRUE(sink.WaitFor("wrong", false));
 }

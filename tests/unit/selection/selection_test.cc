@@ -546,7 +546,7 @@ v1::RouteTable TableWithDialect(v1::Strategy strategy, const std::vector<Backend
 }
 
 TEST(Dialect, OpenAiOnlyRequestsSkipOtherDialectsEvenFirstInLine) {
-  for (const std::string_view type : {"anthropic", "claude"}) {
+  for (const std::string_view type : {"anthropic", "claude", "gemini"}) {
     Harness h(TableWithDialect(
         v1::STRATEGY_FAILOVER,
         {{.id = "a", .priority = 1, .provider = "claude"}, {.id = "b", .priority = 2}}, type));
