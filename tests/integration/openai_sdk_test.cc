@@ -1,6 +1,7 @@
 // The official `openai` npm SDK against berry-proxy, with custom model "chat" spread (round
-// robin) over an OpenAI mock and an Anthropic mock, and "tools" on an Anthropic mock that
-// answers with tool_use: plain chats, streams with usage, tool calls plain and streamed. The SDK
+// robin) over an OpenAI mock, an Anthropic mock and a Gemini mock, "tools" on an Anthropic mock
+// that answers with tool_use and "gemini-tools" on a Gemini mock that answers with a
+// functionCall: plain chats, streams with usage, tool calls plain and streamed. The SDK
 // is installed with npm into the build tree on the first run; the test skips, saying so, only
 // when npm cannot install it (no registry).
 #include <gtest/gtest.h>
@@ -15,12 +16,15 @@
 #include "tests/integration/child_process.h"
 #include "tests/integration/proxy_test_util.h"
 #include "tests/support/mock_anthropic.h"
+#include "tests/support/mock_gemini.h"
 
 namespace berry::itest {
 namespace {
 
 using test_support::AnthropicBehavior;
+using test_support::GeminiBehavior;
 using test_support::MockAnthropic;
+using test_support::MockGemini;
 
 // Installs the SDK under BERRY_NPM_DIR unless it is there; the error says why when not.
 absl::Status InstallSdk() {
@@ -59,7 +63,22 @@ std::string AnthropicProvider(std::string_view id, const MockAnthropic& mock) {
                       "models = [\"claude-up\"]\n\n");
 }
 
-TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAndAnthropicBackends) {
+std::unique_ptr<MockGemini> StartGemini(GeminiBehavior behavior) {
+  auto mock = MockGemini::Start();
+  if (!mock.ok()) {
+    Fatal("mock Gemini did not start: " + mock.status().ToString());
+  }
+  (*mock)->SetBehavior(std::move(behavior));
+  return *std::move(mock);
+}
+
+std::string GeminiProvider(std::string_view id, const MockGemini& mock) {
+  return absl::StrCat("[providers.", std::string(id), "]\nbase_url = \"", mock.base_url(),
+                      "\"\napi_key = \"gm-test-key\"\nbackend_type = \"gemini\"\n",
+                      "models = [\"gemini-mock\"]\n\n");
+}
+
+TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAnthropicAndGeminiBackends) {
   if (system("command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "node and npm are not installed: the openai SDK test cannot run";
   }
@@ -70,11 +89,16 @@ TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAndAnthropicBackends) {
   auto openai = StartMock("acme");
   auto anthropic = StartAnthropic(AnthropicBehavior::Text());
   auto tools = StartAnthropic(AnthropicBehavior::ToolUse());
+  auto gemini = StartGemini(GeminiBehavior::Text());
+  auto gemini_tools = StartGemini(GeminiBehavior::FunctionCall());
   const std::string config =
       ProviderToml("acme", openai->base_url()) + AnthropicProvider("claude", *anthropic) +
-      AnthropicProvider("claudetools", *tools) + ModelToml("chat", R"(strategy = "round_robin")") +
-      BackendToml("chat", "acme") + BackendToml("chat", "claude", "claude-up") +
-      ModelToml("tools") + BackendToml("tools", "claudetools", "claude-up");
+      AnthropicProvider("claudetools", *tools) + GeminiProvider("google", *gemini) +
+      GeminiProvider("googletools", *gemini_tools) +
+      ModelToml("chat", R"(strategy = "round_robin")") + BackendToml("chat", "acme") +
+      BackendToml("chat", "claude", "claude-up") + BackendToml("chat", "google", "gemini-mock") +
+      ModelToml("tools") + BackendToml("tools", "claudetools", "claude-up") +
+      ModelToml("gemini-tools") + BackendToml("gemini-tools", "googletools", "gemini-mock");
   auto proxy = StartProxy(config);
 
   auto node =
@@ -88,35 +112,46 @@ TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAndAnthropicBackends) {
   const boost::json::value result = ParseJson(node->out().substr(at + 7));
   ASSERT_TRUE(result.is_object()) << node->out();
 
-  // Round robin over both providers: each served half, each answer whole.
+  // Round robin over the three providers: each served a third, each answer whole.
   const std::string openai_text = MockUpstream::Options().default_behavior.content;
   const std::string anthropic_text = AnthropicBehavior::Text().text;
+  const std::string gemini_text = GeminiBehavior::Text().text;
   std::set<std::string> texts;
   for (const auto& text : result.at("texts").as_array()) {
     texts.insert(std::string(text.at("content").as_string()));
     EXPECT_EQ(text.at("finish"), "stop");
     EXPECT_GT(text.at("usage").at("completion_tokens").to_number<int64_t>(), 0);
   }
-  EXPECT_EQ(texts, (std::set<std::string>{openai_text, anthropic_text}));
+  EXPECT_EQ(texts, (std::set<std::string>{openai_text, anthropic_text, gemini_text}));
   std::set<std::string> streamed;
   for (const auto& stream : result.at("streams").as_array()) {
     streamed.insert(std::string(stream.at("text").as_string()));
     EXPECT_EQ(stream.at("finish"), "stop");
-    EXPECT_TRUE(stream.at("usage").is_object()) << "include_usage honoured by both dialects";
+    EXPECT_TRUE(stream.at("usage").is_object()) << "include_usage honoured by every dialect";
   }
-  EXPECT_EQ(streamed.size(), 2u);
+  EXPECT_EQ(streamed.size(), 3u);
   EXPECT_TRUE(streamed.count(anthropic_text)) << boost::json::serialize(result);
+  EXPECT_TRUE(streamed.count(gemini_text)) << boost::json::serialize(result);
   EXPECT_EQ(anthropic->messages_served(), 4);
+  EXPECT_EQ(gemini->generations_served(), 4);
 
-  EXPECT_EQ(result.at("tool").at("finish"), "tool_calls");
-  const boost::json::value& call = result.at("tool").at("calls").at(0);
-  EXPECT_EQ(call.at("function").at("name"), "get_weather");
-  EXPECT_EQ(ParseJson(call.at("function").at("arguments").as_string()),
-            ParseJson(R"({"city":"Paris"})"));
-  EXPECT_EQ(result.at("toolStream").at("name"), "get_weather");
-  EXPECT_EQ(result.at("toolStream").at("finish"), "tool_calls");
-  EXPECT_EQ(ParseJson(result.at("toolStream").at("args").as_string()),
-            ParseJson(R"({"city":"Paris"})"));
+  // Tool calls from Anthropic's tool_use and from Gemini's functionCall, plain and streamed.
+  ASSERT_EQ(result.at("tools").as_array().size(), 2u);
+  ASSERT_EQ(result.at("toolStreams").as_array().size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const boost::json::value& tool = result.at("tools").at(i);
+    SCOPED_TRACE(boost::json::serialize(tool));
+    EXPECT_EQ(tool.at("finish"), "tool_calls");
+    const boost::json::value& call = tool.at("calls").at(0);
+    EXPECT_EQ(call.at("function").at("name"), "get_weather");
+    EXPECT_EQ(ParseJson(call.at("function").at("arguments").as_string()),
+              ParseJson(R"({"city":"Paris"})"));
+    const boost::json::value& streamed_call = result.at("toolStreams").at(i);
+    EXPECT_EQ(streamed_call.at("name"), "get_weather");
+    EXPECT_EQ(streamed_call.at("finish"), "tool_calls");
+    EXPECT_EQ(ParseJson(streamed_call.at("args").as_string()), ParseJson(R"({"city":"Paris"})"));
+  }
+  EXPECT_EQ(gemini_tools->generations_served(), 2);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Drives berry-proxy with the official `openai` npm SDK (openai_sdk_test.cc starts the proxy and
-// the mock providers): plain chats, streams with usage, and tool calls, plain and streamed.
+// the mock providers): plain chats, streams with usage, and tool calls, plain and streamed, on
+// the models "tools" (Anthropic) and "gemini-tools" (Gemini).
 // Usage: node openai_sdk_client.cjs <dir holding node_modules/openai> <base URL ending in /v1>
 // Prints one line "RESULT <json>" on success; exits 1 with the error otherwise.
 'use strict';
@@ -19,8 +20,8 @@ const tools = [{
 }];
 
 async function main() {
-  const out = { texts: [], streams: [], tool: null, toolStream: null };
-  for (let i = 0; i < 4; i++) {
+  const out = { texts: [], streams: [], tools: [], toolStreams: [] };
+  for (let i = 0; i < 6; i++) {
     const r = await client.chat.completions.create({ model: 'chat', messages });
     out.texts.push({
       content: r.choices[0].message.content,
@@ -28,7 +29,7 @@ async function main() {
       usage: r.usage,
     });
   }
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 6; i++) {
     const stream = await client.chat.completions.create({
       model: 'chat', messages, stream: true, stream_options: { include_usage: true },
     });
@@ -44,24 +45,26 @@ async function main() {
     }
     out.streams.push({ text, finish, usage });
   }
-  const t = await client.chat.completions.create({
-    model: 'tools', messages, tools, tool_choice: 'required',
-  });
-  out.tool = { finish: t.choices[0].finish_reason, calls: t.choices[0].message.tool_calls };
-  const ts = await client.chat.completions.create({ model: 'tools', messages, tools, stream: true });
-  let name = '';
-  let args = '';
-  let finish = null;
-  for await (const chunk of ts) {
-    const choice = chunk.choices[0];
-    if (!choice) continue;
-    for (const call of choice.delta.tool_calls ?? []) {
-      if (call.function?.name) name = call.function.name;
-      args += call.function?.arguments ?? '';
+  for (const model of ['tools', 'gemini-tools']) {
+    const t = await client.chat.completions.create({
+      model, messages, tools, tool_choice: 'required',
+    });
+    out.tools.push({ model, finish: t.choices[0].finish_reason, calls: t.choices[0].message.tool_calls });
+    const ts = await client.chat.completions.create({ model, messages, tools, stream: true });
+    let name = '';
+    let args = '';
+    let finish = null;
+    for await (const chunk of ts) {
+      const choice = chunk.choices[0];
+      if (!choice) continue;
+      for (const call of choice.delta.tool_calls ?? []) {
+        if (call.function?.name) name = call.function.name;
+        args += call.function?.arguments ?? '';
+      }
+      finish = choice.finish_reason ?? finish;
     }
-    finish = choice.finish_reason ?? finish;
+    out.toolStreams.push({ model, name, args, finish });
   }
-  out.toolStream = { name, args, finish };
   console.log('RESULT ' + JSON.stringify(out));
 }
 

@@ -1026,11 +1026,12 @@ TEST(FleetStatsTest, RegisterMetricsRendersFleetFamilies) {
            "berry_cp_backend_health_factor gauge",
            "berry_cp_duplicate_reports_total counter",
            "berry_cp_load_reports_total counter",
+           "berry_cp_stale_load_reports_total counter",
        }) {
     EXPECT_NE(text.find(std::string("# TYPE ") + type + "\n"), std::string::npos)
         << "missing: " << type;
   }
-  EXPECT_EQ(std::count(text.begin(), text.end(), '#'), 2 * 12) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '#'), 2 * 13) << text;
   registry.Render();
   EXPECT_EQ(stats->snapshots_taken(), snapshots_before + 2);
   // Registering twice names taken families.
