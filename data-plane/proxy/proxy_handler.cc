@@ -32,7 +32,7 @@ std::optional<ErrorReply> RefuseForDialect(const Exchange& exchange) {
                              absl::StrCat("model \"", exchange.model->name(),
                                           "\" is served only by providers whose API has no ",
                                           strings::Absl(exchange.path),
-                                          " (backend_type \"anthropic\" or \"gemini\"); use ",
+                                          R"( (backend_type "anthropic" or "gemini"); use )",
                                           strings::Absl(kChatCompletionsPath)),
                              "model")};
 }
