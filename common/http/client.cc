@@ -174,6 +174,10 @@ net::awaitable<beast::error_code> Connection::RoundTrip(std::string_view head,
   co_return (co_await wire::ReadMessage(*this, parser, wire::ReadUntil::kHeader)).ec;
 }
 
+net::awaitable<beast::error_code> Connection::ReadHeader(ResponseParser& parser) {
+  co_return (co_await wire::ReadMessage(*this, parser, wire::ReadUntil::kHeader)).ec;
+}
+
 // Not a coroutine: the read's own awaitable is returned, so reading costs one coroutine frame.
 net::awaitable<wire::ReadResult> Connection::ReadSome(ResponseParser& parser, char* data,
                                                       size_t size) {

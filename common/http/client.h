@@ -114,9 +114,12 @@ class Connection {
 
   // Sends a request, `head` (request line and fields, ending in an empty line, see
   // common/http/wire.h) and `body` in one gather write, and reads the response's header into
-  // `parser`.
+  // `parser`. The header may be an interim one (1xx, e.g. 100 Continue or 103 Early Hints):
+  // the caller skips it with ReadHeader into a fresh parser.
   net::awaitable<beast::error_code> RoundTrip(std::string_view head, std::string_view body,
                                               ResponseParser& parser);
+  // Reads the next response header into `parser` (after an interim one).
+  net::awaitable<beast::error_code> ReadHeader(ResponseParser& parser);
   // Reads some body bytes into `data`/`size` (bytes already buffered first, then at most as
   // many socket reads as it takes to place one byte or finish the message); returns the error
   // and the number of body bytes placed (`auto [ec, n] = co_await ReadSome(...)`).

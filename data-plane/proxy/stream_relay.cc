@@ -63,6 +63,29 @@ void ArmStreamWatchdog(const std::shared_ptr<StreamWatchdog>& watchdog, SteadyCl
   });
 }
 
+// The OpenAI error event that ends `events` (a translated stream's output), as a JSON answer
+// to pass on when no other backend takes the request: the status from the provider's error
+// code (overloaded or unavailable: 503; rate limited: 429; else 502).
+Response ErrorEventAsResponse(std::string_view events) {
+  const size_t at = events.rfind("data: ");
+  std::string_view json = at == std::string_view::npos ? "" : events.substr(at + 6);
+  while (!json.empty() && (json.back() == '\n' || json.back() == '\r')) {
+    json.remove_suffix(1);
+  }
+  int status = 502;
+  if (json.find(R"("code":"overloaded_error")") != std::string_view::npos ||
+      json.find(R"("code":"UNAVAILABLE")") != std::string_view::npos) {
+    status = 503;
+  } else if (json.find(R"("code":"rate_limit_error")") != std::string_view::npos ||
+             json.find(R"("code":"RESOURCE_EXHAUSTED")") != std::string_view::npos) {
+    status = 429;
+  }
+  Response response{static_cast<http::status>(status), 11};
+  response.set(http::field::content_type, "application/json");
+  response.body().assign(json);
+  return response;
+}
+
 int64_t UnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -112,20 +135,24 @@ bool StreamRelay::CanContinueWithoutReading(const upstream::ResponseParser& pars
   return line_end != std::string_view::npos && buffered.size() - (line_end + 2) >= size;
 }
 
+net::awaitable<bool> StreamRelay::Start(Exchange& exchange, ResponseHeader& header) {
+  exchange.status = static_cast<int>(header.result_int());
+  exchange.answered = true;
+  co_return co_await exchange.downstream.WriteHeader(header);
+}
+
 net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
                                         const selection::CompiledBackend& backend,
                                         const ProviderRoute& route,
                                         upstream::Connection& connection,
                                         upstream::ResponseParser& parser) {
   const RouteGeneration& generation = *exchange.generation;
+  // The head goes to the client with the first bytes of the body, not before: a stream that
+  // breaks, goes idle or (translated) opens with an error event before it sent anything is a
+  // failed attempt, and another backend can still take the request.
   ResponseHeader header{static_cast<http::status>(parser.get().result_int()), 11};
   HeaderPolicy::CopyRelayedResponseFields(parser.get().base(), header.base());
-  exchange.status = static_cast<int>(header.result_int());
-  exchange.answered = true;
-  if (!co_await exchange.downstream.WriteHeader(header)) {
-    exchange.client_gone = true;
-    co_return false;
-  }
+  bool started = false;
 
   sse::SseEventSplitter splitter;
   std::optional<openai::Usage> usage;
@@ -179,6 +206,17 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
           gemini->OnData(event, translated);
         }
       });
+      if (!started && !translated.empty() && translation_failed()) {
+        break;  // the provider's first word is an error: nothing went out, another may serve
+      }
+      // (Plain statements around each co_await: GCC 12 mishandles it inside && and ?:.)
+      if (!translated.empty() && !started) {
+        started = co_await Start(exchange, header);
+        if (!started) {
+          exchange.client_gone = true;
+          break;
+        }
+      }
       if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
         exchange.client_gone = true;
         break;
@@ -193,6 +231,13 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
           usage = found;
         }
       });
+      if (!started) {
+        started = co_await Start(exchange, header);
+        if (!started) {
+          exchange.client_gone = true;
+          break;
+        }
+      }
       if (!co_await exchange.downstream.WriteChunk(data)) {
         exchange.client_gone = true;
         break;
@@ -201,6 +246,29 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     if (ec) {
       broken = ec;
       break;
+    }
+  }
+  if (!started && !exchange.client_gone) {
+    const bool failed = broken || translation_failed() || (anthropic && !anthropic->finished()) ||
+                        (gemini && !gemini->finished());
+    if (failed) {
+      exchange.downstream.StopWatching();
+      if (translation_failed()) {
+        // The provider's own error is the answer if no other backend takes the request.
+        exchange.last_upstream_response = ErrorEventAsResponse(translated);
+      }
+      const bool timed_out = watchdog->idle_expired || broken == beast::error::timeout;
+      stats_.FailAttempt(exchange, backend,
+                         timed_out ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken,
+                         timed_out ? "upstream stream sent nothing within the idle timeout"
+                                   : "upstream stream failed before its first event");
+      connection.Cancel();
+      co_return false;
+    }
+    // A stream that ended cleanly with nothing in it: the head, then the end.
+    started = co_await Start(exchange, header);
+    if (!started) {
+      exchange.client_gone = true;
     }
   }
   // Gemini ends a stream by ending the body: its usage chunk and [DONE] follow then.

@@ -1,7 +1,8 @@
-// Relays an SSE (text/event-stream) upstream response as it arrives: the head at once (with the
-// headers HeaderPolicy relays), then the bytes, taking along whatever the connection already
-// buffered so a relay that fell behind catches up with fewer, larger writes. `usage` is read
-// from the events on the way. One watchdog timer per stream enforces the idle timeout between
+// Relays an SSE (text/event-stream) upstream response as it arrives: the head (with the headers
+// HeaderPolicy relays) with the first body bytes — a stream that fails before those is a failed
+// attempt that another backend may retry — then the bytes, taking along whatever the connection
+// already buffered so a relay that fell behind catches up with fewer, larger writes. `usage` is
+// read from the events on the way. One watchdog timer per stream enforces the idle timeout between
 // upstream reads and the write timeout towards the client. A stream that breaks after it started
 // ends with an OpenAI error event and a connection closed without the chunked terminator.
 //
@@ -41,6 +42,9 @@ class StreamRelay {
                                         const beast::flat_buffer& buffer);
 
  private:
+  // Sends the response head: the exchange is answered from here on (no failover after it).
+  static net::awaitable<bool> Start(Exchange& exchange, ResponseHeader& header);
+
   net::io_context& io_context_;
   AttemptStats& stats_;
 };

@@ -16,6 +16,9 @@
 namespace berry::proxy {
 namespace {
 
+// Interim (1xx) answers skipped before a provider's real one; more is a broken provider.
+constexpr int kMaxInterimResponses = 8;
+
 // The upstream request: the request line, the headers HeaderPolicy relays and adds, the body
 // with `model` rewritten (or, for an Anthropic provider, translated to a Messages API request;
 // for a Gemini provider, to a generateContent request whose target names the model and which
@@ -126,8 +129,20 @@ net::awaitable<void> UpstreamAttempt::Run(Exchange& exchange,
     parser.emplace(std::piecewise_construct, std::make_tuple(),
                    std::make_tuple(exchange.downstream.arena()));
     parser->body_limit(boost::none);
-    const beast::error_code ec =
-        co_await connection->RoundTrip(*upstream_head, *upstream_body, *parser);
+    beast::error_code ec = co_await connection->RoundTrip(*upstream_head, *upstream_body, *parser);
+    // Interim answers (100 Continue, 103 Early Hints, ...) come before the real one: skipped,
+    // within the first-byte deadline, at most kMaxInterimResponses of them.
+    int interim = 0;
+    for (; !ec && parser->get().result_int() / 100 == 1; ++interim) {
+      if (interim == kMaxInterimResponses) {
+        ec = beast::http::error::bad_status;
+        break;
+      }
+      parser.emplace(std::piecewise_construct, std::make_tuple(),
+                     std::make_tuple(exchange.downstream.arena()));
+      parser->body_limit(boost::none);
+      ec = co_await connection->ReadHeader(*parser);
+    }
     exchange.downstream.StopWatching();
     if (exchange.client_gone) {
       co_return;
@@ -140,7 +155,8 @@ net::awaitable<void> UpstreamAttempt::Run(Exchange& exchange,
                          "upstream timed out before the first byte");
       co_return;
     }
-    if (connection->reused() && !fresh && !parser->got_some() && connection->buffer().size() == 0) {
+    if (connection->reused() && !fresh && interim == 0 && !parser->got_some() &&
+        connection->buffer().size() == 0) {
       continue;
     }
     stats_.FailAttempt(exchange, backend, outlier::Outcome::kConnectError,

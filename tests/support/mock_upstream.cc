@@ -246,6 +246,14 @@ Behavior Behavior::ResetBeforeResponse() {
   return b;
 }
 
+Behavior Behavior::Raw(std::string bytes, RawEnd end) {
+  Behavior b;
+  b.kind = Kind::kRaw;
+  b.raw = std::move(bytes);
+  b.raw_end = end;
+  return b;
+}
+
 std::optional<std::string> RecordedRequest::Header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
     if (text::EqualsIgnoreCase(k, name)) {
@@ -300,6 +308,9 @@ class MockUpstream::Server {
                                   const Behavior& b);
   template <class Stream>
   net::awaitable<bool> Write(Stream& stream, std::string& out);
+  template <class Stream>
+  net::awaitable<void> SendRaw(Stream& stream, beast::flat_buffer& buffer, net::steady_timer& timer,
+                               Scratch& s, const Behavior& b);
   // Sleeps for `d`; on plain TCP it watches the connection meanwhile, so a client that goes away
   // is noticed at once (bytes that arrive, e.g. a pipelined request, are kept in `buffer`).
   // Returns false if the connection is gone.
@@ -642,6 +653,9 @@ net::awaitable<bool> MockUpstream::Server::Respond(Stream& stream, beast::flat_b
       socket.set_option(net::socket_base::linger(true, 0), ignored);
       socket.close(ignored);
       co_return false;
+    case Kind::kRaw:
+      co_await SendRaw(stream, buffer, timer, s, b);
+      co_return false;
     case Kind::kFail: {
       if (b.body.empty()) {
         AppendErrorBody(s.event, "mock upstream failure", "server_error");
@@ -763,6 +777,38 @@ net::awaitable<bool> MockUpstream::Server::SendStream(Stream& stream, beast::fla
   }
   owner_.NoteStreamEnded(true);
   co_return keep_alive;
+}
+
+template <class Stream>
+net::awaitable<void> MockUpstream::Server::SendRaw(Stream& stream, beast::flat_buffer& buffer,
+                                                   net::steady_timer& timer, Scratch& s,
+                                                   const Behavior& b) {
+  const size_t piece = b.raw_piece == 0 ? b.raw.size() : b.raw_piece;
+  for (size_t at = 0; at < b.raw.size(); at += piece) {
+    s.out.assign(b.raw, at, piece);
+    if (!co_await Write(stream, s.out)) {
+      co_return;
+    }
+    if (at + piece < b.raw.size() && b.stream_interval.count() > 0 &&
+        !co_await Sleep(stream, buffer, timer, b.stream_interval)) {
+      co_return;
+    }
+  }
+  auto& socket = beast::get_lowest_layer(stream).socket();
+  boost::system::error_code ignored;
+  switch (b.raw_end) {
+    case Behavior::RawEnd::kClose:
+      socket.shutdown(tcp::socket::shutdown_both, ignored);
+      socket.close(ignored);
+      break;
+    case Behavior::RawEnd::kReset:
+      socket.set_option(net::socket_base::linger(true, 0), ignored);
+      socket.close(ignored);
+      break;
+    case Behavior::RawEnd::kHang:
+      co_await Hang(stream, b.hang_for);
+      break;
+  }
 }
 
 template <class Stream>

@@ -71,7 +71,14 @@ struct Behavior {
     kCloseBeforeResponse,
     // Read the request, then reset the connection (RST) without sending a byte.
     kResetBeforeResponse,
+    // Read the request, send `raw` as it is (a response no parser should trust: a garbage
+    // status line, a 1xx before the answer, headers over a limit, a Content-Length longer than
+    // the body, broken chunked framing), `raw_piece` bytes at a time with `stream_interval`
+    // between pieces (0 = all at once), then end the connection as `raw_end` says.
+    kRaw,
   };
+  // How a kRaw answer ends.
+  enum class RawEnd { kClose, kReset, kHang };
 
   Kind kind = Kind::kNormal;
   // kFail: the response status, body and Content-Type. An empty body means
@@ -100,6 +107,10 @@ struct Behavior {
   // The assistant's text: the message content of JSON answers, and each streamed event's delta.
   std::string content = "Hello from the mock upstream.";
   Usage usage;
+  // kRaw: the bytes, how many go out per write (0 = all in one), and what follows them.
+  std::string raw;
+  size_t raw_piece = 0;
+  RawEnd raw_end = RawEnd::kClose;
   // kHang: give up (close) after this long, so an abandoned test cannot pin a connection forever.
   std::chrono::milliseconds hang_for = std::chrono::hours(1);
 
@@ -111,6 +122,7 @@ struct Behavior {
   static Behavior CloseMidStream(int after_events, std::chrono::microseconds interval = {});
   static Behavior CloseBeforeResponse();
   static Behavior ResetBeforeResponse();
+  static Behavior Raw(std::string bytes, RawEnd end = RawEnd::kClose);
 };
 
 // One request as the mock read it.
