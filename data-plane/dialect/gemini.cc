@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/json/json_escape.h"
 #include "common/strings/views.h"
+#include "data-plane/dialect/json_access.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 
@@ -19,24 +20,10 @@ namespace bj = boost::json;
 
 absl::string_view A(std::string_view s) { return strings::Absl(s); }
 
-std::optional<bj::value> Parse(std::string_view text) {
-  bj::parse_options options;
-  options.max_depth = openai::kMaxRequestDepth;
-  boost::system::error_code ec;
-  bj::value value = bj::parse(bj::string_view(text.data(), text.size()), ec, {}, options);
-  if (ec) {
-    return std::nullopt;
-  }
-  return value;
-}
-
-std::string_view View(const bj::string& s) { return {s.data(), s.size()}; }
-
-// The string at `key` of `object`, or "" when absent or not a string.
-std::string_view StringAt(const bj::object& object, std::string_view key) {
-  const bj::value* v = object.if_contains(key);
-  return v != nullptr && v->is_string() ? View(v->get_string()) : std::string_view();
-}
+using internal::Count;
+using internal::Parse;
+using internal::StringAt;
+using internal::View;
 
 RequestError Unsupported(std::string param, std::string_view why) {
   RequestError error;
@@ -376,20 +363,6 @@ std::optional<RequestError> PositiveInteger(const bj::value& value, std::string_
     return std::nullopt;
   }
   return Invalid(std::string(key), "must be a positive integer");
-}
-
-uint64_t Count(const bj::object& object, std::string_view key) {
-  const bj::value* v = object.if_contains(key);
-  if (v == nullptr) {
-    return 0;
-  }
-  if (v->is_uint64()) {
-    return v->get_uint64();
-  }
-  if (v->is_int64() && v->get_int64() > 0) {
-    return static_cast<uint64_t>(v->get_int64());
-  }
-  return 0;
 }
 
 // usageMetadata as OpenAI counts it: the thinking tokens are completion tokens (as OpenAI's
