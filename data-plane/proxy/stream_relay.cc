@@ -13,6 +13,7 @@
 #include "common/http/sse.h"
 #include "data-plane/dialect/anthropic.h"
 #include "data-plane/dialect/gemini.h"
+#include "data-plane/dialect/messages_front.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
@@ -68,6 +69,118 @@ int64_t UnixSeconds() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+
+// What a stream's events become on the way to the client. The bytes pass unchanged when the
+// provider speaks what the client does (OpenAI to /v1/chat/..., Anthropic to /v1/messages) and
+// the events are only watched (for usage, and for an Anthropic stream's end); otherwise each
+// event is translated: Anthropic's or Gemini's to chat chunks, chat chunks to Anthropic's events,
+// Gemini's to Anthropic's through chat chunks.
+class StreamTranslator {
+ public:
+  StreamTranslator(const Exchange& exchange, route_table::Dialect dialect) {
+    const bool messages = exchange.messages_front();
+    const int64_t created = UnixSeconds();
+    if (dialect == route_table::Dialect::kAnthropic) {
+      anthropic_.emplace(exchange.fields.include_usage, created);
+      rewrites_ = !messages;
+    } else if (dialect == route_table::Dialect::kGemini) {
+      gemini_.emplace(messages || exchange.fields.include_usage, exchange.model->name(), created);
+      rewrites_ = true;
+    }
+    if (messages && dialect != route_table::Dialect::kAnthropic) {
+      messages_.emplace(exchange.model->name());
+      rewrites_ = true;
+    }
+    messages_front_ = messages;
+  }
+
+  // Whether the client gets what OnData writes rather than the upstream bytes.
+  bool rewrites() const { return rewrites_; }
+
+  // One upstream event's `data`.
+  void OnData(std::string_view data, std::string& out) {
+    if (gemini_ && messages_) {
+      scratch_.clear();
+      gemini_->OnData(data, scratch_);
+      ToMessages(out);
+    } else if (gemini_) {
+      gemini_->OnData(data, out);
+    } else if (messages_) {
+      messages_->OnData(data, out);
+    } else if (anthropic_) {
+      scratch_.clear();
+      anthropic_->OnData(data, rewrites_ ? out : scratch_);
+    } else if (auto found = openai::ExtractUsage(data)) {
+      usage_ = found;
+    }
+  }
+
+  // The upstream body ended cleanly (Gemini ends its stream so: the usage chunk and [DONE]
+  // follow then).
+  void OnEnd(std::string& out) {
+    if (gemini_ && messages_) {
+      scratch_.clear();
+      gemini_->OnEnd(scratch_);
+      ToMessages(out);
+    } else if (gemini_) {
+      gemini_->OnEnd(out);
+    }
+    if (messages_) {
+      messages_->OnEnd(out);
+    }
+  }
+
+  // The stream ended as the provider ends a complete one (OpenAI's passed-through streams are
+  // not checked).
+  bool finished() const {
+    if (messages_) {
+      return messages_->finished();
+    }
+    if (gemini_) {
+      return gemini_->finished();
+    }
+    return !anthropic_ || anthropic_->finished();
+  }
+  // An error event arrived (and went to the client, translated or not): the stream is over.
+  bool failed() const {
+    if (messages_) {
+      return messages_->failed();
+    }
+    if (gemini_) {
+      return gemini_->failed();
+    }
+    return anthropic_ && anthropic_->failed();
+  }
+  std::optional<openai::Usage> usage() const {
+    if (messages_) {
+      return messages_->usage();
+    }
+    if (gemini_) {
+      return gemini_->usage();
+    }
+    return anthropic_ ? anthropic_->usage() : usage_;
+  }
+  // The event that ends a stream broken after it started, in the client's shape.
+  std::string ErrorEvent(std::string_view message) const {
+    return messages_front_ ? dialect::MessagesSseErrorEvent(message)
+                           : openai::SseErrorEvent(message);
+  }
+
+ private:
+  // The chat chunks GeminiStream wrote into scratch_, on to MessagesStream.
+  void ToMessages(std::string& out) {
+    middle_.Feed(scratch_, [this, &out](std::string_view chunk) { messages_->OnData(chunk, out); });
+  }
+
+  std::optional<dialect::AnthropicStream> anthropic_;
+  std::optional<dialect::GeminiStream> gemini_;
+  std::optional<dialect::MessagesStream> messages_;
+  sse::SseEventSplitter middle_;
+  std::string scratch_;
+  std::optional<openai::Usage> usage_;
+  bool rewrites_ = false;
+  bool messages_front_ = false;
+};
 
 }  // namespace
 
@@ -128,19 +241,9 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
   }
 
   sse::SseEventSplitter splitter;
-  std::optional<openai::Usage> usage;
-  std::optional<dialect::AnthropicStream> anthropic;
-  std::optional<dialect::GeminiStream> gemini;
+  StreamTranslator translator(exchange, route.dialect);
+  const bool translating = translator.rewrites();
   std::string translated;
-  if (route.dialect == route_table::Dialect::kAnthropic) {
-    anthropic.emplace(exchange.fields.include_usage, UnixSeconds());
-  } else if (route.dialect == route_table::Dialect::kGemini) {
-    gemini.emplace(exchange.fields.include_usage, exchange.model->name(), UnixSeconds());
-  }
-  const bool translating = anthropic || gemini;
-  const auto translation_failed = [&] {
-    return (anthropic && anthropic->failed()) || (gemini && gemini->failed());
-  };
   const auto idle_timeout = SecondsOr(generation.settings().stream_idle_timeout(), 60);
   std::array<char, size_t{8} * 1024> piece;
   exchange.downstream.WatchForDisconnect([&exchange, &connection] {
@@ -170,32 +273,17 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     } while (!ec && !parser.is_done() && piece.size() - n >= 1024 &&
              CanContinueWithoutReading(parser, connection.buffer()));
     watchdog->last_read = SteadyClock::now();
-    if (n > 0 && translating) {
-      translated.clear();
-      splitter.Feed(std::string_view(piece.data(), n), [&](std::string_view event) {
-        if (anthropic) {
-          anthropic->OnData(event, translated);
-        } else if (gemini) {
-          gemini->OnData(event, translated);
-        }
-      });
-      if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
-        exchange.client_gone = true;
-        break;
-      }
-      if (translation_failed()) {
-        break;  // the error event went out; the stream is over
-      }
-    } else if (n > 0) {
+    if (n > 0) {
       const std::string_view data(piece.data(), n);
-      splitter.Feed(data, [&usage](std::string_view event) {
-        if (auto found = openai::ExtractUsage(event)) {
-          usage = found;
-        }
-      });
-      if (!co_await exchange.downstream.WriteChunk(data)) {
+      translated.clear();
+      splitter.Feed(data, [&](std::string_view event) { translator.OnData(event, translated); });
+      const std::string_view to_client = translating ? std::string_view(translated) : data;
+      if (!to_client.empty() && !co_await exchange.downstream.WriteChunk(to_client)) {
         exchange.client_gone = true;
         break;
+      }
+      if (translator.failed()) {
+        break;  // the error event went out; the stream is over
       }
     }
     if (ec) {
@@ -203,20 +291,15 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
       break;
     }
   }
-  // Gemini ends a stream by ending the body: its usage chunk and [DONE] follow then.
-  if (gemini && !broken && !exchange.client_gone && !gemini->failed()) {
+  if (!broken && !exchange.client_gone && !translator.failed()) {
     translated.clear();
-    gemini->OnEnd(translated);
+    translator.OnEnd(translated);
     if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
       exchange.client_gone = true;
     }
   }
   exchange.downstream.StopWatching();
-  if (anthropic) {
-    usage = anthropic->usage();
-  } else if (gemini) {
-    usage = gemini->usage();
-  }
+  const std::optional<openai::Usage> usage = translator.usage();
   if (usage) {
     stats_.RecordUsage(exchange, backend, *usage);
   }
@@ -225,8 +308,8 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     connection.Cancel();  // the upstream call is abandoned with the client
     co_return false;
   }
-  if (translation_failed()) {
-    // The provider said why in its error event, which went to the client translated.
+  if (translator.failed()) {
+    // The provider said why in its error event, which went to the client (translated or not).
     exchange.error = "upstream stream ended with an error event";
     stats_.CountStreamBroken(exchange, backend);
     stats_.RecordOutcome(generation, backend, outlier::Outcome::kStreamBroken);
@@ -234,7 +317,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     connection.Cancel();
     co_return false;
   }
-  if (!broken && ((anthropic && !anthropic->finished()) || (gemini && !gemini->finished()))) {
+  if (!broken && !translator.finished()) {
     // Ended cleanly, but without message_stop (Anthropic) or a finishReason (Gemini).
     broken = http::error::partial_message;
   }
@@ -248,7 +331,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     // can mistake the stream for a complete one.
     // A translated stream only ever wrote whole events.
     std::string tail = translating || splitter.AtEventBoundary() ? "" : "\n\n";
-    tail += openai::SseErrorEvent(timed_out
+    tail += translator.ErrorEvent(timed_out
                                       ? "upstream stream timed out: no data within the idle timeout"
                                       : "upstream stream broke off before it finished");
     co_await exchange.downstream.WriteChunk(tail);
