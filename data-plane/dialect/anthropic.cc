@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/json/json_escape.h"
 #include "common/strings/views.h"
-#include "data-plane/dialect/json_access.h"
+#include "data-plane/dialect/shared.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 
@@ -19,6 +19,7 @@ namespace bj = boost::json;
 absl::string_view A(std::string_view s) { return strings::Absl(s); }
 
 using internal::Count;
+using internal::Invalid;
 using internal::Parse;
 using internal::StringAt;
 using internal::View;
@@ -27,13 +28,6 @@ RequestError Unsupported(std::string param, std::string_view why) {
   RequestError error;
   error.message =
       absl::StrCat("'", param, "' is not supported by this model's Anthropic backend: ", A(why));
-  error.param = std::move(param);
-  return error;
-}
-
-RequestError Invalid(std::string param, std::string_view why) {
-  RequestError error;
-  error.message = absl::StrCat("'", param, "' ", A(why));
   error.param = std::move(param);
   return error;
 }

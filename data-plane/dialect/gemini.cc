@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/json/json_escape.h"
 #include "common/strings/views.h"
-#include "data-plane/dialect/json_access.h"
+#include "data-plane/dialect/shared.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 
@@ -21,7 +21,9 @@ namespace bj = boost::json;
 absl::string_view A(std::string_view s) { return strings::Absl(s); }
 
 using internal::Count;
+using internal::Invalid;
 using internal::Parse;
+using internal::RandomHex;
 using internal::StringAt;
 using internal::View;
 
@@ -29,13 +31,6 @@ RequestError Unsupported(std::string param, std::string_view why) {
   RequestError error;
   error.message =
       absl::StrCat("'", param, "' is not supported by this model's Gemini backend: ", A(why));
-  error.param = std::move(param);
-  return error;
-}
-
-RequestError Invalid(std::string param, std::string_view why) {
-  RequestError error;
-  error.message = absl::StrCat("'", param, "' ", A(why));
   error.param = std::move(param);
   return error;
 }
@@ -64,21 +59,6 @@ bool IsNeutral(const bj::value& v, double neutral) {
     return !ec && d == neutral;
   }
   return false;
-}
-
-// 16 hex digits from a per-thread generator seeded once from the system: ids for tool calls and
-// completions that Gemini does not name.
-std::string RandomHex() {
-  thread_local std::mt19937_64 generator{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
-                                         std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t bits = generator();
-  std::string out(16, '0');
-  for (char& c : out) {
-    c = kHex[bits & 0xf];
-    bits >>= 4;
-  }
-  return out;
 }
 
 std::string ToolCallId() { return absl::StrCat("call_", RandomHex()); }

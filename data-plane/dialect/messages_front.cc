@@ -1,14 +1,14 @@
 #include "data-plane/dialect/messages_front.h"
 
+#include <algorithm>
 #include <array>
 #include <boost/json.hpp>
-#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/json/json_escape.h"
 #include "common/strings/views.h"
-#include "data-plane/dialect/json_access.h"
+#include "data-plane/dialect/shared.h"
 
 namespace berry::dialect {
 namespace {
@@ -16,7 +16,9 @@ namespace {
 namespace bj = boost::json;
 
 using internal::Count;
+using internal::Invalid;
 using internal::Parse;
+using internal::RandomHex;
 using internal::StringAt;
 using internal::View;
 
@@ -32,40 +34,13 @@ RequestError Unsupported(std::string param, std::string_view why) {
   return error;
 }
 
-RequestError Invalid(std::string param, std::string_view why) {
-  RequestError error;
-  error.message = absl::StrCat("'", param, "' ", A(why));
-  error.param = std::move(param);
-  return error;
-}
-
 // Request fields with no chat.completions equivalent that change nothing the client can rely on
 // (sampling or caching hints, extended thinking, the service tier): dropped.
 constexpr std::array<std::string_view, 4> kDropped = {"top_k", "thinking", "service_tier",
                                                       "cache_control"};
 
 bool IsDropped(std::string_view key) {
-  for (std::string_view d : kDropped) {
-    if (d == key) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// 16 hex digits from a per-thread generator seeded once from the system: ids for messages and
-// tool calls the backend did not name.
-std::string RandomHex() {
-  thread_local std::mt19937_64 generator{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
-                                         std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t bits = generator();
-  std::string out(16, '0');
-  for (char& c : out) {
-    c = kHex[bits & 0xf];
-    bits >>= 4;
-  }
-  return out;
+  return std::find(kDropped.begin(), kDropped.end(), key) != kDropped.end();
 }
 
 std::string MessageId(std::string_view upstream_id) {
@@ -254,7 +229,7 @@ std::optional<RequestError> AssistantMessage(const bj::value& content, const std
   if (text.empty() && !tool_calls.empty()) {
     message["content"] = nullptr;
   } else {
-    message["content"] = std::move(text);
+    message["content"] = text;
   }
   if (!tool_calls.empty()) {
     message["tool_calls"] = std::move(tool_calls);
@@ -408,7 +383,7 @@ std::optional<RequestError> TranslateField(std::string_view key, const bj::value
     }
     if (!text.empty()) {
       // Prepended by the caller: the system message comes first.
-      body["system"] = std::move(text);
+      body["system"] = text;
     }
     return std::nullopt;
   }

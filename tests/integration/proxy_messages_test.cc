@@ -9,9 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "tests/integration/proxy_test_util.h"
-#include "tests/support/mock_anthropic.h"
-#include "tests/support/mock_gemini.h"
+#include "tests/integration/dialect_test_util.h"
 
 namespace berry::itest {
 namespace {
@@ -23,32 +21,12 @@ using test_support::MockGemini;
 
 constexpr char kToken[] = "berry-msg-0123456789abcdef";
 
-std::unique_ptr<MockAnthropic> StartAnthropic() {
-  auto mock = MockAnthropic::Start();
-  if (!mock.ok()) {
-    Fatal("mock Anthropic did not start: " + mock.status().ToString());
-  }
-  return *std::move(mock);
-}
-
-std::unique_ptr<MockGemini> StartGemini() {
-  auto mock = MockGemini::Start();
-  if (!mock.ok()) {
-    Fatal("mock Gemini did not start: " + mock.status().ToString());
-  }
-  return *std::move(mock);
-}
-
 std::string AnthropicProvider(const MockAnthropic& mock) {
-  return absl::StrCat("[providers.claude]\nbase_url = \"", mock.base_url(),
-                      "\"\napi_key = \"sk-ant-test\"\nbackend_type = \"anthropic\"\n"
-                      "models = [\"claude-up\"]\n\n");
+  return AnthropicProviderToml("claude", mock);
 }
 
 std::string GeminiProvider(const MockGemini& mock) {
-  return absl::StrCat("[providers.google]\nbase_url = \"", mock.base_url(),
-                      "\"\napi_key = \"gm-test-key\"\nbackend_type = \"gemini\"\n"
-                      "models = [\"gemini-up\"]\n\n");
+  return GeminiProviderToml("google", mock, "gemini-up");
 }
 
 std::string Users() { return absl::StrCat("[users.ann]\ntoken = \"", kToken, "\"\n\n"); }
@@ -110,7 +88,7 @@ void ExpectAnthropicError(const HttpResponse& response, int status, std::string_
 }
 
 TEST(ProxyMessages, AnthropicBackendGetsTheBodyAsItIsWithTheModelRewritten) {
-  auto mock = StartAnthropic();
+  auto mock = StartAnthropicMock();
   auto proxy = StartProxy(Users() + AnthropicProvider(*mock) + ModelToml("chat") +
                           BackendToml("chat", "claude", "claude-up"));
   const std::string body = MessagesBody(R"(,"top_k":3,"system":"Be brief.")");
@@ -141,7 +119,7 @@ TEST(ProxyMessages, AnthropicBackendGetsTheBodyAsItIsWithTheModelRewritten) {
 }
 
 TEST(ProxyMessages, AnthropicBackendWithoutClientVersionGetsTheConfiguredOne) {
-  auto mock = StartAnthropic();
+  auto mock = StartAnthropicMock();
   auto proxy = StartProxy(AnthropicProvider(*mock) + ModelToml("chat") +
                           BackendToml("chat", "claude", "claude-up"));
   ASSERT_EQ(PostMessages(*proxy, MessagesBody(), {}).status, 200);
@@ -149,7 +127,7 @@ TEST(ProxyMessages, AnthropicBackendWithoutClientVersionGetsTheConfiguredOne) {
 }
 
 TEST(ProxyMessages, AnthropicStreamIsRelayedAsItIs) {
-  auto mock = StartAnthropic();
+  auto mock = StartAnthropicMock();
   mock->SetBehavior(AnthropicBehavior::ToolUse());
   auto proxy = StartProxy(AnthropicProvider(*mock) + ModelToml("chat") +
                           BackendToml("chat", "claude", "claude-up"));
@@ -170,7 +148,7 @@ TEST(ProxyMessages, AnthropicStreamIsRelayedAsItIs) {
 }
 
 TEST(ProxyMessages, AnthropicStreamCutMidwayEndsWithAnErrorEvent) {
-  auto mock = StartAnthropic();
+  auto mock = StartAnthropicMock();
   mock->SetBehavior(AnthropicBehavior::CutMidStream(4));
   auto proxy = StartProxy(AnthropicProvider(*mock) + ModelToml("chat") +
                           BackendToml("chat", "claude", "claude-up"));
@@ -284,7 +262,7 @@ TEST(ProxyMessages, OpenAiStreamCutMidwayEndsWithAnErrorEvent) {
 }
 
 TEST(ProxyMessages, GeminiBackendIsTranslatedBothWays) {
-  auto gemini = StartGemini();
+  auto gemini = StartGeminiMock();
   auto proxy = StartProxy(GeminiProvider(*gemini) + ModelToml("chat") +
                           BackendToml("chat", "google", "gemini-up"));
   const HttpResponse response = PostMessages(*proxy, MessagesBody(R"(,"system":"Be brief.")"), {});
@@ -300,7 +278,7 @@ TEST(ProxyMessages, GeminiBackendIsTranslatedBothWays) {
 }
 
 TEST(ProxyMessages, GeminiStreamedFunctionCallBecomesToolUseEvents) {
-  auto gemini = StartGemini();
+  auto gemini = StartGeminiMock();
   gemini->SetBehavior(GeminiBehavior::FunctionCall());
   auto proxy = StartProxy(GeminiProvider(*gemini) + ModelToml("chat") +
                           BackendToml("chat", "google", "gemini-up"));
@@ -336,7 +314,7 @@ TEST(ProxyMessages, GeminiStreamedFunctionCallBecomesToolUseEvents) {
 }
 
 TEST(ProxyMessages, ErrorBeforeTheFirstByteFailsOverToAnotherBackend) {
-  auto anthropic = StartAnthropic();
+  auto anthropic = StartAnthropicMock();
   anthropic->SetBehavior(AnthropicBehavior::Error(529, "overloaded_error", "Overloaded"));
   auto openai = StartMock("acme");
   auto proxy = StartProxy(AnthropicProvider(*anthropic) + ProviderToml("acme", openai->base_url()) +
@@ -354,7 +332,7 @@ TEST(ProxyMessages, ErrorBeforeTheFirstByteFailsOverToAnotherBackend) {
 }
 
 TEST(ProxyMessages, EveryBackendFailingAnswersTheLastErrorInAnthropicShape) {
-  auto anthropic = StartAnthropic();
+  auto anthropic = StartAnthropicMock();
   anthropic->SetBehavior(AnthropicBehavior::Error(529, "overloaded_error", "Overloaded"));
   auto proxy = StartProxy(AnthropicProvider(*anthropic) + ModelToml("chat") +
                           BackendToml("chat", "claude", "claude-up"));

@@ -1,14 +1,20 @@
-// Reading untrusted JSON the way every translator here does: parse without throwing (nesting
-// bounded like request bodies), and read a field as a string or a count with a neutral value
-// when it is absent or of another type. Internal to berry_dialect; pure inline functions, any
-// thread.
+// What the translators here share: reading untrusted JSON the same way (parse without throwing,
+// nesting bounded like request bodies; a field read as a string or a count, with a neutral value
+// when it is absent or of another type), the refusal of an invalid field, and ids for what a
+// provider left unnamed. Internal to berry_dialect; inline functions, any thread.
 #pragma once
 
 #include <boost/json.hpp>
 #include <cstdint>
 #include <optional>
+#include <random>
+#include <string>
 #include <string_view>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
+#include "common/strings/views.h"
+#include "data-plane/dialect/anthropic.h"  // RequestError
 #include "data-plane/openai/request_body.h"
 
 namespace berry::dialect::internal {
@@ -46,6 +52,29 @@ inline uint64_t Count(const boost::json::object& object, std::string_view key) {
     return static_cast<uint64_t>(v->get_int64());
   }
   return 0;
+}
+
+// A field whose value is wrong whatever the backend: "'<param>' <why>".
+inline RequestError Invalid(std::string param, std::string_view why) {
+  RequestError error;
+  error.message = absl::StrCat("'", param, "' ", strings::Absl(why));
+  error.param = std::move(param);
+  return error;
+}
+
+// 16 hex digits from a per-thread generator seeded once from the system: ids for messages,
+// completions and tool calls the provider did not name.
+inline std::string RandomHex() {
+  thread_local std::mt19937_64 generator{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
+                                         std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  uint64_t bits = generator();
+  std::string out(16, '0');
+  for (char& c : out) {
+    c = kHex[bits & 0xf];
+    bits >>= 4;
+  }
+  return out;
 }
 
 }  // namespace berry::dialect::internal

@@ -1,0 +1,85 @@
+// What the tests of Anthropic and Gemini backends share: the mock providers started (fatal when
+// they cannot), their provider TOML, and the npm install of an official SDK that the SDK tests
+// skip without.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "tests/integration/child_process.h"
+#include "tests/integration/proxy_test_util.h"
+#include "tests/support/mock_anthropic.h"
+#include "tests/support/mock_gemini.h"
+
+namespace berry::itest {
+
+inline std::unique_ptr<test_support::MockAnthropic> StartAnthropicMock(
+    test_support::AnthropicBehavior behavior = {}) {
+  auto mock = test_support::MockAnthropic::Start();
+  if (!mock.ok()) {
+    Fatal("mock Anthropic did not start: " + mock.status().ToString());
+  }
+  (*mock)->SetBehavior(std::move(behavior));
+  return *std::move(mock);
+}
+
+inline std::unique_ptr<test_support::MockGemini> StartGeminiMock(
+    test_support::GeminiBehavior behavior = {}) {
+  auto mock = test_support::MockGemini::Start();
+  if (!mock.ok()) {
+    Fatal("mock Gemini did not start: " + mock.status().ToString());
+  }
+  (*mock)->SetBehavior(std::move(behavior));
+  return *std::move(mock);
+}
+
+// Provider `id` on the mock, backend_type "anthropic", key sk-ant-test, serving `model`.
+inline std::string AnthropicProviderToml(std::string_view id,
+                                         const test_support::MockAnthropic& mock,
+                                         std::string_view model = "claude-up") {
+  return absl::StrCat("[providers.", std::string(id), "]\nbase_url = \"", mock.base_url(),
+                      "\"\napi_key = \"sk-ant-test\"\nbackend_type = \"anthropic\"\n",
+                      "models = [\"", std::string(model), "\"]\n\n");
+}
+
+// Provider `id` on the mock, backend_type "gemini", key gm-test-key, serving `model`.
+inline std::string GeminiProviderToml(std::string_view id, const test_support::MockGemini& mock,
+                                      std::string_view model) {
+  return absl::StrCat("[providers.", std::string(id), "]\nbase_url = \"", mock.base_url(),
+                      "\"\napi_key = \"gm-test-key\"\nbackend_type = \"gemini\"\n", "models = [\"",
+                      std::string(model), "\"]\n\n");
+}
+
+// Installs npm `package` (e.g. "openai@4") under `dir` unless `dir`/node_modules/`name` is
+// there; the error says why when npm cannot (the SDK tests skip with it).
+inline absl::Status InstallNpmPackage(const std::string& dir, std::string_view name,
+                                      std::string_view package) {
+  if (access(absl::StrCat(dir, "/node_modules/", std::string(name), "/package.json").c_str(),
+             F_OK) == 0) {
+    return absl::OkStatus();
+  }
+  auto npm = ChildProcess::Spawn(
+      {"/bin/sh", "-c",
+       absl::StrCat("mkdir -p '", dir, "' && npm install --prefix '", dir,
+                    "' --no-audit --no-fund --loglevel=error ", std::string(package))});
+  if (npm == nullptr) {
+    return absl::UnavailableError("npm could not be started");
+  }
+  const std::optional<int> code = npm->Wait(std::chrono::seconds(240));
+  if (code != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("npm install ", std::string(package), " failed (exit ",
+                     code ? std::to_string(*code) : "timeout", "): ", npm->err()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace berry::itest
