@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/child_process.h"
 #include "tests/integration/dialect_test_util.h"
+#include "tests/integration/npm_package.h"
 
 namespace berry::itest {
 namespace {

@@ -1,20 +1,13 @@
 // What the tests of Anthropic and Gemini backends share: the mock providers started (fatal when
-// they cannot), their provider TOML, and the npm install of an official SDK that the SDK tests
-// skip without.
+// they cannot) and their provider TOML.
 #pragma once
 
-#include <unistd.h>
-
-#include <chrono>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 
-#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "tests/integration/child_process.h"
 #include "tests/integration/proxy_test_util.h"
 #include "tests/support/mock_anthropic.h"
 #include "tests/support/mock_gemini.h"
@@ -56,30 +49,6 @@ inline std::string GeminiProviderToml(std::string_view id, const test_support::M
   return absl::StrCat("[providers.", std::string(id), "]\nbase_url = \"", mock.base_url(),
                       "\"\napi_key = \"gm-test-key\"\nbackend_type = \"gemini\"\n", "models = [\"",
                       std::string(model), "\"]\n\n");
-}
-
-// Installs npm `package` (e.g. "openai@4") under `dir` unless `dir`/node_modules/`name` is
-// there; the error says why when npm cannot (the SDK tests skip with it).
-inline absl::Status InstallNpmPackage(const std::string& dir, std::string_view name,
-                                      std::string_view package) {
-  if (access(absl::StrCat(dir, "/node_modules/", std::string(name), "/package.json").c_str(),
-             F_OK) == 0) {
-    return absl::OkStatus();
-  }
-  auto npm = ChildProcess::Spawn(
-      {"/bin/sh", "-c",
-       absl::StrCat("mkdir -p '", dir, "' && npm install --prefix '", dir,
-                    "' --no-audit --no-fund --loglevel=error ", std::string(package))});
-  if (npm == nullptr) {
-    return absl::UnavailableError("npm could not be started");
-  }
-  const std::optional<int> code = npm->Wait(std::chrono::seconds(240));
-  if (code != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("npm install ", std::string(package), " failed (exit ",
-                     code ? std::to_string(*code) : "timeout", "): ", npm->err()));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace berry::itest

@@ -215,6 +215,7 @@ std::vector<std::pair<std::string, bj::value>> Events(std::string_view sse) {
 
 std::vector<std::string> Names(const std::vector<std::pair<std::string, bj::value>>& events) {
   std::vector<std::string> names;
+  names.reserve(events.size());
   for (const auto& event : events) {
     names.push_back(event.first);
   }
