@@ -60,7 +60,11 @@ TEST(AnthropicSdk, MessagesStreamsAndToolUseOverAnthropicOpenAiAndGeminiBackends
       ModelToml("tools") + BackendToml("tools", "claudetools", "claude-up") +
       ModelToml("gemini-tools") + BackendToml("gemini-tools", "googletools", "gemini-mock") +
       ModelToml("openai-tools") + BackendToml("openai-tools", "acmetools");
-  auto proxy = StartProxy(config);
+  // One worker: round robin is per worker thread, and the SDK may spread its requests over
+  // connections, so only one worker makes three requests meet all three providers.
+  TestProxyOptions options;
+  options.threads = 1;
+  auto proxy = StartProxy(config, options);
 
   auto node =
       ChildProcess::Spawn({"/usr/bin/env", "node", BERRY_TESTDATA_DIR "/anthropic_sdk_client.cjs",
