@@ -85,6 +85,9 @@ class ClientDirectory {
   //   key disabled            "API key disabled"
   // Thread-safe; allocates nothing on success.
   absl::StatusOr<const Client*> Authenticate(std::string_view authorization_header_value) const;
+  // The same for a bare token (Anthropic's `x-api-key: <key>` carries no scheme); a token that
+  // is not token text is "malformed Authorization header: expected Bearer <key>" too.
+  absl::StatusOr<const Client*> AuthenticateToken(std::string_view token) const;
 
   // Keyed clients in table order; clients()[i].index() == i. Empty for an open gateway.
   std::span<const Client> clients() const { return {clients_.get(), client_count_}; }

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/json/json_escape.h"
 #include "common/strings/views.h"
+#include "data-plane/dialect/shared.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 
@@ -17,36 +18,16 @@ namespace bj = boost::json;
 
 absl::string_view A(std::string_view s) { return strings::Absl(s); }
 
-std::optional<bj::value> Parse(std::string_view text) {
-  bj::parse_options options;
-  options.max_depth = openai::kMaxRequestDepth;
-  boost::system::error_code ec;
-  bj::value value = bj::parse(bj::string_view(text.data(), text.size()), ec, {}, options);
-  if (ec) {
-    return std::nullopt;
-  }
-  return value;
-}
-
-std::string_view View(const bj::string& s) { return {s.data(), s.size()}; }
-
-// The string at `key` of `object`, or "" when absent or not a string.
-std::string_view StringAt(const bj::object& object, std::string_view key) {
-  const bj::value* v = object.if_contains(key);
-  return v != nullptr && v->is_string() ? View(v->get_string()) : std::string_view();
-}
+using internal::Count;
+using internal::Invalid;
+using internal::Parse;
+using internal::StringAt;
+using internal::View;
 
 RequestError Unsupported(std::string param, std::string_view why) {
   RequestError error;
   error.message =
       absl::StrCat("'", param, "' is not supported by this model's Anthropic backend: ", A(why));
-  error.param = std::move(param);
-  return error;
-}
-
-RequestError Invalid(std::string param, std::string_view why) {
-  RequestError error;
-  error.message = absl::StrCat("'", param, "' ", A(why));
   error.param = std::move(param);
   return error;
 }
@@ -348,26 +329,6 @@ std::optional<RequestError> NonNegativeInteger(const bj::value& value, std::stri
   return Invalid(std::string(key), "must be a positive integer");
 }
 
-uint64_t Count(const bj::object& object, std::string_view key) {
-  const bj::value* v = object.if_contains(key);
-  if (v == nullptr) {
-    return 0;
-  }
-  if (v->is_uint64()) {
-    return v->get_uint64();
-  }
-  if (v->is_int64() && v->get_int64() > 0) {
-    return static_cast<uint64_t>(v->get_int64());
-  }
-  return 0;
-}
-
-// input_tokens plus the cached ones: OpenAI's prompt_tokens counts every prompt token.
-uint64_t InputTokens(const bj::object& usage) {
-  return Count(usage, "input_tokens") + Count(usage, "cache_creation_input_tokens") +
-         Count(usage, "cache_read_input_tokens");
-}
-
 std::string_view FinishReason(std::string_view stop_reason) {
   if (stop_reason == "max_tokens" || stop_reason == "model_context_window_exceeded") {
     return "length";
@@ -403,6 +364,11 @@ std::string_view OpenAiErrorType(std::string_view anthropic_type, int status) {
 }
 
 }  // namespace
+
+uint64_t AnthropicInputTokens(const boost::json::object& usage) {
+  return Count(usage, "input_tokens") + Count(usage, "cache_creation_input_tokens") +
+         Count(usage, "cache_read_input_tokens");
+}
 
 std::optional<RequestError> ToAnthropicRequest(std::string_view openai_body,
                                                std::string_view upstream_model, std::string& out) {
@@ -597,7 +563,7 @@ bool FromAnthropicResponse(std::string_view body, int64_t created, std::string& 
   result["choices"] = bj::array{std::move(choice)};
   if (const bj::value* usage = message.if_contains("usage");
       usage != nullptr && usage->is_object()) {
-    const uint64_t prompt = InputTokens(usage->get_object());
+    const uint64_t prompt = AnthropicInputTokens(usage->get_object());
     const uint64_t completion = Count(usage->get_object(), "output_tokens");
     result["usage"] = bj::object{{"prompt_tokens", prompt},
                                  {"completion_tokens", completion},
@@ -659,7 +625,7 @@ void AnthropicStream::OnData(std::string_view data, std::string& out) {
       model_ = StringAt(message->get_object(), "model");
       const bj::value* usage = message->get_object().if_contains("usage");
       if (usage != nullptr && usage->is_object()) {
-        input_tokens_ = InputTokens(usage->get_object());
+        input_tokens_ = AnthropicInputTokens(usage->get_object());
         output_tokens_ = Count(usage->get_object(), "output_tokens");
       }
     }
@@ -739,7 +705,7 @@ void AnthropicStream::OnData(std::string_view data, std::string& out) {
         output_tokens_ = Count(u, "output_tokens");
       }
       if (u.contains("input_tokens")) {
-        input_tokens_ = InputTokens(u);
+        input_tokens_ = AnthropicInputTokens(u);
       }
     }
     if (!finish_reason_.empty()) {

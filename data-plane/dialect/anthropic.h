@@ -8,6 +8,7 @@
 // shared, any thread. Nothing here throws.
 #pragma once
 
+#include <boost/json/fwd.hpp>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -33,6 +34,10 @@ struct RequestError {
 // success.
 std::optional<RequestError> ToAnthropicRequest(std::string_view openai_body,
                                                std::string_view upstream_model, std::string& out);
+
+// The prompt tokens of an Anthropic `usage` object: input_tokens plus the cached ones (OpenAI's
+// prompt_tokens counts every prompt token).
+uint64_t AnthropicInputTokens(const boost::json::object& usage);
 
 // Translates a Messages API response (`{"type":"message",...}`) into a chat.completion with
 // `created` (Unix seconds); false when `body` is not one.

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/json/json_escape.h"
 #include "common/strings/views.h"
+#include "data-plane/dialect/shared.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 
@@ -19,36 +20,17 @@ namespace bj = boost::json;
 
 absl::string_view A(std::string_view s) { return strings::Absl(s); }
 
-std::optional<bj::value> Parse(std::string_view text) {
-  bj::parse_options options;
-  options.max_depth = openai::kMaxRequestDepth;
-  boost::system::error_code ec;
-  bj::value value = bj::parse(bj::string_view(text.data(), text.size()), ec, {}, options);
-  if (ec) {
-    return std::nullopt;
-  }
-  return value;
-}
-
-std::string_view View(const bj::string& s) { return {s.data(), s.size()}; }
-
-// The string at `key` of `object`, or "" when absent or not a string.
-std::string_view StringAt(const bj::object& object, std::string_view key) {
-  const bj::value* v = object.if_contains(key);
-  return v != nullptr && v->is_string() ? View(v->get_string()) : std::string_view();
-}
+using internal::Count;
+using internal::Invalid;
+using internal::Parse;
+using internal::RandomHex;
+using internal::StringAt;
+using internal::View;
 
 RequestError Unsupported(std::string param, std::string_view why) {
   RequestError error;
   error.message =
       absl::StrCat("'", param, "' is not supported by this model's Gemini backend: ", A(why));
-  error.param = std::move(param);
-  return error;
-}
-
-RequestError Invalid(std::string param, std::string_view why) {
-  RequestError error;
-  error.message = absl::StrCat("'", param, "' ", A(why));
   error.param = std::move(param);
   return error;
 }
@@ -77,21 +59,6 @@ bool IsNeutral(const bj::value& v, double neutral) {
     return !ec && d == neutral;
   }
   return false;
-}
-
-// 16 hex digits from a per-thread generator seeded once from the system: ids for tool calls and
-// completions that Gemini does not name.
-std::string RandomHex() {
-  thread_local std::mt19937_64 generator{(static_cast<uint64_t>(std::random_device{}()) << 32) ^
-                                         std::random_device{}()};
-  static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t bits = generator();
-  std::string out(16, '0');
-  for (char& c : out) {
-    c = kHex[bits & 0xf];
-    bits >>= 4;
-  }
-  return out;
 }
 
 std::string ToolCallId() { return absl::StrCat("call_", RandomHex()); }
@@ -376,20 +343,6 @@ std::optional<RequestError> PositiveInteger(const bj::value& value, std::string_
     return std::nullopt;
   }
   return Invalid(std::string(key), "must be a positive integer");
-}
-
-uint64_t Count(const bj::object& object, std::string_view key) {
-  const bj::value* v = object.if_contains(key);
-  if (v == nullptr) {
-    return 0;
-  }
-  if (v->is_uint64()) {
-    return v->get_uint64();
-  }
-  if (v->is_int64() && v->get_int64() > 0) {
-    return static_cast<uint64_t>(v->get_int64());
-  }
-  return 0;
 }
 
 // usageMetadata as OpenAI counts it: the thinking tokens are completion tokens (as OpenAI's

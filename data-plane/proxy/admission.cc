@@ -16,8 +16,11 @@ using openai::ErrorKind;
 }  // namespace
 
 const auth::Client* Admission::Authenticate(const RouteGeneration& generation,
-                                            std::string_view authorization, std::string* error) {
-  auto client = generation.clients->Authenticate(authorization);
+                                            std::string_view authorization,
+                                            std::string_view api_key, std::string* error) {
+  auto client = authorization.empty() && !api_key.empty()
+                    ? generation.clients->AuthenticateToken(api_key)
+                    : generation.clients->Authenticate(authorization);
   if (!client.ok()) {
     *error = std::string(client.status().message());
     return nullptr;
@@ -26,8 +29,9 @@ const auth::Client* Admission::Authenticate(const RouteGeneration& generation,
 }
 
 std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_null,
-                                           std::string_view authorization, std::string_view body,
-                                           Admitted& admitted, std::string& error) const {
+                                           std::string_view authorization, std::string_view api_key,
+                                           std::string_view body, Admitted& admitted,
+                                           std::string& error) const {
   if (generation_or_null == nullptr) {
     error = "no route table loaded";
     return ErrorReply{503,
@@ -35,7 +39,7 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
   }
   const RouteGeneration& generation = *generation_or_null;
 
-  admitted.client = Authenticate(generation, authorization, &error);
+  admitted.client = Authenticate(generation, authorization, api_key, &error);
   if (admitted.client == nullptr) {
     return ErrorReply{401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error)};
   }
@@ -63,8 +67,8 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
   auto fields = openai::ScanRequestBody(body);
   if (!fields.ok()) {
     error = std::string(fields.status().message());
-    return ErrorReply{
-        400, openai::ErrorJson(ErrorKind::kInvalidRequest, strings::Std(fields.status().message()))};
+    return ErrorReply{400, openai::ErrorJson(ErrorKind::kInvalidRequest,
+                                             strings::Std(fields.status().message()))};
   }
   admitted.fields = *std::move(fields);
 

@@ -21,17 +21,20 @@ class Admission {
   // `clock` (its wall time) places requests in rate-limit windows; it must outlive this.
   explicit Admission(const Clock& clock) : clock_(clock) {}
 
-  // The client the Authorization header value names, or nullptr with the reason in `error`.
+  // The client the Authorization header value names — or, when the request has none, its
+  // `x-api-key` header (how Anthropic's clients send a key) — or nullptr with the reason in
+  // `error`.
   static const auth::Client* Authenticate(const RouteGeneration& generation,
-                                          std::string_view authorization, std::string* error);
+                                          std::string_view authorization, std::string_view api_key,
+                                          std::string* error);
 
   // Checks a request to relay. `generation` may be null (no table yet). Fills `admitted` as far
   // as it got (the client once authenticated, the body's fields once scanned, the model once
   // allowed) and returns nullopt when the request may go on, else the answer to give, with the
   // access log's reason in `error`.
   std::optional<ErrorReply> Admit(const RouteGeneration* generation, std::string_view authorization,
-                                  std::string_view body, Admitted& admitted,
-                                  std::string& error) const;
+                                  std::string_view api_key, std::string_view body,
+                                  Admitted& admitted, std::string& error) const;
 
  private:
   const Clock& clock_;

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "data-plane/dialect/messages_front.h"
 #include "data-plane/proxy/header_policy.h"
 
 namespace berry::proxy {
@@ -13,8 +14,21 @@ net::awaitable<void> Send(Exchange& exchange, Response& response) {
   co_await exchange.downstream.Write(response);
 }
 
+namespace {
+
+// The proxy's own errors are made OpenAI-shaped; a Messages client reads Anthropic's shape.
+std::string ForFront(const Exchange& exchange, int status, std::string body) {
+  if (exchange.messages_front()) {
+    return dialect::MessagesErrorFromOpenAi(status, body);
+  }
+  return body;
+}
+
+}  // namespace
+
 net::awaitable<void> SendError(Exchange& exchange, int status, std::string body,
                                int retry_after_seconds) {
+  body = ForFront(exchange, status, std::move(body));
   Response response{static_cast<http::status>(status), 11};
   response.set(http::field::content_type, "application/json");
   if (retry_after_seconds > 0) {
@@ -35,7 +49,7 @@ net::awaitable<void> SendRefusal(Exchange& exchange, ErrorReply reply) {
     response.set("x-ratelimit-remaining-requests", std::to_string(reply.remaining_requests));
     response.set("x-ratelimit-reset-requests", std::to_string(reply.reset_requests_seconds) + "s");
   }
-  response.body() = std::move(reply.body);
+  response.body() = ForFront(exchange, reply.status, std::move(reply.body));
   co_await Send(exchange, response);
 }
 

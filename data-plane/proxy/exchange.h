@@ -36,6 +36,13 @@ using server::ResponseHeader;
 using server::ServerOptions;
 using server::StringPool;
 
+inline constexpr std::string_view kChatCompletionsPath = "/v1/chat/completions";
+// Anthropic's Messages API in front (dialect/messages_front.h): served by backends of every
+// dialect; its errors are Anthropic-shaped.
+inline constexpr std::string_view kMessagesPath = "/v1/messages";
+// How Anthropic's clients send a key; Berry takes a user token there too (Authorization wins).
+inline constexpr std::string_view kApiKeyHeader = "x-api-key";
+
 // An error answer decided without waiting for anything.
 struct ErrorReply {
   int status;
@@ -76,6 +83,9 @@ struct Exchange : Admitted {
   std::string_view path;
   std::string_view query;  // "?..." or empty
 
+  // A request to Anthropic's Messages API (kMessagesPath) rather than OpenAI's.
+  bool messages_front() const { return path == kMessagesPath; }
+
   const RouteGeneration* generation = nullptr;
   const selection::CompiledBackend* backend = nullptr;  // of the attempt that answered
   absl::InlinedVector<uint32_t, 8> tried;
@@ -103,13 +113,11 @@ struct Exchange : Admitted {
   uint32_t dialect_refusals = 0;
 };
 
-inline constexpr std::string_view kChatCompletionsPath = "/v1/chat/completions";
-
-// The OpenAI endpoints berry relays, by path: the upstream path after the base URL ("" for a
-// path that is not relayed).
+// The endpoints berry relays, by path: the upstream path after the base URL ("" for a path that
+// is not relayed).
 inline std::string_view RelayedPath(std::string_view path) {
-  static constexpr std::array<std::string_view, 3> kPaths = {"/v1/chat/completions",
-                                                             "/v1/completions", "/v1/embeddings"};
+  static constexpr std::array<std::string_view, 4> kPaths = {
+      "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages"};
   for (std::string_view p : kPaths) {
     if (path == p) {
       return p.substr(3);  // drop "/v1": base_url carries the version
@@ -126,7 +134,8 @@ inline Clock::Duration SecondsOr(const google::protobuf::Duration& d, int64_t fa
 // Writes a response the proxy made (or an upstream answer kept for retry) to the client, with
 // the headers HeaderPolicy adds, and records the status on the exchange.
 net::awaitable<void> Send(Exchange& exchange, Response& response);
-// An OpenAI-shaped JSON error (with Retry-After when retry_after_seconds > 0).
+// An OpenAI-shaped JSON error (with Retry-After when retry_after_seconds > 0); on the Messages
+// route, the same error in Anthropic's shape.
 net::awaitable<void> SendError(Exchange& exchange, int status, std::string body,
                                int retry_after_seconds = 0);
 // An admission refusal: SendError plus OpenAI's x-ratelimit-*-requests headers when the reply

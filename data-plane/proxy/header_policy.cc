@@ -14,6 +14,7 @@ namespace http = beast::http;
 
 constexpr std::string_view kAllowOrigin = "*";
 constexpr std::string_view kExposeHeaders = "x-request-id";
+constexpr std::string_view kAnthropicVersion = "anthropic-version";
 
 // Calls emit(name, value) for every field of a relayed upstream response, CORS last.
 template <typename Emit>
@@ -78,16 +79,28 @@ void HeaderPolicy::AppendUpstreamRequestFields(std::string& head,
     }
     return false;
   };
+  const bool anthropic = route.dialect == route_table::Dialect::kAnthropic;
+  // An Anthropic client's own anthropic-version wins over the provider's (it knows the shapes it
+  // reads); other providers get no anthropic-* headers.
+  const bool client_version = anthropic && !client_fields[kAnthropicVersion].empty();
   const std::string_view connection_tokens = client_fields[http::field::connection];
   for (const auto& field : client_fields) {
     const http::field name = field.name();
     const std::string_view name_string = field.name_string();
     if (IsHopByHopOrOwn(name, name_string, connection_tokens) ||
         name == http::field::authorization || name == http::field::expect ||
-        name == http::field::accept_encoding) {
-      continue;  // the body must arrive uncompressed: we read `usage` and split SSE events
+        name == http::field::accept_encoding || beast::iequals(name_string, "x-api-key")) {
+      // The client's key is a Berry token; the body must arrive uncompressed (we read `usage`
+      // and split SSE events).
+      continue;
     }
-    if (!route.headers.empty() && configured(name_string)) {
+    const bool anthropic_header =
+        name_string.size() >= 10 && beast::iequals(name_string.substr(0, 10), "anthropic-");
+    if (anthropic_header && !anthropic) {
+      continue;
+    }
+    if (!route.headers.empty() && configured(name_string) &&
+        !(client_version && beast::iequals(name_string, kAnthropicVersion))) {
       continue;  // the provider's configured value wins
     }
     wire::AppendField(head, name_string, field.value());
@@ -102,6 +115,9 @@ void HeaderPolicy::AppendUpstreamRequestFields(std::string& head,
     wire::AppendField(head, "x-request-id", request_id);
   }
   for (const auto& [name, value] : route.headers) {
+    if (client_version && beast::iequals(name, kAnthropicVersion)) {
+      continue;
+    }
     wire::AppendField(head, name, value);
   }
 }

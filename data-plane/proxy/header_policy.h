@@ -1,9 +1,11 @@
 // Which headers cross the proxy, in both directions, decided in one place:
 //
-//   client → upstream   the client's end-to-end headers, except Authorization (the provider's
-//                       key replaces it), Expect and Accept-Encoding (the body must arrive
-//                       uncompressed: the relays read `usage` and split SSE events) and any the
-//                       provider's configured headers set; then Host, the provider's
+//   client → upstream   the client's end-to-end headers, except Authorization and x-api-key
+//                       (Berry's user token; the provider's key replaces it), Expect and
+//                       Accept-Encoding (the body must arrive uncompressed: the relays read
+//                       `usage` and split SSE events), anthropic-* to a provider that is not
+//                       Anthropic, and any the provider's configured headers set (except the
+//                       client's anthropic-version, which wins); then Host, the provider's
 //                       Authorization, x-request-id and the configured headers.
 //   upstream → client   the upstream's end-to-end headers, then the CORS headers every /v1/
 //                       answer carries (replacing any the provider sent).

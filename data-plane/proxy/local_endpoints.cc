@@ -109,8 +109,9 @@ net::awaitable<void> LocalEndpoints::ListModels(Exchange& exchange, std::string_
     co_return;
   }
   std::string error;
-  exchange.client = Admission::Authenticate(*exchange.generation,
-                                            exchange.request[http::field::authorization], &error);
+  exchange.client =
+      Admission::Authenticate(*exchange.generation, exchange.request[http::field::authorization],
+                              exchange.request[kApiKeyHeader], &error);
   if (exchange.client == nullptr) {
     exchange.error = error;
     co_await SendError(exchange, 401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error));

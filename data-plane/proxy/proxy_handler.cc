@@ -14,7 +14,7 @@ using openai::ErrorKind;
 // A request for an endpoint only OpenAI's API has (/v1/completions, /v1/embeddings) to a model
 // none of whose enabled backends speaks it: the 400 that says so (a 503 would invite retries).
 std::optional<ErrorReply> RefuseForDialect(const Exchange& exchange) {
-  if (exchange.path == kChatCompletionsPath) {
+  if (exchange.path == kChatCompletionsPath || exchange.messages_front()) {
     return std::nullopt;
   }
   bool any_enabled = false;
@@ -111,9 +111,9 @@ net::awaitable<void> ProxyHandler::Route(Exchange& exchange) {
 }
 
 std::optional<ErrorReply> ProxyHandler::Admit(Exchange& exchange) {
-  std::optional<ErrorReply> rejected =
-      admission_.Admit(exchange.generation, exchange.request[http::field::authorization],
-                       exchange.request.body(), exchange, exchange.error);
+  std::optional<ErrorReply> rejected = admission_.Admit(
+      exchange.generation, exchange.request[http::field::authorization],
+      exchange.request[kApiKeyHeader], exchange.request.body(), exchange, exchange.error);
   if (rejected && rejected->rate_limited) {
     stats_.CountRateLimited(*exchange.client);
   }
@@ -129,7 +129,7 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
       client.anonymous() ? &generation.untagged : &generation.user_tags[client.index()];
   pick_request.tried = exchange.tried;
   pick_request.now_ns = clock_.MonotonicNs();
-  pick_request.openai_only = exchange.path != kChatCompletionsPath;
+  pick_request.openai_only = exchange.path != kChatCompletionsPath && !exchange.messages_front();
   auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
   if (!pick.ok()) {
     *error = std::string(pick.status().message());

@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/string.hpp>
 #include <chrono>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "common/http/sse.h"
 #include "data-plane/dialect/anthropic.h"
 #include "data-plane/dialect/gemini.h"
+#include "data-plane/dialect/messages_front.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
@@ -63,21 +65,27 @@ void ArmStreamWatchdog(const std::shared_ptr<StreamWatchdog>& watchdog, SteadyCl
   });
 }
 
-// The OpenAI error event that ends `events` (a translated stream's output), as a JSON answer
-// to pass on when no other backend takes the request: the status from the provider's error
-// code (overloaded or unavailable: 503; rate limited: 429; else 502).
+// The error event that ends `events` (what a stream sent, in the client's shape), as a JSON
+// answer to pass on when no other backend takes the request: its status from the provider's
+// error code or type (overloaded or unavailable: 503; rate limited: 429; else 502).
 Response ErrorEventAsResponse(std::string_view events) {
   const size_t at = events.rfind("data: ");
   std::string_view json = at == std::string_view::npos ? "" : events.substr(at + 6);
   while (!json.empty() && (json.back() == '\n' || json.back() == '\r')) {
     json.remove_suffix(1);
   }
+  const auto names = [json](std::initializer_list<std::string_view> values) {
+    for (const std::string_view value : values) {
+      if (json.find(value) != std::string_view::npos) {
+        return true;
+      }
+    }
+    return false;
+  };
   int status = 502;
-  if (json.find(R"("code":"overloaded_error")") != std::string_view::npos ||
-      json.find(R"("code":"UNAVAILABLE")") != std::string_view::npos) {
+  if (names({R"("overloaded_error")", R"("UNAVAILABLE")"})) {
     status = 503;
-  } else if (json.find(R"("code":"rate_limit_error")") != std::string_view::npos ||
-             json.find(R"("code":"RESOURCE_EXHAUSTED")") != std::string_view::npos) {
+  } else if (names({R"("rate_limit_error")", R"("RESOURCE_EXHAUSTED")"})) {
     status = 429;
   }
   Response response{static_cast<http::status>(status), 11};
@@ -91,6 +99,118 @@ int64_t UnixSeconds() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+
+// What a stream's events become on the way to the client. The bytes pass unchanged when the
+// provider speaks what the client does (OpenAI to /v1/chat/..., Anthropic to /v1/messages) and
+// the events are only watched (for usage, and for an Anthropic stream's end); otherwise each
+// event is translated: Anthropic's or Gemini's to chat chunks, chat chunks to Anthropic's events,
+// Gemini's to Anthropic's through chat chunks.
+class StreamTranslator {
+ public:
+  StreamTranslator(const Exchange& exchange, route_table::Dialect dialect) {
+    const bool messages = exchange.messages_front();
+    const int64_t created = UnixSeconds();
+    if (dialect == route_table::Dialect::kAnthropic) {
+      anthropic_.emplace(exchange.fields.include_usage, created);
+      rewrites_ = !messages;
+    } else if (dialect == route_table::Dialect::kGemini) {
+      gemini_.emplace(messages || exchange.fields.include_usage, exchange.model->name(), created);
+      rewrites_ = true;
+    }
+    if (messages && dialect != route_table::Dialect::kAnthropic) {
+      messages_.emplace(exchange.model->name());
+      rewrites_ = true;
+    }
+    messages_front_ = messages;
+  }
+
+  // Whether the client gets what OnData writes rather than the upstream bytes.
+  bool rewrites() const { return rewrites_; }
+
+  // One upstream event's `data`.
+  void OnData(std::string_view data, std::string& out) {
+    if (gemini_ && messages_) {
+      scratch_.clear();
+      gemini_->OnData(data, scratch_);
+      ToMessages(out);
+    } else if (gemini_) {
+      gemini_->OnData(data, out);
+    } else if (messages_) {
+      messages_->OnData(data, out);
+    } else if (anthropic_) {
+      scratch_.clear();
+      anthropic_->OnData(data, rewrites_ ? out : scratch_);
+    } else if (auto found = openai::ExtractUsage(data)) {
+      usage_ = found;
+    }
+  }
+
+  // The upstream body ended cleanly (Gemini ends its stream so: the usage chunk and [DONE]
+  // follow then).
+  void OnEnd(std::string& out) {
+    if (gemini_ && messages_) {
+      scratch_.clear();
+      gemini_->OnEnd(scratch_);
+      ToMessages(out);
+    } else if (gemini_) {
+      gemini_->OnEnd(out);
+    }
+    if (messages_) {
+      messages_->OnEnd(out);
+    }
+  }
+
+  // The stream ended as the provider ends a complete one (OpenAI's passed-through streams are
+  // not checked).
+  bool finished() const {
+    if (messages_) {
+      return messages_->finished();
+    }
+    if (gemini_) {
+      return gemini_->finished();
+    }
+    return !anthropic_ || anthropic_->finished();
+  }
+  // An error event arrived (and went to the client, translated or not): the stream is over.
+  bool failed() const {
+    if (messages_) {
+      return messages_->failed();
+    }
+    if (gemini_) {
+      return gemini_->failed();
+    }
+    return anthropic_ && anthropic_->failed();
+  }
+  std::optional<openai::Usage> usage() const {
+    if (messages_) {
+      return messages_->usage();
+    }
+    if (gemini_) {
+      return gemini_->usage();
+    }
+    return anthropic_ ? anthropic_->usage() : usage_;
+  }
+  // The event that ends a stream broken after it started, in the client's shape.
+  std::string ErrorEvent(std::string_view message) const {
+    return messages_front_ ? dialect::MessagesSseErrorEvent(message)
+                           : openai::SseErrorEvent(message);
+  }
+
+ private:
+  // The chat chunks GeminiStream wrote into scratch_, on to MessagesStream.
+  void ToMessages(std::string& out) {
+    middle_.Feed(scratch_, [this, &out](std::string_view chunk) { messages_->OnData(chunk, out); });
+  }
+
+  std::optional<dialect::AnthropicStream> anthropic_;
+  std::optional<dialect::GeminiStream> gemini_;
+  std::optional<dialect::MessagesStream> messages_;
+  sse::SseEventSplitter middle_;
+  std::string scratch_;
+  std::optional<openai::Usage> usage_;
+  bool rewrites_ = false;
+  bool messages_front_ = false;
+};
 
 }  // namespace
 
@@ -147,27 +267,17 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
                                         upstream::Connection& connection,
                                         upstream::ResponseParser& parser) {
   const RouteGeneration& generation = *exchange.generation;
-  // The head goes to the client with the first bytes of the body, not before: a stream that
-  // breaks, goes idle or (translated) opens with an error event before it sent anything is a
-  // failed attempt, and another backend can still take the request.
+  // The head goes to the client with the first body bytes, not before: a stream that breaks,
+  // goes idle or opens with an error event before it sent anything is a failed attempt, and
+  // another backend can still take the request.
   ResponseHeader header{static_cast<http::status>(parser.get().result_int()), 11};
   HeaderPolicy::CopyRelayedResponseFields(parser.get().base(), header.base());
   bool started = false;
 
   sse::SseEventSplitter splitter;
-  std::optional<openai::Usage> usage;
-  std::optional<dialect::AnthropicStream> anthropic;
-  std::optional<dialect::GeminiStream> gemini;
+  StreamTranslator translator(exchange, route.dialect);
+  const bool translating = translator.rewrites();
   std::string translated;
-  if (route.dialect == route_table::Dialect::kAnthropic) {
-    anthropic.emplace(exchange.fields.include_usage, UnixSeconds());
-  } else if (route.dialect == route_table::Dialect::kGemini) {
-    gemini.emplace(exchange.fields.include_usage, exchange.model->name(), UnixSeconds());
-  }
-  const bool translating = anthropic || gemini;
-  const auto translation_failed = [&] {
-    return (anthropic && anthropic->failed()) || (gemini && gemini->failed());
-  };
   const auto idle_timeout = SecondsOr(generation.settings().stream_idle_timeout(), 60);
   std::array<char, size_t{8} * 1024> piece;
   exchange.downstream.WatchForDisconnect([&exchange, &connection] {
@@ -197,50 +307,31 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     } while (!ec && !parser.is_done() && piece.size() - n >= 1024 &&
              CanContinueWithoutReading(parser, connection.buffer()));
     watchdog->last_read = SteadyClock::now();
-    if (n > 0 && translating) {
+    if (n > 0) {
+      const std::string_view data(piece.data(), n);
       translated.clear();
-      splitter.Feed(std::string_view(piece.data(), n), [&](std::string_view event) {
-        if (anthropic) {
-          anthropic->OnData(event, translated);
-        } else if (gemini) {
-          gemini->OnData(event, translated);
-        }
-      });
-      if (!started && !translated.empty() && translation_failed()) {
-        break;  // the provider's first word is an error: nothing went out, another may serve
+      splitter.Feed(data, [&](std::string_view event) { translator.OnData(event, translated); });
+      const std::string_view to_client = translating ? std::string_view(translated) : data;
+      if (!started && translator.failed()) {
+        // The provider's first word is an error: nothing went out, another backend may serve,
+        // and with none left the client gets that error as the answer.
+        exchange.last_upstream_response = ErrorEventAsResponse(to_client);
+        break;
       }
       // (Plain statements around each co_await: GCC 12 mishandles it inside && and ?:.)
-      if (!translated.empty() && !started) {
+      if (!to_client.empty() && !started) {
         started = co_await Start(exchange, header);
         if (!started) {
           exchange.client_gone = true;
           break;
         }
       }
-      if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
+      if (!to_client.empty() && !co_await exchange.downstream.WriteChunk(to_client)) {
         exchange.client_gone = true;
         break;
       }
-      if (translation_failed()) {
+      if (translator.failed()) {
         break;  // the error event went out; the stream is over
-      }
-    } else if (n > 0) {
-      const std::string_view data(piece.data(), n);
-      splitter.Feed(data, [&usage](std::string_view event) {
-        if (auto found = openai::ExtractUsage(event)) {
-          usage = found;
-        }
-      });
-      if (!started) {
-        started = co_await Start(exchange, header);
-        if (!started) {
-          exchange.client_gone = true;
-          break;
-        }
-      }
-      if (!co_await exchange.downstream.WriteChunk(data)) {
-        exchange.client_gone = true;
-        break;
       }
     }
     if (ec) {
@@ -249,14 +340,8 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     }
   }
   if (!started && !exchange.client_gone) {
-    const bool failed = broken || translation_failed() || (anthropic && !anthropic->finished()) ||
-                        (gemini && !gemini->finished());
-    if (failed) {
+    if (broken || translator.failed()) {
       exchange.downstream.StopWatching();
-      if (translation_failed()) {
-        // The provider's own error is the answer if no other backend takes the request.
-        exchange.last_upstream_response = ErrorEventAsResponse(translated);
-      }
       const bool timed_out = watchdog->idle_expired || broken == beast::error::timeout;
       stats_.FailAttempt(exchange, backend,
                          timed_out ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken,
@@ -265,26 +350,24 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
       connection.Cancel();
       co_return false;
     }
-    // A stream that ended cleanly with nothing in it: the head, then the end.
-    started = co_await Start(exchange, header);
-    if (!started) {
-      exchange.client_gone = true;
-    }
   }
-  // Gemini ends a stream by ending the body: its usage chunk and [DONE] follow then.
-  if (gemini && !broken && !exchange.client_gone && !gemini->failed()) {
+  if (!broken && !exchange.client_gone && !translator.failed()) {
     translated.clear();
-    gemini->OnEnd(translated);
-    if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
+    translator.OnEnd(translated);
+    if (!started) {
+      // Everything came at the end (or nothing at all): the head goes now.
+      started = co_await Start(exchange, header);
+      if (!started) {
+        exchange.client_gone = true;
+      }
+    }
+    if (!exchange.client_gone && !translated.empty() &&
+        !co_await exchange.downstream.WriteChunk(translated)) {
       exchange.client_gone = true;
     }
   }
   exchange.downstream.StopWatching();
-  if (anthropic) {
-    usage = anthropic->usage();
-  } else if (gemini) {
-    usage = gemini->usage();
-  }
+  const std::optional<openai::Usage> usage = translator.usage();
   if (usage) {
     stats_.RecordUsage(exchange, backend, *usage);
   }
@@ -293,8 +376,8 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     connection.Cancel();  // the upstream call is abandoned with the client
     co_return false;
   }
-  if (translation_failed()) {
-    // The provider said why in its error event, which went to the client translated.
+  if (translator.failed()) {
+    // The provider said why in its error event, which went to the client (translated or not).
     exchange.error = "upstream stream ended with an error event";
     stats_.CountStreamBroken(exchange, backend);
     stats_.RecordOutcome(generation, backend, outlier::Outcome::kStreamBroken);
@@ -302,7 +385,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     connection.Cancel();
     co_return false;
   }
-  if (!broken && ((anthropic && !anthropic->finished()) || (gemini && !gemini->finished()))) {
+  if (!broken && !translator.finished()) {
     // Ended cleanly, but without message_stop (Anthropic) or a finishReason (Gemini).
     broken = http::error::partial_message;
   }
@@ -316,7 +399,7 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     // can mistake the stream for a complete one.
     // A translated stream only ever wrote whole events.
     std::string tail = translating || splitter.AtEventBoundary() ? "" : "\n\n";
-    tail += openai::SseErrorEvent(timed_out
+    tail += translator.ErrorEvent(timed_out
                                       ? "upstream stream timed out: no data within the idle timeout"
                                       : "upstream stream broke off before it finished");
     co_await exchange.downstream.WriteChunk(tail);

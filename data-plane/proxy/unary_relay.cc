@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "data-plane/dialect/anthropic.h"
 #include "data-plane/dialect/gemini.h"
+#include "data-plane/dialect/messages_front.h"
 #include "data-plane/openai/usage.h"
 #include "data-plane/proxy/header_policy.h"
 
@@ -27,6 +28,60 @@ int64_t UnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+// A provider's answer in the shape the client speaks, in place: OpenAI's for /v1/chat/...,
+// Anthropic's for /v1/messages. An Anthropic error keeps Anthropic's status (529 included) here;
+// an Anthropic answer to a Messages request passes unchanged. The reason when a 2xx body is not
+// what the provider answers.
+std::optional<std::string> TranslateAnswer(const Exchange& exchange, route_table::Dialect dialect,
+                                           int& status, std::string& body) {
+  const bool ok = status >= 200 && status < 300;
+  const bool messages = exchange.messages_front();
+  std::string translated;
+  if (dialect == route_table::Dialect::kAnthropic) {
+    if (messages) {
+      return std::nullopt;
+    }
+    if (!ok) {
+      dialect::TranslatedError error = dialect::FromAnthropicError(status, body);
+      status = error.status;
+      body = std::move(error.body);
+      return std::nullopt;
+    }
+    if (!dialect::FromAnthropicResponse(body, UnixSeconds(), translated)) {
+      return absl::StrCat("upstream answered ", status,
+                          " with a body that is not an Anthropic message");
+    }
+    body = std::move(translated);
+    return std::nullopt;
+  }
+  if (dialect == route_table::Dialect::kGemini) {
+    if (!ok) {
+      dialect::TranslatedError error = dialect::FromGeminiError(status, body);
+      status = error.status;
+      body = std::move(error.body);
+    } else if (!dialect::FromGeminiResponse(body, exchange.model->name(), UnixSeconds(),
+                                            translated)) {
+      return absl::StrCat("upstream answered ", status,
+                          " with a body that is not a Gemini GenerateContentResponse");
+    } else {
+      body = std::move(translated);
+    }
+  }
+  // OpenAI-shaped now.
+  if (!messages) {
+    return std::nullopt;
+  }
+  if (!ok) {
+    body = dialect::MessagesErrorFromOpenAi(status, body);
+    return std::nullopt;
+  }
+  if (!dialect::ChatToMessagesResponse(body, exchange.model->name(), translated)) {
+    return absl::StrCat("upstream answered ", status, " with a body that is not a chat.completion");
+  }
+  body = std::move(translated);
+  return std::nullopt;
 }
 
 }  // namespace
@@ -84,55 +139,36 @@ net::awaitable<void> UnaryRelay::Relay(
     pool_.Release(std::move(connection));
   }
 
-  if (route.dialect == route_table::Dialect::kAnthropic) {
-    if (status >= 200 && status < 300) {
-      std::string translated;
-      if (!dialect::FromAnthropicResponse(body, UnixSeconds(), translated)) {
-        stats_.FailAttempt(exchange, backend, outlier::Outcome::kStreamBroken,
-                           absl::StrCat("upstream answered ", status,
-                                        " with a body that is not an Anthropic message"));
-        co_return;
-      }
-      body = std::move(translated);
-    } else {
-      dialect::TranslatedError error = dialect::FromAnthropicError(status, body);
-      status = error.status;
-      body = std::move(error.body);
-    }
+  if (auto failure = TranslateAnswer(exchange, route.dialect, status, body)) {
+    stats_.FailAttempt(exchange, backend, outlier::Outcome::kStreamBroken, *std::move(failure));
+    co_return;
+  }
+  const bool passed_through =
+      route.dialect == (exchange.messages_front() ? route_table::Dialect::kAnthropic
+                                                  : route_table::Dialect::kOpenAi);
+  if (!passed_through) {
     // Whatever the provider (or a gateway in between) sent, the body is JSON now.
     parser.get().set(http::field::content_type, "application/json");
-  } else if (route.dialect == route_table::Dialect::kGemini) {
-    if (status >= 200 && status < 300) {
-      std::string translated;
-      if (!dialect::FromGeminiResponse(body, exchange.model->name(), UnixSeconds(), translated)) {
-        stats_.FailAttempt(
-            exchange, backend, outlier::Outcome::kStreamBroken,
-            absl::StrCat("upstream answered ", status,
-                         " with a body that is not a Gemini GenerateContentResponse"));
-        co_return;
-      }
-      body = std::move(translated);
-    } else {
-      dialect::TranslatedError error = dialect::FromGeminiError(status, body);
-      status = error.status;
-      body = std::move(error.body);
-    }
-    parser.get().set(http::field::content_type, "application/json");
   }
+  // The status the answer counts as for retries, failover and outlier detection.
+  const int counted = route.dialect == route_table::Dialect::kAnthropic
+                          ? dialect::NormalizeAnthropicStatus(status)
+                          : status;
 
-  stats_.RecordOutcome(*exchange.generation, backend, outlier::OutcomeForStatus(status));
-  if (status == 429) {
+  stats_.RecordOutcome(*exchange.generation, backend, outlier::OutcomeForStatus(counted));
+  if (counted == 429) {
     stats_.RecordRateLimited(*exchange.generation, backend, parser.get().base());
   }
   exchange.backend = &backend;
-  if (IsRetryableStatus(status)) {
+  if (IsRetryableStatus(counted)) {
     exchange.last_timed_out = false;
     exchange.error = absl::StrCat("upstream answered ", status);
     exchange.last_upstream_response = KeptForRetry(status, parser.get().base(), std::move(body));
     co_return;
   }
   exchange.error.clear();  // an earlier attempt may have failed; this one answers
-  if (const auto usage = openai::ExtractUsage(body)) {
+  if (const auto usage =
+          exchange.messages_front() ? dialect::MessagesUsage(body) : openai::ExtractUsage(body)) {
     stats_.RecordUsage(exchange, backend, *usage);
   }
   // Relayed without building a response message: the upstream fields go straight into the head.

@@ -9,6 +9,7 @@
 #include "common/http/wire.h"
 #include "data-plane/dialect/anthropic.h"
 #include "data-plane/dialect/gemini.h"
+#include "data-plane/dialect/messages_front.h"
 #include "data-plane/openai/errors.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/proxy/header_policy.h"
@@ -22,7 +23,9 @@ constexpr int kMaxInterimResponses = 8;
 // The upstream request: the request line, the headers HeaderPolicy relays and adds, the body
 // with `model` rewritten (or, for an Anthropic provider, translated to a Messages API request;
 // for a Gemini provider, to a generateContent request whose target names the model and which
-// does not carry the client's query string).
+// does not carry the client's query string). A Messages request (/v1/messages) is rewritten
+// likewise for an Anthropic provider and otherwise translated to a chat request first, which an
+// OpenAI provider gets at /chat/completions and a Gemini provider translated once more.
 // Written straight into `head` and `body` (common/http/wire.h). Fails only when the provider's
 // dialect cannot express the request.
 std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchange,
@@ -32,22 +35,40 @@ std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchan
   std::string_view path = RelayedPath(exchange.path);
   std::string_view query = exchange.query;
   std::string gemini_path;
-  if (route.dialect == route_table::Dialect::kGemini) {
-    if (auto error = dialect::ToGeminiRequest(exchange.request.body(), body)) {
-      return error;
+  // What the Gemini translation starts from: the client's chat request, or the one a Messages
+  // request means.
+  std::string chat_body;
+  std::string_view gemini_source = exchange.request.body();
+  if (exchange.messages_front()) {
+    if (route.dialect == route_table::Dialect::kAnthropic) {
+      openai::RewriteModel(exchange.request.body(), exchange.fields,
+                           backend.config().upstream_model(), body);
+    } else {
+      std::string& chat = route.dialect == route_table::Dialect::kGemini ? chat_body : body;
+      if (auto error = dialect::MessagesToChatRequest(exchange.request.body(),
+                                                      backend.config().upstream_model(), chat)) {
+        return error;
+      }
+      path = RelayedPath(kChatCompletionsPath);
+      gemini_source = chat_body;
     }
-    gemini_path = dialect::GeminiPath(backend.config().upstream_model(), exchange.fields.stream);
-    path = gemini_path;
-    query = exchange.fields.stream ? dialect::kGeminiStreamQuery : std::string_view();
   } else if (route.dialect == route_table::Dialect::kAnthropic) {
     if (auto error = dialect::ToAnthropicRequest(exchange.request.body(),
                                                  backend.config().upstream_model(), body)) {
       return error;
     }
     path = "/messages";
-  } else {
+  } else if (route.dialect == route_table::Dialect::kOpenAi) {
     openai::RewriteModel(exchange.request.body(), exchange.fields,
                          backend.config().upstream_model(), body);
+  }
+  if (route.dialect == route_table::Dialect::kGemini) {
+    if (auto error = dialect::ToGeminiRequest(gemini_source, body)) {
+      return error;
+    }
+    gemini_path = dialect::GeminiPath(backend.config().upstream_model(), exchange.fields.stream);
+    path = gemini_path;
+    query = exchange.fields.stream ? dialect::kGeminiStreamQuery : std::string_view();
   }
   head.reserve(1024);
   const auto method = exchange.request.method_string();

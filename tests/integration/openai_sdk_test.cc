@@ -5,7 +5,6 @@
 // is installed with npm into the build tree on the first run; the test skips, saying so, only
 // when npm cannot install it (no registry).
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <cstdlib>
@@ -14,87 +13,34 @@
 
 #include "absl/strings/str_cat.h"
 #include "tests/integration/child_process.h"
-#include "tests/integration/proxy_test_util.h"
-#include "tests/support/mock_anthropic.h"
-#include "tests/support/mock_gemini.h"
+#include "tests/integration/dialect_test_util.h"
+#include "tests/integration/npm_package.h"
 
 namespace berry::itest {
 namespace {
 
 using test_support::AnthropicBehavior;
 using test_support::GeminiBehavior;
-using test_support::MockAnthropic;
-using test_support::MockGemini;
-
-// Installs the SDK under BERRY_NPM_DIR unless it is there; the error says why when not.
-absl::Status InstallSdk() {
-  const std::string dir = BERRY_NPM_DIR;
-  if (access((dir + "/node_modules/openai/package.json").c_str(), F_OK) == 0) {
-    return absl::OkStatus();
-  }
-  auto npm =
-      ChildProcess::Spawn({"/bin/sh", "-c",
-                           absl::StrCat("mkdir -p '", dir, "' && npm install --prefix '", dir,
-                                        "' --no-audit --no-fund --loglevel=error openai@4")});
-  if (npm == nullptr) {
-    return absl::UnavailableError("npm could not be started");
-  }
-  const std::optional<int> code = npm->Wait(std::chrono::seconds(240));
-  if (code != 0) {
-    return absl::UnavailableError(absl::StrCat("npm install openai failed (exit ",
-                                               code ? std::to_string(*code) : "timeout",
-                                               "): ", npm->err()));
-  }
-  return absl::OkStatus();
-}
-
-std::unique_ptr<MockAnthropic> StartAnthropic(AnthropicBehavior behavior) {
-  auto mock = MockAnthropic::Start();
-  if (!mock.ok()) {
-    Fatal("mock Anthropic did not start: " + mock.status().ToString());
-  }
-  (*mock)->SetBehavior(std::move(behavior));
-  return *std::move(mock);
-}
-
-std::string AnthropicProvider(std::string_view id, const MockAnthropic& mock) {
-  return absl::StrCat("[providers.", std::string(id), "]\nbase_url = \"", mock.base_url(),
-                      "\"\napi_key = \"sk-ant-test\"\nbackend_type = \"anthropic\"\n",
-                      "models = [\"claude-up\"]\n\n");
-}
-
-std::unique_ptr<MockGemini> StartGemini(GeminiBehavior behavior) {
-  auto mock = MockGemini::Start();
-  if (!mock.ok()) {
-    Fatal("mock Gemini did not start: " + mock.status().ToString());
-  }
-  (*mock)->SetBehavior(std::move(behavior));
-  return *std::move(mock);
-}
-
-std::string GeminiProvider(std::string_view id, const MockGemini& mock) {
-  return absl::StrCat("[providers.", std::string(id), "]\nbase_url = \"", mock.base_url(),
-                      "\"\napi_key = \"gm-test-key\"\nbackend_type = \"gemini\"\n",
-                      "models = [\"gemini-mock\"]\n\n");
-}
 
 TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAnthropicAndGeminiBackends) {
   if (system("command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "node and npm are not installed: the openai SDK test cannot run";
   }
-  if (const absl::Status installed = InstallSdk(); !installed.ok()) {
+  if (const absl::Status installed = InstallNpmPackage(BERRY_NPM_DIR, "openai", "openai@4");
+      !installed.ok()) {
     GTEST_SKIP() << "the npm registry is unreachable, skipping the openai SDK test: "
                  << installed.message();
   }
   auto openai = StartMock("acme");
-  auto anthropic = StartAnthropic(AnthropicBehavior::Text());
-  auto tools = StartAnthropic(AnthropicBehavior::ToolUse());
-  auto gemini = StartGemini(GeminiBehavior::Text());
-  auto gemini_tools = StartGemini(GeminiBehavior::FunctionCall());
+  auto anthropic = StartAnthropicMock(AnthropicBehavior::Text());
+  auto tools = StartAnthropicMock(AnthropicBehavior::ToolUse());
+  auto gemini = StartGeminiMock(GeminiBehavior::Text());
+  auto gemini_tools = StartGeminiMock(GeminiBehavior::FunctionCall());
   const std::string config =
-      ProviderToml("acme", openai->base_url()) + AnthropicProvider("claude", *anthropic) +
-      AnthropicProvider("claudetools", *tools) + GeminiProvider("google", *gemini) +
-      GeminiProvider("googletools", *gemini_tools) +
+      ProviderToml("acme", openai->base_url()) + AnthropicProviderToml("claude", *anthropic) +
+      AnthropicProviderToml("claudetools", *tools) +
+      GeminiProviderToml("google", *gemini, "gemini-mock") +
+      GeminiProviderToml("googletools", *gemini_tools, "gemini-mock") +
       ModelToml("chat", R"(strategy = "round_robin")") + BackendToml("chat", "acme") +
       BackendToml("chat", "claude", "claude-up") + BackendToml("chat", "google", "gemini-mock") +
       ModelToml("tools") + BackendToml("tools", "claudetools", "claude-up") +

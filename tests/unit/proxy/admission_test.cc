@@ -60,10 +60,11 @@ class AdmissionTest : public ::testing::Test {
     generation_ = routes_.Current();
   }
 
-  std::optional<ErrorReply> Admit(std::string_view authorization, std::string_view body) {
+  std::optional<ErrorReply> Admit(std::string_view authorization, std::string_view body,
+                                  std::string_view api_key = {}) {
     admitted_ = Admitted();
     error_.clear();
-    return admission_.Admit(generation_.get(), authorization, body, admitted_, error_);
+    return admission_.Admit(generation_.get(), authorization, api_key, body, admitted_, error_);
   }
 
   test_support::ManualClock clock_{kStart};
@@ -87,7 +88,7 @@ TEST_F(AdmissionTest, AdmitsAnAllowedModelAndSaysWhoAndWhat) {
 }
 
 TEST_F(AdmissionTest, NoRouteTableIs503) {
-  const auto reply = admission_.Admit(nullptr, kAlice, Body("chat"), admitted_, error_);
+  const auto reply = admission_.Admit(nullptr, kAlice, {}, Body("chat"), admitted_, error_);
 
   ASSERT_TRUE(reply.has_value());
   EXPECT_EQ(reply->status, 503);
@@ -104,6 +105,18 @@ TEST_F(AdmissionTest, UnknownOrMissingKeyIs401) {
     EXPECT_EQ(admitted_.client, nullptr);
     EXPECT_FALSE(error_.empty());
   }
+}
+
+TEST_F(AdmissionTest, AcceptsTheKeyInXApiKeyWhenThereIsNoAuthorization) {
+  const std::string_view token =
+      std::string_view(kAlice).substr(std::string_view("Bearer ").size());
+  EXPECT_EQ(Admit({}, Body("chat"), token), std::nullopt);
+  ASSERT_NE(admitted_.client, nullptr);
+  EXPECT_EQ(admitted_.client->id(), "alice");
+
+  const auto reply = Admit({}, Body("chat"), "not-a-key");
+  ASSERT_TRUE(reply.has_value());
+  EXPECT_EQ(reply->status, 401);
 }
 
 TEST_F(AdmissionTest, MalformedBodyIs400AfterAuthentication) {
