@@ -138,6 +138,9 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     gemini.emplace(exchange.fields.include_usage, exchange.model->name(), UnixSeconds());
   }
   const bool translating = anthropic || gemini;
+  // The proxy asked for the usage chunk on the client's behalf: events are relayed one by one,
+  // without it (the others re-framed as data events, which is all OpenAI streams hold).
+  const bool strip_usage = !translating && InjectsStreamUsage(exchange);
   const auto translation_failed = [&] {
     return (anthropic && anthropic->failed()) || (gemini && gemini->failed());
   };
@@ -185,6 +188,21 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
       }
       if (translation_failed()) {
         break;  // the error event went out; the stream is over
+      }
+    } else if (n > 0 && strip_usage) {
+      translated.clear();
+      splitter.Feed(std::string_view(piece.data(), n), [&](std::string_view event) {
+        if (auto found = openai::ExtractUsage(event)) {
+          usage = found;
+          if (openai::IsUsageOnlyChunk(event)) {
+            return;
+          }
+        }
+        sse::AppendDataEvent(event, translated);
+      });
+      if (!translated.empty() && !co_await exchange.downstream.WriteChunk(translated)) {
+        exchange.client_gone = true;
+        break;
       }
     } else if (n > 0) {
       const std::string_view data(piece.data(), n);
@@ -246,8 +264,8 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
                          timed_out ? outlier::Outcome::kTimeout : outlier::Outcome::kStreamBroken);
     // One error event, then the connection closes without the chunked terminator, so no client
     // can mistake the stream for a complete one.
-    // A translated stream only ever wrote whole events.
-    std::string tail = translating || splitter.AtEventBoundary() ? "" : "\n\n";
+    // A translated or stripped stream only ever wrote whole events.
+    std::string tail = translating || strip_usage || splitter.AtEventBoundary() ? "" : "\n\n";
     tail += openai::SseErrorEvent(timed_out
                                       ? "upstream stream timed out: no data within the idle timeout"
                                       : "upstream stream broke off before it finished");

@@ -45,6 +45,9 @@ std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchan
   } else {
     openai::RewriteModel(exchange.request.body(), exchange.fields,
                          backend.config().upstream_model(), body);
+    if (InjectsStreamUsage(exchange)) {
+      openai::AddIncludeUsage(body);  // the usage chunk is stripped on the way back
+    }
   }
   head.reserve(1024);
   const auto method = exchange.request.method_string();
