@@ -115,6 +115,10 @@ struct RateLimit {
   std::optional<int64_t> requests_per_minute;
   std::optional<int64_t> requests_per_hour;
   std::optional<int64_t> requests_per_day;
+  // Prompt + completion tokens, as the upstream reports them.
+  std::optional<int64_t> tokens_per_minute;
+  std::optional<int64_t> tokens_per_hour;
+  std::optional<int64_t> tokens_per_day;
 
   friend bool operator==(const RateLimit&, const RateLimit&) = default;
 };

@@ -4,6 +4,7 @@
 #include <array>
 #include <boost/url/parse.hpp>
 #include <optional>
+#include <span>
 #include <utility>
 #include <variant>
 
@@ -102,25 +103,34 @@ void CheckProviderSecrets(const std::string& provider_path, const Provider& prov
 }
 
 // Limits for longer windows must admit at least as much as shorter ones; only the limits that
-// are set are compared, each with the closest shorter one.
+// are set are compared, each with the closest shorter one of the same unit (requests, tokens).
 void CheckRateLimitOrder(const std::string& path, const RateLimit& limit, Diagnostics& out) {
-  const std::pair<std::string_view, std::optional<int64_t>> windows[] = {
+  using Window = std::pair<std::string_view, std::optional<int64_t>>;
+  const Window requests[] = {
       {"requests_per_minute", limit.requests_per_minute},
       {"requests_per_hour", limit.requests_per_hour},
       {"requests_per_day", limit.requests_per_day},
   };
-  const std::pair<std::string_view, std::optional<int64_t>>* shorter = nullptr;
-  for (const auto& window : windows) {
-    if (!window.second.has_value()) {
-      continue;
+  const Window tokens[] = {
+      {"tokens_per_minute", limit.tokens_per_minute},
+      {"tokens_per_hour", limit.tokens_per_hour},
+      {"tokens_per_day", limit.tokens_per_day},
+  };
+  for (const std::span<const Window> windows :
+       {std::span<const Window>(requests), std::span<const Window>(tokens)}) {
+    const Window* shorter = nullptr;
+    for (const Window& window : windows) {
+      if (!window.second.has_value()) {
+        continue;
+      }
+      if (shorter != nullptr && *window.second < *shorter->second) {
+        out.Error(ChildPath(path, window.first),
+                  absl::StrCat(std::string(window.first), " (", *window.second,
+                               ") must not be less than ", std::string(shorter->first), " (",
+                               *shorter->second, ")"));
+      }
+      shorter = &window;
     }
-    if (shorter != nullptr && *window.second < *shorter->second) {
-      out.Error(
-          ChildPath(path, window.first),
-          absl::StrCat(std::string(window.first), " (", *window.second, ") must not be less than ",
-                       std::string(shorter->first), " (", *shorter->second, ")"));
-    }
-    shorter = &window;
   }
 }
 

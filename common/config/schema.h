@@ -179,6 +179,9 @@ inline constexpr Field<RateLimit> kRateLimitFields[] = {
      "requests_per_minute"},
     {"requests_per_hour", &RateLimit::requests_per_hour, schema::kPositive, "requests_per_hour"},
     {"requests_per_day", &RateLimit::requests_per_day, schema::kPositive, "requests_per_day"},
+    {"tokens_per_minute", &RateLimit::tokens_per_minute, schema::kPositive, "tokens_per_minute"},
+    {"tokens_per_hour", &RateLimit::tokens_per_hour, schema::kPositive, "tokens_per_hour"},
+    {"tokens_per_day", &RateLimit::tokens_per_day, schema::kPositive, "tokens_per_day"},
 };
 
 // What every secret is replaced with when emitted redacted.

@@ -201,4 +201,18 @@ void SseEventSplitter::Append(std::string_view bytes) {
   size_ = needed;
 }
 
+void AppendDataEvent(std::string_view data, std::string& out) {
+  while (true) {
+    const size_t end = data.find('\n');
+    out.append("data: ");
+    out.append(data.substr(0, end));
+    out.push_back('\n');
+    if (end == std::string_view::npos) {
+      break;
+    }
+    data.remove_prefix(end + 1);
+  }
+  out.push_back('\n');
+}
+
 }  // namespace berry::sse

@@ -88,4 +88,8 @@ class SseEventSplitter {
   std::string_view held_;
 };
 
+// Appends one event carrying `data` (a payload as SseEventSplitter delivers it: lines joined by
+// '\n') to `out`: a "data: " line per line, then the blank line that ends the event.
+void AppendDataEvent(std::string_view data, std::string& out);
+
 }  // namespace berry::sse

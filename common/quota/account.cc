@@ -42,6 +42,11 @@ void LeaseAccount::Ended(const std::optional<Lease::Ended>& ended, int64_t now_n
   }
 }
 
+void LeaseAccount::ReturnLate(uint32_t tag, uint64_t amount) {
+  absl::MutexLock lock(&late_mu_);
+  late_.emplace_back(tag, amount);
+}
+
 void LeaseAccount::EndNow() { Ended(lease_.EndNow(), lease_expiry_ns_); }
 
 std::optional<LeaseAccount::Usage> LeaseAccount::Poll(int64_t now_ns, double margin_s,
@@ -56,18 +61,30 @@ std::optional<LeaseAccount::Usage> LeaseAccount::Poll(int64_t now_ns, double mar
     spent_.emplace_back(now_ns, fallback);
   }
   const uint64_t credit = lease_.credit(now_ns);
+  const uint64_t wanted = wanted_.exchange(0, std::memory_order_relaxed);
   const bool may_ask =
       (!ask_in_flight_ || now_ns - asked_at_ns_ >= ask_timeout_ns) && now_ns >= no_ask_before_ns_;
   const bool past_half_life = lease_.held() && now_ns - lease_granted_at_ns_ >=
                                                    (lease_expiry_ns_ - lease_granted_at_ns_) / 2;
-  const bool wants =
-      credit == 0 || past_half_life || static_cast<double>(credit) < demand * margin_s;
+  const bool wants = credit == 0 || past_half_life || wanted > credit ||
+                     static_cast<double>(credit) < demand * margin_s;
   Usage usage;
   usage.ask = may_ask && wants;
   usage.demand_per_second = demand;
   usage.fallback_admitted = fallback;
+  usage.wanted = wanted;
   usage.returns = std::move(to_return_);
   to_return_.clear();
+  {
+    absl::MutexLock lock(&late_mu_);
+    for (const auto& [tag, amount] : late_) {
+      // The tag is the slice's low 32 bits; the slice is the latest one with that tag.
+      const int64_t slice =
+          lease_slice_ - static_cast<uint32_t>(static_cast<uint32_t>(lease_slice_) - tag);
+      usage.returns.push_back(Lease::Ended{slice, amount});
+    }
+    late_.clear();
+  }
   for (const auto& [at, spent] : spent_) {
     usage.recent_admitted += spent;
   }

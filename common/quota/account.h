@@ -2,8 +2,8 @@
 // request path spends from, plus what the reporter thread keeps around it — the demand meter, the
 // ask in flight, the leases ended and not yet returned, what was admitted in the last window.
 //
-// Threads: lease().TrySpend/Unspend/CountAttempt from any thread; every other member from the one
-// reporter thread.
+// Threads: lease().TrySpend/Unspend/Charge/CountAttempt, CountFallbackAdmitted and ReturnLate
+// from any thread; every other member from the one reporter thread.
 #pragma once
 
 #include <array>
@@ -11,8 +11,11 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "common/quota/lease.h"
 
 namespace berry::quota {
@@ -33,10 +36,24 @@ class LeaseAccount {
     uint64_t recent_admitted = 0;
     uint64_t held = 0;
     uint64_t fallback_admitted = 0;
+    uint64_t wanted = 0;
   };
 
   // Any thread: a request was admitted on the fallback share (not from the lease).
-  void CountFallbackAdmitted() { fallback_admitted_.fetch_add(1, std::memory_order_relaxed); }
+  void CountFallbackAdmitted(uint64_t amount = 1) {
+    fallback_admitted_.fetch_add(amount, std::memory_order_relaxed);
+  }
+  // Any thread: `amount` to give back to the lease tagged `tag` (Lease::TrySpend), which has
+  // ended since (Unspend said false): returned to its slice with the next Poll. Rare (a token
+  // reservation settled after its lease was renewed), so a mutex.
+  void ReturnLate(uint32_t tag, uint64_t amount);
+  // Any thread: a request needing `amount` credits found too few (the next ask wants that much).
+  void Want(uint64_t amount) {
+    uint64_t wanted = wanted_.load(std::memory_order_relaxed);
+    while (wanted < amount &&
+           !wanted_.compare_exchange_weak(wanted, amount, std::memory_order_relaxed)) {
+    }
+  }
   // Writer: ends the lease if it expired, keeping its return for the next Poll (while there is
   // no one to tell).
   void ExpireOnly(int64_t now_ns) { Ended(lease_.Expire(now_ns), now_ns); }
@@ -84,6 +101,9 @@ class LeaseAccount {
   // (ended at, spent) of leases that ended within the window.
   std::deque<std::pair<int64_t, uint64_t>> spent_;
   std::atomic<uint64_t> fallback_admitted_{0};
+  std::atomic<uint64_t> wanted_{0};
+  absl::Mutex late_mu_;
+  std::vector<std::pair<uint32_t, uint64_t>> late_ ABSL_GUARDED_BY(late_mu_);  // (tag, amount)
 };
 
 }  // namespace berry::quota

@@ -22,15 +22,23 @@ class Lease {
     uint64_t unspent = 0;
   };
 
-  // Takes one credit if the lease lives at `now_ns`. Returns the lease's tag to pass to
-  // Unspend, or nullopt when there is no credit.
-  std::optional<uint32_t> TrySpend(int64_t now_ns);
-  // Gives back a credit TrySpend took, unless that lease has since been replaced or ended.
-  void Unspend(uint32_t tag);
-  // Counts a request of the user (admitted or refused): the demand grants are sized by.
-  void CountAttempt() { attempts_.fetch_add(1, std::memory_order_relaxed); }
+  // Takes `amount` credits (all or nothing) if the lease lives at `now_ns` and holds them.
+  // Returns the lease's tag to pass to Unspend, or nullopt when there is not enough credit.
+  std::optional<uint32_t> TrySpend(int64_t now_ns, uint32_t amount = 1);
+  // Gives back `amount` credits TrySpend took, unless that lease has since been replaced or
+  // ended: then returns false, and the caller returns them to the ledger another way.
+  bool Unspend(uint32_t tag, uint32_t amount = 1);
+  // Spends `amount` that was already used (tokens beyond a reservation): from the live credit
+  // as far as it goes, the rest as debt that the next grants pay first.
+  void Charge(int64_t now_ns, uint64_t amount);
+  // Debt not yet paid by a grant.
+  uint64_t debt() const { return debt_.load(std::memory_order_relaxed); }
+  // Counts demand of the user (admitted or refused; one per request, or the tokens asked for):
+  // what grants are sized by.
+  void CountAttempt(uint64_t amount = 1) { attempts_.fetch_add(amount, std::memory_order_relaxed); }
 
-  // Writer: adds `credit` for `slice`, living until `expiry_ns`. A lease of the same slice grows;
+  // Writer: adds `credit` for `slice`, living until `expiry_ns`, less the debt it pays first.
+  // A lease of the same slice grows;
   // one of an earlier slice ends (and is returned); a grant for an earlier slice than the one
   // held is returned whole.
   std::optional<Ended> Grant(int64_t slice, uint64_t credit, int64_t expiry_ns);
@@ -58,6 +66,7 @@ class Lease {
   std::atomic<uint64_t> word_{0};
   std::atomic<int64_t> expiry_ns_{0};
   std::atomic<uint64_t> attempts_{0};
+  std::atomic<uint64_t> debt_{0};
   // Writer only.
   int64_t slice_ = 0;
   bool held_ = false;

@@ -15,10 +15,13 @@ using google::protobuf::util::TimeUtil;
 int64_t QuotaWindowMs(v1::QuotaWindow window) {
   switch (window) {
     case v1::QUOTA_WINDOW_MINUTE:
+    case v1::QUOTA_WINDOW_TOKENS_MINUTE:
       return 60'000;
     case v1::QUOTA_WINDOW_HOUR:
+    case v1::QUOTA_WINDOW_TOKENS_HOUR:
       return 3'600'000;
     case v1::QUOTA_WINDOW_DAY:
+    case v1::QUOTA_WINDOW_TOKENS_DAY:
       return 86'400'000;
     default:
       return 0;
@@ -36,7 +39,10 @@ void QuotaAuthority::SetTable(const v1::RouteTable& table) {
     for (const auto& [window, value] :
          {std::pair{v1::QUOTA_WINDOW_MINUTE, limit.requests_per_minute()},
           std::pair{v1::QUOTA_WINDOW_HOUR, limit.requests_per_hour()},
-          std::pair{v1::QUOTA_WINDOW_DAY, limit.requests_per_day()}}) {
+          std::pair{v1::QUOTA_WINDOW_DAY, limit.requests_per_day()},
+          std::pair{v1::QUOTA_WINDOW_TOKENS_MINUTE, limit.tokens_per_minute()},
+          std::pair{v1::QUOTA_WINDOW_TOKENS_HOUR, limit.tokens_per_hour()},
+          std::pair{v1::QUOTA_WINDOW_TOKENS_DAY, limit.tokens_per_day()}}) {
       if (value == 0) {
         continue;
       }
@@ -134,9 +140,13 @@ std::optional<v1::QuotaGrants> QuotaAuthority::Handle(const v1::StreamLoadReport
       for (const auto& [id, node] : entry.nodes) {
         active += now_ms - node.last_active_ms < 2 * ledger.slice_ms();
       }
-      const uint64_t size = quota::GrantSize(usage.demand_per_second(),
-                                             2.0 * static_cast<double>(ledger.slice_ms()) / 1000.0,
-                                             ledger.Remaining(now_ms), active);
+      const uint64_t remaining = ledger.Remaining(now_ms);
+      // At least what the proxy's refused request needs (a token reservation), while it fits.
+      const uint64_t size =
+          std::max(quota::GrantSize(usage.demand_per_second(),
+                                    2.0 * static_cast<double>(ledger.slice_ms()) / 1000.0,
+                                    remaining, active),
+                   std::min(usage.wanted(), remaining));
       const uint64_t credit = ledger.Debit(now_ms, size);
       if (credit > 0) {
         share.granted_by_slice[slice] += credit;

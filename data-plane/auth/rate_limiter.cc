@@ -34,13 +34,32 @@ int64_t SecondsUntilEnd(uint64_t window_id, int64_t now, size_t window) {
   return std::max<int64_t>(end - now, 1);
 }
 
-// Takes back one request counted in window `window_id`, unless that window has already been
+// Takes back `amount` counted in window `window_id`, unless that window has already been
 // replaced by a later one (whose count this request never touched).
-void GiveBack(std::atomic<uint64_t>& word, uint64_t window_id) {
+void GiveBack(std::atomic<uint64_t>& word, uint64_t window_id, uint64_t amount) {
   uint64_t current = word.load(std::memory_order_relaxed);
   while (WindowIdOf(current) == window_id && CountOf(current) > 0 &&
-         !word.compare_exchange_weak(current, current - 1, std::memory_order_relaxed)) {
+         !word.compare_exchange_weak(current, current - std::min(CountOf(current), amount),
+                                     std::memory_order_relaxed)) {
   }
+}
+
+// Adds `amount` to the window of `now` whatever its limit (tokens already spent), saturating.
+void Charge(std::atomic<uint64_t>& word, int64_t now, size_t window, uint64_t amount) {
+  const uint64_t window_now = WindowIdAt(now, window);
+  uint64_t current = word.load(std::memory_order_relaxed);
+  while (true) {
+    const uint64_t window_id = std::max(WindowIdOf(current), window_now);
+    const uint64_t count = WindowIdOf(current) == window_id ? CountOf(current) : 0;
+    if (word.compare_exchange_weak(current, Pack(window_id, std::min(count + amount, kCountMask)),
+                                   std::memory_order_relaxed)) {
+      return;
+    }
+  }
+}
+
+std::array<uint64_t, 3> TokenLimitsOf(const berry::v1::RateLimit& limit) {
+  return {limit.tokens_per_minute(), limit.tokens_per_hour(), limit.tokens_per_day()};
 }
 
 }  // namespace
@@ -93,9 +112,12 @@ std::shared_ptr<RateLimiter> RateLimiter::Create(const ClientDirectory& director
     const berry::v1::RateLimit& limit = client.rate_limit();
     const std::array<uint64_t, kWindows> configured = {
         limit.requests_per_minute(), limit.requests_per_hour(), limit.requests_per_day()};
+    const std::array<uint64_t, kWindows> tokens = TokenLimitsOf(limit);
     for (size_t w = 0; w < kWindows; ++w) {
       slot.limits[w] = static_cast<uint32_t>(std::min(configured[w], kMaxLimit));
       slot.limited = slot.limited || slot.limits[w] != 0;
+      slot.token_limits[w] = static_cast<uint32_t>(std::min(tokens[w], kMaxLimit));
+      slot.token_limited = slot.token_limited || slot.token_limits[w] != 0;
     }
     if (const auto it = old_counters.find(client.id()); it != old_counters.end()) {
       slot.counters = it->second;
@@ -116,26 +138,17 @@ const RateLimiter::Slot& RateLimiter::SlotFor(const Client& client) const {
   return slots_[index];
 }
 
-Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds) const {
+Decision RateLimiter::Take(Words& words, const Limits& limits, uint64_t amount, int64_t now,
+                           std::array<uint32_t, kWindows>& counted_in) {
   Decision decision;
-  if (client.anonymous()) {
-    return decision;
-  }
-  const Slot& slot = SlotFor(client);
-  if (!slot.limited) {
-    return decision;
-  }
-  const int64_t now = std::max<int64_t>(now_unix_seconds, 0);
-
-  std::array<uint64_t, kWindows> counted_in{};  // window id this request was counted in
   std::array<bool, kWindows> counted{};
   uint64_t fewest_left = std::numeric_limits<uint64_t>::max();
   for (size_t w = 0; w < kWindows; ++w) {
-    const uint64_t limit = slot.limits[w];
+    const uint64_t limit = limits[w];
     if (limit == 0) {
       continue;
     }
-    std::atomic<uint64_t>& word = slot.counters->words[w];
+    std::atomic<uint64_t>& word = words[w];
     const uint64_t window_now = WindowIdAt(now, w);
     uint64_t current = word.load(std::memory_order_relaxed);
     uint64_t window_id;
@@ -145,27 +158,27 @@ Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds) cons
       // clock is a little ahead) is the current window.
       window_id = std::max(WindowIdOf(current), window_now);
       count = WindowIdOf(current) == window_id ? CountOf(current) : 0;
-      if (count >= limit) {
+      if (count + amount > limit) {
         for (size_t taken = 0; taken < w; ++taken) {
           if (counted[taken]) {
-            GiveBack(slot.counters->words[taken], counted_in[taken]);
+            GiveBack(words[taken], counted_in[taken], amount);
           }
         }
         decision.allowed = false;
         decision.window = kWindowKinds[w];
         decision.limit = limit;
-        decision.remaining = 0;
+        decision.remaining = count >= limit ? 0 : limit - count;
         decision.reset_after_seconds = SecondsUntilEnd(window_id, now, w);
         return decision;
       }
-      if (word.compare_exchange_weak(current, Pack(window_id, count + 1),
+      if (word.compare_exchange_weak(current, Pack(window_id, count + amount),
                                      std::memory_order_relaxed)) {
         break;
       }
     }
     counted[w] = true;
-    counted_in[w] = window_id;
-    const uint64_t left = limit - count - 1;
+    counted_in[w] = static_cast<uint32_t>(window_id);
+    const uint64_t left = limit - count - amount;
     if (left < fewest_left) {
       fewest_left = left;
       decision.window = kWindowKinds[w];
@@ -175,6 +188,74 @@ Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds) cons
     }
   }
   return decision;
+}
+
+Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds) const {
+  if (client.anonymous()) {
+    return {};
+  }
+  const Slot& slot = SlotFor(client);
+  if (!slot.limited) {
+    return {};
+  }
+  std::array<uint32_t, kWindows> counted_in{};
+  return Take(slot.counters->words, slot.limits, 1, std::max<int64_t>(now_unix_seconds, 0),
+              counted_in);
+}
+
+bool RateLimiter::LimitsTokens(const Client& client) const {
+  return !client.anonymous() && SlotFor(client).token_limited;
+}
+
+Decision RateLimiter::ReserveTokens(const Client& client, uint64_t tokens, int64_t now_unix_seconds,
+                                    TokenHold& hold) const {
+  if (client.anonymous()) {
+    return {};
+  }
+  const Slot& slot = SlotFor(client);
+  if (!slot.token_limited || tokens == 0) {
+    return {};
+  }
+  tokens = std::min(tokens, kMaxLimit);  // more than any window can hold: refused anyway
+  const Decision decision = Take(slot.counters->token_words, slot.token_limits, tokens,
+                                 std::max<int64_t>(now_unix_seconds, 0), hold.tags);
+  hold.reserved = decision.allowed ? tokens : 0;
+  return decision;
+}
+
+void RateLimiter::SettleTokens(const Client& client, const TokenHold& hold, uint64_t used,
+                               int64_t now_unix_seconds) const {
+  if (hold.reserved == 0 || used == hold.reserved) {
+    return;
+  }
+  const Slot& slot = SlotFor(client);
+  const int64_t now = std::max<int64_t>(now_unix_seconds, 0);
+  for (size_t w = 0; w < kWindows; ++w) {
+    if (slot.token_limits[w] == 0) {
+      continue;
+    }
+    std::atomic<uint64_t>& word = slot.counters->token_words[w];
+    if (used < hold.reserved) {
+      GiveBack(word, hold.tags[w], hold.reserved - used);
+    } else {
+      Charge(word, now, w, used - hold.reserved);
+    }
+  }
+}
+
+uint64_t RateLimiter::TokenCount(const Client& client, Window window,
+                                 int64_t now_unix_seconds) const {
+  if (client.anonymous() || window == Window::kNone) {
+    return 0;
+  }
+  const Slot& slot = SlotFor(client);
+  const size_t w = static_cast<size_t>(window) - 1;
+  if (slot.token_limits[w] == 0) {
+    return 0;
+  }
+  const uint64_t word = slot.counters->token_words[w].load(std::memory_order_relaxed);
+  const uint64_t window_now = WindowIdAt(std::max<int64_t>(now_unix_seconds, 0), w);
+  return WindowIdOf(word) == window_now ? CountOf(word) : 0;
 }
 
 uint64_t RateLimiter::Count(const Client& client, Window window, int64_t now_unix_seconds) const {

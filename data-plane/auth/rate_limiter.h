@@ -1,5 +1,6 @@
-// Per-client request limits: up to three fixed windows per client (minute, hour, day; only the
-// ones the client's RateLimit sets), counted by every worker thread together.
+// Per-client request and token limits: up to three fixed windows per client and unit (minute,
+// hour, day of requests; the same of tokens; only the ones the client's RateLimit sets), counted
+// by every worker thread together.
 //
 // Windows are fixed and aligned to the Unix epoch: the minute window is [k*60, (k+1)*60) seconds,
 // the hour window [k*3600, ...), the day window is the UTC day. Fixed windows cost one 64-bit
@@ -13,6 +14,12 @@
 // window refuses it, the windows already counted for it are given back, so a refused request
 // consumes no quota. (Under contention a request may see a count that is about to be given back
 // and be refused: the limiter errs on the side of refusing, never admitting.)
+//
+// Tokens are known only once the upstream answered, so they are reserved at admission
+// (ReserveTokens: an estimate, refused when it does not fit a window) and settled afterwards
+// (SettleTokens: the unused part goes back to the window it was counted in, while that window
+// lasts; tokens beyond the reservation are charged to the current window even past its limit,
+// which later reservations then wait out). A client without token limits costs one branch.
 //
 // A RateLimiter is laid out for one ClientDirectory; the counters follow a client from table to
 // table by client id (Create(directory, previous)), so publishing a new table does not reset
@@ -58,6 +65,17 @@ struct Decision {
   int64_t reset_after_seconds = 0;
 };
 
+// Tokens a request holds between ReserveTokens and SettleTokens: how many, and the window each
+// limit counted them in. Small and trivially copyable: it lives in the request's Exchange.
+struct TokenHold {
+  uint64_t reserved = 0;  // 0 = nothing held (no token limit, or not reserved yet)
+  // Per token window (minute, hour, day): the window id (standalone) or lease tag (managed)
+  // the reservation was counted in.
+  std::array<uint32_t, 3> tags{};
+  // Managed only: which limits the reservation took from the fallback share (bit i = window i).
+  uint8_t fallback_mask = 0;
+};
+
 class RateLimiter {
  public:
   // Counters for every client of `directory`. Clients (by id) that `previous` already counted
@@ -79,26 +97,51 @@ class RateLimiter {
   // client has no such window). For tests and introspection.
   uint64_t Count(const Client& client, Window window, int64_t now_unix_seconds) const;
 
+  // True when `client` has a token limit (the request path reserves only then).
+  bool LimitsTokens(const Client& client) const;
+  // Counts `tokens` of `client` in every token window if each still has room for all of them;
+  // fills `hold` when allowed. The Decision is about tokens (limit and remaining in tokens;
+  // remaining = what the window has left, also when refused). Lock-free; allocates nothing.
+  Decision ReserveTokens(const Client& client, uint64_t tokens, int64_t now_unix_seconds,
+                         TokenHold& hold) const;
+  // Replaces the reservation `hold` by `used` tokens: gives the difference back to the windows
+  // the reservation was counted in (if they have not ended), or charges the excess to the
+  // windows of `now_unix_seconds`, beyond their limit if need be. `used` 0 is a full refund.
+  void SettleTokens(const Client& client, const TokenHold& hold, uint64_t used,
+                    int64_t now_unix_seconds) const;
+  // Tokens counted for `client` in the token `window` containing `now_unix_seconds` (tests).
+  uint64_t TokenCount(const Client& client, Window window, int64_t now_unix_seconds) const;
+
  private:
   static constexpr size_t kWindows = 3;  // minute, hour, day
 
-  // One word per window: window id (now / window length) in the high 32 bits, requests counted
-  // in it in the low 32. A cache line per client: different clients are counted by different
-  // workers.
+  using Words = std::array<std::atomic<uint64_t>, kWindows>;
+  using Limits = std::array<uint32_t, kWindows>;
+
+  // One word per window: window id (now / window length) in the high 32 bits, requests (tokens)
+  // counted in it in the low 32. A cache line per client: different clients are counted by
+  // different workers.
   struct alignas(64) Counters {
-    std::array<std::atomic<uint64_t>, kWindows> words{};
+    Words words{};
+    Words token_words{};
   };
 
   struct Slot {
-    const Client* client = nullptr;           // identity check only, never dereferenced
-    std::string id;                           // carry-over key (the directory may be gone by then)
-    std::array<uint32_t, kWindows> limits{};  // 0 = none
+    const Client* client = nullptr;  // identity check only, never dereferenced
+    std::string id;                  // carry-over key (the directory may be gone by then)
+    Limits limits{};                 // 0 = none
+    Limits token_limits{};           // 0 = none
     bool limited = false;
+    bool token_limited = false;
     std::shared_ptr<Counters> counters;
   };
 
   RateLimiter() = default;
   const Slot& SlotFor(const Client& client) const;
+  // Counts `amount` in every window of `words` that has a limit, if each has room for it; on a
+  // refusal gives back what earlier windows took. Window ids counted in go to `counted_in`.
+  static Decision Take(Words& words, const Limits& limits, uint64_t amount, int64_t now,
+                       std::array<uint32_t, kWindows>& counted_in);
 
   std::vector<Slot> slots_;  // by Client::index()
 };

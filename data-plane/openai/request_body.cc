@@ -1,5 +1,6 @@
 #include "data-plane/openai/request_body.h"
 
+#include <algorithm>
 #include <boost/json/basic_parser_impl.hpp>
 #include <cstdint>
 #include <cstdio>
@@ -20,7 +21,7 @@ namespace {
 using boost::json::error_code;
 using JsonStringView = boost::json::string_view;
 
-enum class Field : uint8_t { kOther, kModel, kStream, kStreamOptions, kIncludeUsage };
+enum class Field : uint8_t { kOther, kModel, kStream, kStreamOptions, kIncludeUsage, kMaxTokens };
 
 // Field errors in the order the client reads about them; kNone = no error yet.
 enum class FieldError : uint8_t {
@@ -83,6 +84,9 @@ class KeyAssembler {
       if (key == "stream_options") {
         return Field::kStreamOptions;
       }
+      if (key == "max_tokens" || key == "max_completion_tokens") {
+        return Field::kMaxTokens;
+      }
     } else if (in_stream_options && key == "include_usage") {
       return Field::kIncludeUsage;
     }
@@ -90,7 +94,7 @@ class KeyAssembler {
   }
 
  private:
-  char buf_[16];
+  char buf_[24];  // "max_completion_tokens" is the longest name looked for
   size_t len_ = 0;
   bool started_ = false;
   bool overflow_ = false;
@@ -126,6 +130,7 @@ class RequestHandler {
       const Field field = TakeField();
       if (field == Field::kStreamOptions) {
         in_stream_options_ = true;
+        fields_.has_stream_options = true;
       } else {
         RejectNonString(field);
         RejectNonBool(field);
@@ -204,8 +209,18 @@ class RequestHandler {
   }
 
   bool on_number_part(JsonStringView, error_code&) { return true; }
-  bool on_int64(int64_t, JsonStringView, error_code&) { return OnScalar(); }
-  bool on_uint64(uint64_t, JsonStringView, error_code&) { return OnScalar(); }
+  bool on_int64(int64_t value, JsonStringView, error_code&) {
+    if (depth_ == 1 && pending_ == Field::kMaxTokens && value > 0) {
+      fields_.max_tokens = std::max(fields_.max_tokens, static_cast<uint64_t>(value));
+    }
+    return OnScalar();
+  }
+  bool on_uint64(uint64_t value, JsonStringView, error_code&) {
+    if (depth_ == 1 && pending_ == Field::kMaxTokens) {
+      fields_.max_tokens = std::max(fields_.max_tokens, value);
+    }
+    return OnScalar();
+  }
   bool on_double(double, JsonStringView, error_code&) { return OnScalar(); }
 
   bool on_bool(bool value, error_code&) {
@@ -487,6 +502,16 @@ std::string RewriteModel(std::string_view body, const RequestFields& fields,
   std::string out;
   RewriteModel(body, fields, upstream_model, out);
   return out;
+}
+
+void AddIncludeUsage(std::string& body) {
+  static constexpr std::string_view kMember = R"("stream_options":{"include_usage":true},)";
+  const size_t brace = body.find('{');
+  if (brace == std::string::npos) {
+    std::fprintf(stderr, "berry: AddIncludeUsage on a body that is not a JSON object\n");
+    std::abort();
+  }
+  body.insert(brace + 1, kMember);
 }
 
 }  // namespace berry::openai

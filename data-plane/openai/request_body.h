@@ -23,6 +23,11 @@ struct RequestFields {
   bool stream = false;
   // True when the top-level `stream_options` is an object whose `include_usage` is `true`.
   bool include_usage = false;
+  // True when the top-level `stream_options` is an object (whatever it holds).
+  bool has_stream_options = false;
+  // The larger of the top-level `max_tokens` and `max_completion_tokens` when either is a
+  // positive integer; 0 when neither is (what the token-limit reservation falls back from).
+  uint64_t max_tokens = 0;
   // Byte range [model_begin, model_end) of the `model` value token in the scanned body, both
   // quotes included, so body.substr(model_begin, model_end - model_begin) is the raw literal.
   size_t model_begin = 0;
@@ -52,5 +57,11 @@ std::string RewriteModel(std::string_view body, const RequestFields& fields,
 // `out` must not alias `body`.
 void RewriteModel(std::string_view body, const RequestFields& fields,
                   std::string_view upstream_model, std::string& out);
+
+// Makes `body` (an object ScanRequestBody accepted, with no `stream_options`, possibly with
+// `model` rewritten since) ask for a stream's usage: "stream_options":{"include_usage":true}
+// becomes its first member. For a token-limited user whose client did not ask: the proxy needs
+// the usage to charge the tokens (and strips that chunk before the client sees it).
+void AddIncludeUsage(std::string& body);
 
 }  // namespace berry::openai

@@ -1,6 +1,8 @@
 #include "data-plane/openai/usage.h"
 
 #include <boost/json/basic_parser_impl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
 #include <cstring>
 #include <utility>
 
@@ -210,6 +212,21 @@ std::optional<Usage> ExtractUsage(std::string_view json) {
     return std::nullopt;
   }
   return parser.handler().result();
+}
+
+bool IsUsageOnlyChunk(std::string_view json) {
+  boost::system::error_code ec;
+  const boost::json::value value = boost::json::parse(json, ec);
+  if (ec || !value.is_object()) {
+    return false;
+  }
+  const boost::json::object& chunk = value.get_object();
+  const boost::json::value* usage = chunk.if_contains("usage");
+  if (usage == nullptr || !usage->is_object()) {
+    return false;
+  }
+  const boost::json::value* choices = chunk.if_contains("choices");
+  return choices == nullptr || (choices->is_array() && choices->get_array().empty());
 }
 
 }  // namespace berry::openai

@@ -22,4 +22,10 @@ struct Usage {
 // without parsing, so the many stream chunks before the last cost one substring search each.
 std::optional<Usage> ExtractUsage(std::string_view json);
 
+// True when `json` is a stream chunk that carries `usage` and no choice (`choices` absent or
+// empty): the chunk stream_options.include_usage adds at the end, which the proxy strips when
+// it asked for it on the client's behalf. False for anything else (a content chunk that also
+// carries usage is relayed). Parses the whole chunk: call it only where ExtractUsage found one.
+bool IsUsageOnlyChunk(std::string_view json);
+
 }  // namespace berry::openai

@@ -13,7 +13,40 @@ namespace {
 
 using openai::ErrorKind;
 
+ErrorReply RateLimitReply(const auth::Decision& decision, bool tokens, std::string& error) {
+  const char* const unit = tokens ? "tokens" : "requests";
+  const std::string window(auth::WindowName(decision.window));
+  error = absl::StrCat("rate limit: ", decision.limit, " ", unit, " per ", window);
+  return ErrorReply{
+      429,
+      openai::ErrorJson(ErrorKind::kRateLimited,
+                        absl::StrCat("Rate limit reached: ", decision.limit, " ", unit, " per ",
+                                     window, ". Retry after ", decision.reset_after_seconds, "s.")),
+      static_cast<int>(decision.reset_after_seconds),
+      /*rate_limited=*/true,
+      decision.limit,
+      decision.remaining,
+      decision.reset_after_seconds,
+      tokens};
+}
+
 }  // namespace
+
+uint64_t ReservedTokens(std::string_view body, const openai::RequestFields& fields) {
+  const uint64_t prompt = (body.size() + 3) / 4;
+  return prompt + (fields.max_tokens > 0 ? fields.max_tokens : kDefaultCompletionReserve);
+}
+
+uint64_t TokensToCharge(const Exchange& exchange) {
+  if (exchange.usage_reported) {
+    return exchange.prompt_tokens + exchange.completion_tokens;
+  }
+  if (exchange.answered && exchange.backend != nullptr && exchange.status >= 200 &&
+      exchange.status < 300) {
+    return exchange.token_hold.reserved;
+  }
+  return 0;
+}
 
 const auth::Client* Admission::Authenticate(const RouteGeneration& generation,
                                             std::string_view authorization,
@@ -50,18 +83,7 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
                                       ? generation.fleet->Admit(client, clock_.MonotonicNs())
                                       : generation.limiter->Check(client, clock_.UnixSeconds());
   if (!decision.allowed) {
-    const std::string window(auth::WindowName(decision.window));
-    error = absl::StrCat("rate limit: ", decision.limit, " requests per ", window);
-    return ErrorReply{429,
-                      openai::ErrorJson(ErrorKind::kRateLimited,
-                                        absl::StrCat("Rate limit reached: ", decision.limit,
-                                                     " requests per ", window, ". Retry after ",
-                                                     decision.reset_after_seconds, "s.")),
-                      static_cast<int>(decision.reset_after_seconds),
-                      /*rate_limited=*/true,
-                      decision.limit,
-                      decision.remaining,
-                      decision.reset_after_seconds};
+    return RateLimitReply(decision, /*tokens=*/false, error);
   }
 
   auto fields = openai::ScanRequestBody(body);
@@ -88,7 +110,40 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
                                              "model")};
   }
   admitted.model = *model;
+
+  // Tokens last: the estimate needs the body, and a request refused above reserves nothing. (A
+  // request refused here has counted against the request limits already.)
+  const bool limits_tokens = generation.fleet != nullptr ? generation.fleet->LimitsTokens(client)
+                                                         : generation.limiter->LimitsTokens(client);
+  if (limits_tokens) {
+    const uint64_t tokens = ReservedTokens(body, admitted.fields);
+    const auth::Decision reserved =
+        generation.fleet != nullptr
+            ? generation.fleet->ReserveTokens(client, tokens, clock_.MonotonicNs(),
+                                              admitted.token_hold)
+            : generation.limiter->ReserveTokens(client, tokens, clock_.UnixSeconds(),
+                                                admitted.token_hold);
+    if (!reserved.allowed) {
+      return RateLimitReply(reserved, /*tokens=*/true, error);
+    }
+  }
   return std::nullopt;
+}
+
+void Admission::SettleTokens(const Exchange& exchange) const {
+  if (exchange.token_hold.reserved == 0 || exchange.generation == nullptr ||
+      exchange.client == nullptr) {
+    return;
+  }
+  const RouteGeneration& generation = *exchange.generation;
+  const uint64_t used = TokensToCharge(exchange);
+  if (generation.fleet != nullptr) {
+    generation.fleet->SettleTokens(*exchange.client, exchange.token_hold, used,
+                                   clock_.MonotonicNs());
+  } else {
+    generation.limiter->SettleTokens(*exchange.client, exchange.token_hold, used,
+                                     clock_.UnixSeconds());
+  }
 }
 
 }  // namespace berry::proxy

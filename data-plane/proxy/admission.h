@@ -3,6 +3,10 @@
 // (401), the client is within its rate limits on the wall clock (429 with Retry-After), the body
 // is JSON with a `model` (400), that custom model exists (404) and the client may use it (403).
 //
+// A token-limited client's request also reserves its estimated tokens (ReservedTokens) after the
+// model checks (429 with x-ratelimit-*-tokens when they do not fit), settled by SettleTokens once
+// the exchange is over.
+//
 // Threads: one Admission per worker; Admit() allocates only for refusals.
 #pragma once
 
@@ -15,6 +19,18 @@
 #include "data-plane/proxy/route_store.h"
 
 namespace berry::proxy {
+
+// Completion tokens reserved for a request that names no max_tokens / max_completion_tokens.
+inline constexpr uint64_t kDefaultCompletionReserve = 512;
+
+// The tokens a request reserves: its prompt estimated as body bytes / 4 (rounded up), plus its
+// max_tokens / max_completion_tokens, or kDefaultCompletionReserve when it names neither.
+uint64_t ReservedTokens(std::string_view body, const openai::RequestFields& fields);
+
+// What a finished exchange is charged against its reservation: the usage the upstream reported;
+// else, once a successful (2xx) answer started, the whole reservation (a stream cut before its
+// usage chunk); else nothing (no upstream produced an answer, or it was an error).
+uint64_t TokensToCharge(const Exchange& exchange);
 
 class Admission {
  public:
@@ -35,6 +51,9 @@ class Admission {
   std::optional<ErrorReply> Admit(const RouteGeneration* generation, std::string_view authorization,
                                   std::string_view api_key, std::string_view body,
                                   Admitted& admitted, std::string& error) const;
+
+  // Replaces the exchange's token reservation (if any) by TokensToCharge. Once per exchange.
+  void SettleTokens(const Exchange& exchange) const;
 
  private:
   const Clock& clock_;

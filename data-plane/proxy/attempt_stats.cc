@@ -83,6 +83,7 @@ void AttemptStats::RecordUsage(Exchange& exchange, const selection::CompiledBack
                                const openai::Usage& usage) {
   exchange.prompt_tokens = usage.prompt_tokens;
   exchange.completion_tokens = usage.completion_tokens;
+  exchange.usage_reported = true;
   metrics_.CountTokens(*exchange.model, backend, usage.prompt_tokens, usage.completion_tokens);
 }
 

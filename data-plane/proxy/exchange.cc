@@ -45,9 +45,13 @@ net::awaitable<void> SendRefusal(Exchange& exchange, ErrorReply reply) {
     response.set(http::field::retry_after, std::to_string(reply.retry_after_seconds));
   }
   if (reply.limit_requests > 0) {
-    response.set("x-ratelimit-limit-requests", std::to_string(reply.limit_requests));
-    response.set("x-ratelimit-remaining-requests", std::to_string(reply.remaining_requests));
-    response.set("x-ratelimit-reset-requests", std::to_string(reply.reset_requests_seconds) + "s");
+    const bool tokens = reply.tokens;
+    response.set(tokens ? "x-ratelimit-limit-tokens" : "x-ratelimit-limit-requests",
+                 std::to_string(reply.limit_requests));
+    response.set(tokens ? "x-ratelimit-remaining-tokens" : "x-ratelimit-remaining-requests",
+                 std::to_string(reply.remaining_requests));
+    response.set(tokens ? "x-ratelimit-reset-tokens" : "x-ratelimit-reset-requests",
+                 std::to_string(reply.reset_requests_seconds) + "s");
   }
   response.body() = ForFront(exchange, reply.status, std::move(reply.body));
   co_await Send(exchange, response);

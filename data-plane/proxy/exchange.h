@@ -16,6 +16,7 @@
 #include "common/http/server.h"
 #include "common/selection/snapshot.h"
 #include "data-plane/auth/client_directory.h"
+#include "data-plane/auth/rate_limiter.h"
 #include "data-plane/openai/request_body.h"
 #include "data-plane/proxy/clock.h"
 #include "data-plane/proxy/route_store.h"
@@ -52,9 +53,11 @@ struct ErrorReply {
   bool rate_limited = false;
   // Rate-limit refusals: x-ratelimit-limit-requests (0 = no such headers), and the window's
   // remaining requests and seconds until it has room (x-ratelimit-remaining/reset-requests).
+  // When `tokens`, the same in tokens, sent as x-ratelimit-*-tokens.
   uint64_t limit_requests = 0;
   uint64_t remaining_requests = 0;
   int64_t reset_requests_seconds = 0;
+  bool tokens = false;
 };
 
 // What Admission establishes about a request: who calls, what the body asks for, which custom
@@ -63,7 +66,16 @@ struct Admitted {
   const auth::Client* client = nullptr;
   const selection::CompiledModel* model = nullptr;
   openai::RequestFields fields;
+  // Tokens reserved for a token-limited client (reserved 0 = none), settled when it is over.
+  auth::TokenHold token_hold;
 };
+
+// True when the proxy asks an OpenAI-dialect upstream for a stream's usage on its own (a
+// token-limited client streaming without stream_options): the usage chunk is then stripped.
+inline bool InjectsStreamUsage(const Admitted& admitted) {
+  return admitted.token_hold.reserved > 0 && admitted.fields.stream &&
+         !admitted.fields.has_stream_options;
+}
 
 // One request's state across attempts (Admitted's fields included).
 struct Exchange : Admitted {
@@ -100,7 +112,8 @@ struct Exchange : Admitted {
   double ttfb = -1;
   uint64_t prompt_tokens = 0;
   uint64_t completion_tokens = 0;
-  std::string error;  // for the access log
+  bool usage_reported = false;  // the upstream reported `usage` (the two counts above)
+  std::string error;            // for the access log
 
   // The last failed attempt, answered to the client when every attempt failed.
   bool last_timed_out = false;

@@ -89,6 +89,7 @@ net::awaitable<void> ProxyHandler::Handle(Request& request, Downstream& downstre
   stats_.metrics().shared().inflight->Increment();
   co_await Route(exchange);
   stats_.metrics().shared().inflight->Decrement();
+  admission_.SettleTokens(exchange);
   stats_.Finish(exchange);
 }
 

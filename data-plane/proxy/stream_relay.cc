@@ -122,6 +122,11 @@ class StreamTranslator {
       rewrites_ = true;
     }
     messages_front_ = messages;
+    // The proxy asked for the usage chunk on the client's behalf: events are relayed one by
+    // one, without it (the others re-framed as data events, which is all OpenAI streams hold).
+    strip_usage_ =
+        !rewrites_ && dialect == route_table::Dialect::kOpenAi && InjectsStreamUsage(exchange);
+    rewrites_ = rewrites_ || strip_usage_;
   }
 
   // Whether the client gets what OnData writes rather than the upstream bytes.
@@ -142,6 +147,11 @@ class StreamTranslator {
       anthropic_->OnData(data, rewrites_ ? out : scratch_);
     } else if (auto found = openai::ExtractUsage(data)) {
       usage_ = found;
+      if (strip_usage_ && !openai::IsUsageOnlyChunk(data)) {
+        sse::AppendDataEvent(data, out);
+      }
+    } else if (strip_usage_) {
+      sse::AppendDataEvent(data, out);
     }
   }
 
@@ -209,6 +219,7 @@ class StreamTranslator {
   std::string scratch_;
   std::optional<openai::Usage> usage_;
   bool rewrites_ = false;
+  bool strip_usage_ = false;
   bool messages_front_ = false;
 };
 
@@ -310,9 +321,21 @@ net::awaitable<bool> StreamRelay::Relay(Exchange& exchange,
     if (n > 0) {
       const std::string_view data(piece.data(), n);
       translated.clear();
-      splitter.Feed(data, [&](std::string_view event) { translator.OnData(event, translated); });
+      // Whether an error event ended the stream before anything else was for the client: the
+      // first event passed through, or the first to produce translated output.
+      bool error_first = false;
+      size_t events = 0;
+      splitter.Feed(data, [&](std::string_view event) {
+        const size_t before = translated.size();
+        const bool failed_before = translator.failed();
+        translator.OnData(event, translated);
+        if (!failed_before && translator.failed()) {
+          error_first = translating ? before == 0 : events == 0;
+        }
+        ++events;
+      });
       const std::string_view to_client = translating ? std::string_view(translated) : data;
-      if (!started && translator.failed()) {
+      if (!started && error_first) {
         // The provider's first word is an error: nothing went out, another backend may serve,
         // and with none left the client gets that error as the answer.
         exchange.last_upstream_response = ErrorEventAsResponse(to_client);

@@ -61,6 +61,9 @@ std::optional<dialect::RequestError> BuildUpstreamRequest(const Exchange& exchan
   } else if (route.dialect == route_table::Dialect::kOpenAi) {
     openai::RewriteModel(exchange.request.body(), exchange.fields,
                          backend.config().upstream_model(), body);
+    if (InjectsStreamUsage(exchange)) {
+      openai::AddIncludeUsage(body);  // the usage chunk is stripped on the way back
+    }
   }
   if (route.dialect == route_table::Dialect::kGemini) {
     if (auto error = dialect::ToGeminiRequest(gemini_source, body)) {

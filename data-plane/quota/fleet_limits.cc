@@ -17,14 +17,24 @@ constexpr int kFallbackSlices = 60;
 // An ask unanswered this long counts as a control plane away.
 constexpr int64_t kAnswerTimeoutNs = 2 * kNsPerSecond;
 
-constexpr std::array<v1::QuotaWindow, 3> kWindows = {v1::QUOTA_WINDOW_MINUTE, v1::QUOTA_WINDOW_HOUR,
-                                                     v1::QUOTA_WINDOW_DAY};
+constexpr std::array<v1::QuotaWindow, 6> kWindows = {
+    v1::QUOTA_WINDOW_MINUTE,        v1::QUOTA_WINDOW_HOUR,        v1::QUOTA_WINDOW_DAY,
+    v1::QUOTA_WINDOW_TOKENS_MINUTE, v1::QUOTA_WINDOW_TOKENS_HOUR, v1::QUOTA_WINDOW_TOKENS_DAY};
 constexpr std::array<auth::Window, 3> kAuthWindows = {auth::Window::kMinute, auth::Window::kHour,
                                                       auth::Window::kDay};
+// Request limits take one credit per request.
+constexpr size_t kRequestSlots = 0;
+constexpr size_t kTokenSlots = 3;
 
-std::array<uint64_t, 3> LimitsOf(const auth::Client& client) {
+std::array<uint64_t, 6> LimitsOf(const auth::Client& client) {
   const v1::RateLimit& limit = client.rate_limit();
-  return {limit.requests_per_minute(), limit.requests_per_hour(), limit.requests_per_day()};
+  return {limit.requests_per_minute(), limit.requests_per_hour(), limit.requests_per_day(),
+          limit.tokens_per_minute(),   limit.tokens_per_hour(),   limit.tokens_per_day()};
+}
+
+// A lease holds at most 2^32 - 1 credits; a larger reservation cannot fit anyway.
+uint32_t LeaseAmount(uint64_t amount) {
+  return static_cast<uint32_t>(std::min<uint64_t>(amount, UINT32_MAX));
 }
 
 }  // namespace
@@ -35,8 +45,9 @@ std::shared_ptr<FleetLeases> FleetLeases::Create(const auth::ClientDirectory& di
   std::shared_ptr<FleetLeases> leases(new FleetLeases());
   leases->status_ = std::move(status);
   leases->slots_.resize(directory.clients().size());
+  leases->token_limited_.resize(directory.clients().size());
   for (const auth::Client& client : directory.clients()) {
-    const std::array<uint64_t, 3> limits = LimitsOf(client);
+    const std::array<uint64_t, 6> limits = LimitsOf(client);
     for (size_t i = 0; i < kWindows.size(); ++i) {
       if (limits[i] == 0) {
         continue;
@@ -51,16 +62,18 @@ std::shared_ptr<FleetLeases> FleetLeases::Create(const auth::ClientDirectory& di
       }
       if (slot == nullptr) {
         slot = std::make_shared<LimitSlot>(limits[i], kWindows[i],
-                                           auth::WindowSeconds(kAuthWindows[i]) * kNsPerSecond);
+                                           auth::WindowSeconds(kAuthWindows[i % 3]) * kNsPerSecond);
       }
       leases->slots_[client.index()][i] = slot;
+      leases->token_limited_[client.index()] =
+          leases->token_limited_[client.index()] || i >= kTokenSlots;
       leases->by_key_.emplace(std::move(key), std::move(slot));
     }
   }
   return leases;
 }
 
-bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns) const {
+bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const {
   const int fleet_size = status_->fleet_size.load(std::memory_order_relaxed);
   absl::MutexLock lock(&slot.fallback_mu);
   if (slot.fallback == nullptr || slot.fallback_fleet_size != fleet_size) {
@@ -74,50 +87,57 @@ bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns) const {
     slot.fallback->Record(now_ns / kNsPerMs, used);
     slot.fallback_fleet_size = fleet_size;
   }
-  return slot.fallback->Debit(now_ns / kNsPerMs, 1) == 1;
+  if (slot.fallback->Remaining(now_ns / kNsPerMs) < amount) {
+    return false;
+  }
+  slot.fallback->Record(now_ns / kNsPerMs, amount);
+  return true;
 }
 
-auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns) const {
+auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amount, int64_t now_ns,
+                                  std::array<uint32_t, 3>& tags, uint8_t& fallback_mask) const {
   auth::Decision decision;
-  if (client.anonymous() || client.index() >= slots_.size()) {
-    return decision;
-  }
-  const auto& slots = slots_[client.index()];
   const bool away = status_->away.load(std::memory_order_relaxed);
-  std::array<std::optional<uint32_t>, 3> tags;
-  std::array<bool, 3> fallback{};
-  for (const auto& slot : slots) {
-    if (slot != nullptr) {
-      slot->account.lease().CountAttempt();
+  const uint32_t lease_amount = LeaseAmount(amount);
+  std::array<bool, 3> spent{};
+  for (size_t w = 0; w < 3; ++w) {
+    if (slots[first + w] != nullptr) {
+      slots[first + w]->account.lease().CountAttempt(amount);
     }
   }
-  for (size_t i = 0; i < slots.size(); ++i) {
-    LimitSlot* slot = slots[i].get();
+  for (size_t w = 0; w < 3; ++w) {
+    LimitSlot* slot = slots[first + w].get();
     if (slot == nullptr) {
       continue;
     }
-    tags[i] = slot->account.lease().TrySpend(now_ns);
-    if (tags[i].has_value()) {
+    if (const std::optional<uint32_t> tag = slot->account.lease().TrySpend(now_ns, lease_amount)) {
+      tags[w] = *tag;
+      spent[w] = true;
       continue;
     }
+    if (amount > 1) {
+      slot->account.Want(amount);
+    }
     status_->RequestWake();
-    if (away && FallbackAdmit(*slot, now_ns)) {
-      fallback[i] = true;
+    if (away && FallbackAdmit(*slot, now_ns, amount)) {
+      fallback_mask |= static_cast<uint8_t>(1U << w);
       continue;
     }
     // Refused: what the earlier limits took goes back.
-    for (size_t j = 0; j < i; ++j) {
-      if (tags[j].has_value()) {
-        slots[j]->account.lease().Unspend(*tags[j]);
+    for (size_t j = 0; j < w; ++j) {
+      LimitSlot& taken = *slots[first + j];
+      if (spent[j] && !taken.account.lease().Unspend(tags[j], lease_amount)) {
+        taken.account.ReturnLate(tags[j], lease_amount);
       }
-      if (fallback[j]) {
-        absl::MutexLock lock(&slots[j]->fallback_mu);
-        quota::SlidingLedger& ledger = *slots[j]->fallback;
-        ledger.Refund(ledger.Slice(now_ns / kNsPerMs), 1);
+      if ((fallback_mask & (1U << j)) != 0) {
+        absl::MutexLock lock(&taken.fallback_mu);
+        quota::SlidingLedger& ledger = *taken.fallback;
+        ledger.Refund(ledger.Slice(now_ns / kNsPerMs), amount);
       }
     }
+    fallback_mask = 0;
     decision.allowed = false;
-    decision.window = kAuthWindows[i];
+    decision.window = kAuthWindows[w];
     decision.limit = slot->limit;
     decision.remaining = 0;
     const int64_t until = slot->no_credit_until_ns.load(std::memory_order_relaxed);
@@ -125,17 +145,82 @@ auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns) co
         until > now_ns ? (until - now_ns + kNsPerSecond - 1) / kNsPerSecond : 1;
     return decision;
   }
-  for (size_t i = 0; i < slots.size(); ++i) {
-    if (fallback[i]) {
-      slots[i]->account.CountFallbackAdmitted();
+  for (size_t w = 0; w < 3; ++w) {
+    if ((fallback_mask & (1U << w)) != 0) {
+      slots[first + w]->account.CountFallbackAdmitted(amount);
       status_->fallback_admitted.fetch_add(1, std::memory_order_relaxed);
     }
-    if (slots[i] != nullptr && decision.window == auth::Window::kNone) {
-      decision.window = kAuthWindows[i];
-      decision.limit = slots[i]->limit;
+    if (slots[first + w] != nullptr && decision.window == auth::Window::kNone) {
+      decision.window = kAuthWindows[w];
+      decision.limit = slots[first + w]->limit;
     }
   }
   return decision;
+}
+
+auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns) const {
+  if (client.anonymous() || client.index() >= slots_.size()) {
+    return {};
+  }
+  std::array<uint32_t, 3> tags{};
+  uint8_t fallback_mask = 0;
+  return Spend(slots_[client.index()], kRequestSlots, 1, now_ns, tags, fallback_mask);
+}
+
+bool FleetLeases::LimitsTokens(const auth::Client& client) const {
+  return !client.anonymous() && client.index() < token_limited_.size() &&
+         token_limited_[client.index()];
+}
+
+auth::Decision FleetLeases::ReserveTokens(const auth::Client& client, uint64_t tokens,
+                                          int64_t now_ns, auth::TokenHold& hold) const {
+  if (!LimitsTokens(client) || tokens == 0) {
+    return {};
+  }
+  hold.fallback_mask = 0;
+  const auth::Decision decision =
+      Spend(slots_[client.index()], kTokenSlots, tokens, now_ns, hold.tags, hold.fallback_mask);
+  hold.reserved = decision.allowed ? tokens : 0;
+  return decision;
+}
+
+void FleetLeases::SettleTokens(const auth::Client& client, const auth::TokenHold& hold,
+                               uint64_t used, int64_t now_ns) const {
+  if (hold.reserved == 0 || used == hold.reserved || !LimitsTokens(client)) {
+    return;
+  }
+  const Slots& slots = slots_[client.index()];
+  for (size_t w = 0; w < 3; ++w) {
+    LimitSlot* slot = slots[kTokenSlots + w].get();
+    if (slot == nullptr) {
+      continue;
+    }
+    if ((hold.fallback_mask & (1U << w)) != 0) {
+      // Fallback share: the local ledger takes the difference; an excess is also reported to
+      // the control plane like any fallback admission.
+      absl::MutexLock lock(&slot->fallback_mu);
+      quota::SlidingLedger& ledger = *slot->fallback;
+      if (used < hold.reserved) {
+        ledger.Refund(ledger.Slice(now_ns / kNsPerMs), hold.reserved - used);
+      } else {
+        ledger.Record(now_ns / kNsPerMs, used - hold.reserved);
+        slot->account.CountFallbackAdmitted(used - hold.reserved);
+      }
+      continue;
+    }
+    quota::Lease& lease = slot->account.lease();
+    if (used < hold.reserved) {
+      const uint32_t back = LeaseAmount(hold.reserved - used);
+      if (!lease.Unspend(hold.tags[w], back)) {
+        slot->account.ReturnLate(hold.tags[w], back);
+      }
+    } else {
+      lease.Charge(now_ns, used - hold.reserved);
+      if (lease.debt() > 0) {
+        status_->RequestWake();  // the next grant pays it
+      }
+    }
+  }
 }
 
 QuotaClient::QuotaClient(std::shared_ptr<FleetStatus> status,
@@ -185,6 +270,7 @@ std::optional<v1::QuotaReport> QuotaClient::Collect(int64_t now_ns, bool connect
     out->set_recent_admitted(usage->recent_admitted);
     out->set_held(usage->held);
     out->set_fallback_admitted(usage->fallback_admitted);
+    out->set_wanted(usage->wanted);
     asked |= usage->ask;
   }
   if (report.usages_size() == 0) {

@@ -8,6 +8,11 @@
 // fallback share, ceil(limit / last known fleet size) per window, counted in a local sliding
 // ledger (under a mutex: the degraded path only).
 //
+// Token limits (QUOTA_WINDOW_TOKENS_*) are leased the same way, in tokens: ReserveTokens spends
+// an estimate from the lease at admission, SettleTokens gives the unused part back to the lease
+// it came from (or, if that lease has ended, to its ledger slice with the next report) or charges
+// the excess to the current lease, as debt when it has not enough (the next grant pays it).
+//
 // QuotaClient is what the load reporter calls: it builds the quota account to send (returns,
 // demand, asks), applies the grants that come back, and flips FleetStatus::away.
 //
@@ -86,6 +91,16 @@ class FleetLeases {
   // refused (remaining 0, reset = when the control plane said credit frees up, else 1 s).
   auth::Decision Admit(const auth::Client& client, int64_t now_ns) const;
 
+  // True when `client` has a token limit.
+  bool LimitsTokens(const auth::Client& client) const;
+  // Reserves `tokens` of `client` from every token limit's lease (all or nothing; the fallback
+  // share while away) and fills `hold`; a refusal's Decision is like Admit's, in tokens.
+  auth::Decision ReserveTokens(const auth::Client& client, uint64_t tokens, int64_t now_ns,
+                               auth::TokenHold& hold) const;
+  // Replaces the reservation by the `used` tokens (see the file comment).
+  void SettleTokens(const auth::Client& client, const auth::TokenHold& hold, uint64_t used,
+                    int64_t now_ns) const;
+
   // (user id, window) -> slot, for the reporter.
   const absl::flat_hash_map<std::pair<std::string, int>, std::shared_ptr<LimitSlot>>& by_key()
       const {
@@ -95,11 +110,21 @@ class FleetLeases {
 
  private:
   FleetLeases() = default;
-  bool FallbackAdmit(LimitSlot& slot, int64_t now_ns) const;
+  // Request limits are slots 0..2 (minute, hour, day), token limits 3..5.
+  static constexpr size_t kSlots = 6;
+  using Slots = std::array<std::shared_ptr<LimitSlot>, kSlots>;
+
+  bool FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const;
+  // Spends `amount` from slots [first, first + 3) of `slots` (all or nothing); the tags taken
+  // go to `tags`, the fallback ones to `fallback_mask`. Refused: the Decision of the limit that
+  // refused, everything taken given back.
+  auth::Decision Spend(const Slots& slots, size_t first, uint64_t amount, int64_t now_ns,
+                       std::array<uint32_t, 3>& tags, uint8_t& fallback_mask) const;
 
   std::shared_ptr<FleetStatus> status_;
-  // By Client::index(); empty arrays for unlimited clients.
-  std::vector<std::array<std::shared_ptr<LimitSlot>, 3>> slots_;
+  // By Client::index(); null entries for limits a client does not have.
+  std::vector<Slots> slots_;
+  std::vector<bool> token_limited_;  // by Client::index()
   absl::flat_hash_map<std::pair<std::string, int>, std::shared_ptr<LimitSlot>> by_key_;
 };
 

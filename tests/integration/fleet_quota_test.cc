@@ -1,7 +1,8 @@
 // Fleet-wide per-user limits end to end (README.md, "Fleet-wide rate limits"): a control plane
 // and three managed proxies, one user limited to 120 requests per minute, requests spread
 // round-robin over the proxies and then all sent to one. The fleet together admits the limit
-// (within 5 %), not three times it.
+// (within 5 %), not three times it. The same for a token limit, with streamed and non-streamed
+// responses whose usage the mock reports.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -17,7 +18,21 @@
 namespace berry::fleet_test {
 namespace {
 
-using FleetQuota = FleetTest;
+class FleetQuota : public FleetTest {
+ protected:
+  // Each proxy asks for its first lease as soon as it holds the table; the control plane grants
+  // once its rebuild period (5 s after its start) is over. Until then a proxy is on its fallback
+  // share, which the tests that call this are not about.
+  void WaitEveryProxyOffItsFallbackShare() {
+    for (const auto& proxy : proxies_) {
+      ASSERT_TRUE(WaitUntil(
+          [&] { return proxy->Metric("berry_rate_limit_fallback") == std::optional<double>(0.0); },
+          kConvergeTimeout))
+          << proxy->options.node_id << " never left its fallback share:\n"
+          << proxy->process->err();
+    }
+  }
+};
 
 constexpr char kAliceToken[] = "berry-alice-0123456789abcdef";
 
@@ -40,16 +55,8 @@ TEST_F(FleetQuota, ThreeProxiesTogetherAdmitOneLimitRoundRobinThenAllOnOne) {
   ASSERT_FALSE(HasFatalFailure());
   WaitEveryProxyReady();
   ASSERT_FALSE(HasFatalFailure());
-  // Each proxy asks for its first lease as soon as it holds the table; the control plane grants
-  // once its rebuild period (5 s after its start) is over. Until then a proxy is on its fallback
-  // share, which this test is not about.
-  for (const auto& proxy : proxies_) {
-    ASSERT_TRUE(WaitUntil(
-        [&] { return proxy->Metric("berry_rate_limit_fallback") == std::optional<double>(0.0); },
-        kConvergeTimeout))
-        << proxy->options.node_id << " never left its fallback share:\n"
-        << proxy->process->err();
-  }
+  WaitEveryProxyOffItsFallbackShare();
+  ASSERT_FALSE(HasFatalFailure());
 
   // 600 requests, one every 20 ms (all within one minute): 300 round-robin, 300 on node-1.
   int accepted = 0;
@@ -155,6 +162,77 @@ TEST_F(FleetQuota, ControlPlaneKilledMidWindowFallbackShareHoldsAndARestartDoesN
   const int after = SendPaced(proxies_, 60);
   ASSERT_LT(Clock::now() - window_start, 60s) << "the phases must fall in one window";
   EXPECT_EQ(after, 0);
+}
+
+constexpr char kTinaToken[] = "berry-tina-tokens-0123456789";
+
+std::string TinaToml(int tokens_per_minute) {
+  return absl::StrCat("[users.tina]\ntoken = \"", kTinaToken,
+                      "\"\n[users.tina.rate_limit]\ntokens_per_minute = ", tokens_per_minute, "\n");
+}
+
+absl::StatusOr<test_support::HttpResponse> TinaChat(const Proxy& proxy, bool stream) {
+  test_support::HttpRequest request = test_support::HttpRequest::Post(
+      proxy.url + "/v1/chat/completions",
+      absl::StrCat(R"({"model":"chat","max_tokens":60,"stream":)", stream ? "true" : "false",
+                   R"(,"messages":[{"role":"user","content":"hi"}]})"));
+  request.headers.emplace_back("Authorization", absl::StrCat("Bearer ", kTinaToken));
+  request.timeout = 10s;
+  return test_support::Fetch(request);
+}
+
+TEST_F(FleetQuota, ThreeProxiesTogetherAdmitOneTokenLimitStreamedAndNot) {
+  // Every answer reports 50 tokens; a request reserves 60 + its body / 4 (about 84).
+  test_support::Behavior behavior;
+  behavior.usage = {.prompt_tokens = 20, .completion_tokens = 30};
+  StartFleet(ChatOnA() + TinaToml(6000));
+  ASSERT_FALSE(HasFatalFailure());
+  a_->SetDefaultBehavior(behavior);
+  WaitEveryProxyReady();
+  ASSERT_FALSE(HasFatalFailure());
+  WaitEveryProxyOffItsFallbackShare();
+  ASSERT_FALSE(HasFatalFailure());
+
+  // 600 requests, one every 20 ms, every other one streamed: 300 round-robin, 300 on node-1.
+  int accepted = 0;
+  std::optional<test_support::HttpResponse> a_refusal;
+  const auto started = Clock::now();
+  for (int i = 0; i < 600; ++i) {
+    const Proxy& proxy = i < 300 ? *proxies_[i % proxies_.size()] : *proxies_[0];
+    auto response = TinaChat(proxy, /*stream=*/i % 2 == 1);
+    ASSERT_TRUE(response.ok()) << response.status();
+    if (response->status == 200) {
+      ++accepted;
+      EXPECT_EQ(i % 2 == 1, response->body.find("\"usage\"") == std::string::npos)
+          << "a stream shows the usage the proxy asked for, or a JSON answer lacks it";
+    } else {
+      ASSERT_EQ(response->status, 429) << response->body;
+      a_refusal = *response;
+    }
+    std::this_thread::sleep_until(started + (i + 1) * 20ms);
+  }
+  ASSERT_LT(Clock::now() - started, 55s) << "the requests must fall in one window";
+  const int admitted_tokens = accepted * 50;
+  std::printf("admitted %d requests, %d tokens (limit 6000)\n", accepted, admitted_tokens);
+  EXPECT_GE(admitted_tokens, 5700);
+  EXPECT_LE(admitted_tokens, 6300);
+  EXPECT_EQ(static_cast<int>(ChatRequests(*a_).size()), accepted);
+
+  ASSERT_TRUE(a_refusal.has_value());
+  EXPECT_EQ(a_refusal->Header("x-ratelimit-limit-tokens"), std::optional<std::string>("6000"));
+  EXPECT_TRUE(a_refusal->Header("x-ratelimit-remaining-tokens").has_value());
+  EXPECT_TRUE(a_refusal->Header("x-ratelimit-reset-tokens").has_value());
+  ASSERT_TRUE(a_refusal->Header("retry-after").has_value());
+  // Streams asked the upstream for their usage.
+  int asked = 0;
+  for (const test_support::RecordedRequest& request : ChatRequests(*a_)) {
+    asked += request.body.find(R"("include_usage":true)") != std::string::npos ? 1 : 0;
+  }
+  EXPECT_GT(asked, 0);
+  for (const auto& proxy : proxies_) {
+    EXPECT_EQ(proxy->Metric("berry_rate_limit_fallback_admitted_total"), std::optional<double>(0.0))
+        << proxy->options.node_id;
+  }
 }
 
 }  // namespace

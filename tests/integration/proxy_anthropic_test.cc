@@ -205,19 +205,16 @@ TEST(ProxyAnthropic, StreamCutMidwayEndsWithAnErrorEventAndNoDone) {
       1);
 }
 
-TEST(ProxyAnthropic, ErrorEventInTheStreamBeforeAnyContentIsAFailedAttempt) {
+TEST(ProxyAnthropic, ErrorEventInTheStreamEndsItWithAnOpenAiError) {
   auto mock = StartAnthropic();
   mock->SetBehavior(AnthropicBehavior::ErrorEvent());
   auto proxy = StartProxy(AnthropicOnlyConfig(*mock));
-  // The error is the provider's first word: nothing went to the client yet, so the attempt
-  // fails (another backend would take the request) and with none left the client gets the
-  // provider's error as an OpenAI-shaped answer.
   const StreamedResponse response = StreamChat(*proxy, "chat");
-  EXPECT_EQ(response.status, 503) << response.body;
-  EXPECT_TRUE(response.events.empty()) << response.body;
-  const boost::json::value error = ParseJson(response.body);
-  ASSERT_TRUE(error.is_object()) << response.body;
-  EXPECT_EQ(StringAt(error.at("error"), "code"), "overloaded_error") << response.body;
+  EXPECT_FALSE(response.done());
+  EXPECT_FALSE(response.body_status.ok());
+  ASSERT_FALSE(response.events.empty());
+  const boost::json::value last = ParseJson(response.events.back().data);
+  EXPECT_EQ(StringAt(last.at("error"), "code"), "overloaded_error") << response.body;
 }
 
 TEST(ProxyAnthropic, ErrorsAreOpenAiShapedWithTheirStatus) {

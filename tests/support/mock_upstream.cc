@@ -98,7 +98,8 @@ struct BodyFields {
   bool is_object = false;
   bool has_model = false;
   bool stream = false;
-  size_t inputs = 1;  // embeddings: how many vectors to return
+  bool include_usage = false;  // stream_options.include_usage is true
+  size_t inputs = 1;           // embeddings: how many vectors to return
 };
 
 BodyFields ParseBody(std::string_view body, std::string* model) {
@@ -122,6 +123,10 @@ BodyFields ParseBody(std::string_view body, std::string* model) {
   }
   if (const json::value* s = obj.if_contains("stream"); s != nullptr && s->is_bool()) {
     fields.stream = s->get_bool();
+  }
+  if (const json::value* o = obj.if_contains("stream_options"); o != nullptr && o->is_object()) {
+    const json::value* u = o->get_object().if_contains("include_usage");
+    fields.include_usage = u != nullptr && u->is_bool() && u->get_bool();
   }
   if (const json::value* in = obj.if_contains("input"); in != nullptr && in->is_array()) {
     const json::array& arr = in->get_array();
@@ -182,6 +187,10 @@ struct Exchange {
   uint64_t sequence = 0;
   int64_t created = 0;
   size_t inputs = 1;
+  // The request asked for stream_options.include_usage: usage comes in a chunk of its own
+  // (empty `choices`) after the finish_reason chunk, as OpenAI sends it. Otherwise the mock puts
+  // `usage` on the finish_reason chunk.
+  bool include_usage = false;
   bool unauthorized = false;  // Options::api_key is set and the request did not carry it
   std::string_view model;     // the body's model (session scratch) or the target's id
 };
@@ -325,6 +334,10 @@ class MockUpstream::Server {
                   bool keep_alive, const Behavior* b) const;
   void AppendJsonAnswer(std::string& out, const Exchange& x, const Behavior& b) const;
   void AppendModel(std::string& out, std::string_view id) const;
+  // `data: {"id":...,"object":...,"created":...,"model":...` of a stream event.
+  static void FormatEventHead(std::string& event, const Exchange& x);
+  // The separate usage chunk of a stream whose request asked for include_usage.
+  void FormatUsageEvent(std::string& event, const Exchange& x, const Behavior& b) const;
   void FormatEvent(std::string& event, const Exchange& x, const Behavior& b, int index,
                    bool final) const;
 
@@ -567,6 +580,7 @@ net::awaitable<void> MockUpstream::Server::Serve(Stream& stream, uint64_t connec
     const BodyFields fields =
         ParseBody(std::string_view(req.body().data(), req.body().size()), &s.model);
     x.inputs = fields.inputs;
+    x.include_usage = fields.include_usage;
     x.model = s.model;
 
     x.unauthorized = !options_.api_key.empty() &&
@@ -768,6 +782,10 @@ net::awaitable<bool> MockUpstream::Server::SendStream(Stream& stream, beast::fla
   }
   FormatEvent(s.event, x, b, events, true);
   append_chunk(s.event);
+  if (x.include_usage) {
+    FormatUsageEvent(s.event, x, b);
+    append_chunk(s.event);
+  }
   append_chunk("data: [DONE]\n\n");
   if (chunked) {
     s.out.append("0\r\n\r\n");
@@ -968,14 +986,19 @@ void MockUpstream::Server::AppendJsonAnswer(std::string& out, const Exchange& x,
   }
 }
 
-void MockUpstream::Server::FormatEvent(std::string& event, const Exchange& x, const Behavior& b,
-                                       int index, bool final) const {
+void MockUpstream::Server::FormatEventHead(std::string& event, const Exchange& x) {
   event.clear();
   const bool chat = x.endpoint == Endpoint::kChat;
   text::Append(event, R"(data: {"id":")", chat ? "chatcmpl-mock-" : "cmpl-mock-", x.sequence,
                R"(","object":")", chat ? "chat.completion.chunk" : "text_completion",
                R"(","created":)", x.created, R"(,"model":)");
   AppendJsonString(event, x.model);
+}
+
+void MockUpstream::Server::FormatEvent(std::string& event, const Exchange& x, const Behavior& b,
+                                       int index, bool final) const {
+  FormatEventHead(event, x);
+  const bool chat = x.endpoint == Endpoint::kChat;
   if (!options_.name.empty()) {
     event += R"(,"system_fingerprint":)";
     AppendJsonString(event, options_.name);
@@ -996,11 +1019,19 @@ void MockUpstream::Server::FormatEvent(std::string& event, const Exchange& x, co
     event += R"(,"index":0,"logprobs":null,"finish_reason":)";
   }
   event += final ? R"("stop"}],)" : "null}],";
-  if (final) {
+  if (final && !x.include_usage) {
     AppendUsage(event, b.usage, true);
     event += ",";
   }
   text::Append(event, R"("mock_seq":)", index, R"(,"mock_sent_ns":)", SteadyNanos(), "}\n\n");
+}
+
+void MockUpstream::Server::FormatUsageEvent(std::string& event, const Exchange& x,
+                                            const Behavior& b) const {
+  FormatEventHead(event, x);
+  event += R"(,"choices":[],)";
+  AppendUsage(event, b.usage, true);
+  text::Append(event, R"(,"mock_sent_ns":)", SteadyNanos(), "}\n\n");
 }
 
 // ----------------------------------------------------------------------------------------------

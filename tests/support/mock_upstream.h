@@ -2,7 +2,9 @@
 // proxy. It serves `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
 // `GET /v1/models` and `GET /v1/models/{id}` over HTTP/1.1 (keep-alive, pipelining answered in
 // order) or HTTPS, answers in the OpenAI shapes with `model` echoed from the request, and streams
-// SSE (`chat.completion.chunk` events, a final chunk with `usage`, then `data: [DONE]`) when the
+// SSE (`chat.completion.chunk` events, a final chunk with `usage` — or, when the request asks for
+// stream_options.include_usage, a final chunk and then a `usage` chunk with empty `choices`, as
+// OpenAI sends them — then `data: [DONE]`) when the
 // request body says `"stream": true`.
 //
 // What it does per request is programmable while it runs (`Behavior`): normal answers, failures

@@ -26,6 +26,8 @@ struct Limits {
   uint64_t per_minute = 0;
   uint64_t per_hour = 0;
   uint64_t per_day = 0;
+  uint64_t tokens_per_minute = 0;
+  uint64_t tokens_per_hour = 0;
 };
 
 void AddUser(v1::RouteTable& table, const std::string& id, Limits limits) {
@@ -36,6 +38,8 @@ void AddUser(v1::RouteTable& table, const std::string& id, Limits limits) {
   key->mutable_rate_limit()->set_requests_per_minute(limits.per_minute);
   key->mutable_rate_limit()->set_requests_per_hour(limits.per_hour);
   key->mutable_rate_limit()->set_requests_per_day(limits.per_day);
+  key->mutable_rate_limit()->set_tokens_per_minute(limits.tokens_per_minute);
+  key->mutable_rate_limit()->set_tokens_per_hour(limits.tokens_per_hour);
 }
 
 std::shared_ptr<const ClientDirectory> Directory(const v1::RouteTable& table) {
@@ -54,6 +58,12 @@ struct OneUser {
   }
   const Client& user() const { return *directory->FindById("u"); }
   Decision Check(int64_t now) const { return limiter->Check(user(), now); }
+  Decision Reserve(uint64_t tokens, int64_t now, TokenHold& hold) const {
+    return limiter->ReserveTokens(user(), tokens, now, hold);
+  }
+  uint64_t Tokens(Window window, int64_t now) const {
+    return limiter->TokenCount(user(), window, now);
+  }
 
   std::shared_ptr<const ClientDirectory> directory;
   std::shared_ptr<RateLimiter> limiter;
@@ -275,6 +285,87 @@ TEST(RateLimiterTest, ConcurrentRefusalsInALaterWindowGiveTheirEarlierCountsBack
   EXPECT_EQ(allowed.load(), 500);
   EXPECT_EQ(u.limiter->Count(u.user(), Window::kMinute, kMidnight + 5), 500u);
   EXPECT_EQ(u.limiter->Count(u.user(), Window::kHour, kMidnight + 5), 500u);
+}
+
+TEST(RateLimiterTokensTest, ReservationThatDoesNotFitIsRefusedWithWhatIsLeft) {
+  OneUser u({.tokens_per_minute = 1000});
+  const int64_t now = kMidnight + 20;
+  TokenHold first;
+  const Decision allowed = u.Reserve(700, now, first);
+  EXPECT_TRUE(allowed.allowed);
+  EXPECT_EQ(allowed.limit, 1000u);
+  EXPECT_EQ(allowed.remaining, 300u);
+  EXPECT_EQ(first.reserved, 700u);
+  TokenHold second;
+  const Decision refused = u.Reserve(301, now, second);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.window, Window::kMinute);
+  EXPECT_EQ(refused.remaining, 300u);
+  EXPECT_EQ(refused.reset_after_seconds, 40);
+  EXPECT_EQ(second.reserved, 0u);
+  EXPECT_EQ(u.Tokens(Window::kMinute, now), 700u);
+}
+
+TEST(RateLimiterTokensTest, SettlingBelowTheReservationRefundsTheDifference) {
+  OneUser u({.tokens_per_minute = 1000, .tokens_per_hour = 5000});
+  const int64_t now = kMidnight + 20;
+  TokenHold hold;
+  ASSERT_TRUE(u.Reserve(800, now, hold).allowed);
+  u.limiter->SettleTokens(u.user(), hold, 150, now + 1);
+  EXPECT_EQ(u.Tokens(Window::kMinute, now + 1), 150u);
+  EXPECT_EQ(u.Tokens(Window::kHour, now + 1), 150u);
+  TokenHold next;
+  EXPECT_TRUE(u.Reserve(850, now + 1, next).allowed);
+}
+
+TEST(RateLimiterTokensTest, SettlingAboveTheReservationChargesTheExcessBeyondTheLimit) {
+  OneUser u({.tokens_per_minute = 1000});
+  const int64_t now = kMidnight + 20;
+  TokenHold hold;
+  ASSERT_TRUE(u.Reserve(900, now, hold).allowed);
+  u.limiter->SettleTokens(u.user(), hold, 1300, now + 2);
+  EXPECT_EQ(u.Tokens(Window::kMinute, now + 2), 1300u);
+  TokenHold next;
+  const Decision refused = u.Reserve(1, now + 3, next);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.remaining, 0u);
+  // The debt ends with the window.
+  EXPECT_TRUE(u.Reserve(1000, kMidnight + 60, next).allowed);
+}
+
+TEST(RateLimiterTokensTest, RefundAfterTheWindowEndedDoesNotTouchTheNewWindow) {
+  OneUser u({.tokens_per_minute = 1000});
+  TokenHold hold;
+  ASSERT_TRUE(u.Reserve(600, kMidnight + 59, hold).allowed);
+  TokenHold later;
+  ASSERT_TRUE(u.Reserve(400, kMidnight + 61, later).allowed);
+  u.limiter->SettleTokens(u.user(), hold, 0, kMidnight + 62);
+  EXPECT_EQ(u.Tokens(Window::kMinute, kMidnight + 62), 400u);
+}
+
+TEST(RateLimiterTokensTest, TokenRefusalByTheHourGivesTheMinuteItsTokensBack) {
+  OneUser u({.tokens_per_minute = 1000, .tokens_per_hour = 1500});
+  TokenHold hold;
+  ASSERT_TRUE(u.Reserve(1000, kMidnight + 10, hold).allowed);
+  TokenHold next;
+  const Decision refused = u.Reserve(600, kMidnight + 70, next);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.window, Window::kHour);
+  EXPECT_EQ(u.Tokens(Window::kMinute, kMidnight + 70), 0u);
+}
+
+TEST(RateLimiterTokensTest, RequestLimitsAndTokenLimitsAreCountedApart) {
+  OneUser requests_only({.per_minute = 2});
+  EXPECT_FALSE(requests_only.limiter->LimitsTokens(requests_only.user()));
+  TokenHold hold;
+  EXPECT_TRUE(requests_only.Reserve(1'000'000, kMidnight, hold).allowed);
+  EXPECT_EQ(hold.reserved, 0u);
+
+  OneUser tokens_only({.tokens_per_minute = 10});
+  EXPECT_TRUE(tokens_only.limiter->LimitsTokens(tokens_only.user()));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_TRUE(tokens_only.Check(kMidnight).allowed);
+  }
 }
 
 TEST(RateLimiterDeathTest, CheckWithAClientOfAnotherDirectoryAborts) {

@@ -1051,6 +1051,43 @@ TEST(RateLimitTest, EqualLimitsAreAccepted) {
   EXPECT_EQ(result.config->users()[0].rate_limit.requests_per_day, 5);
 }
 
+TEST(RateLimitTest, TokenLimitsLoad) {
+  ASSERT_LOADS(result, std::string(kMinimal) +
+                           "[users.alice.rate_limit]\ntokens_per_minute = 1000\n"
+                           "tokens_per_hour = 20000\ntokens_per_day = 100000\n");
+  const RateLimit& limit = result.config->users()[0].rate_limit;
+  EXPECT_EQ(limit.tokens_per_minute, 1000);
+  EXPECT_EQ(limit.tokens_per_hour, 20000);
+  EXPECT_EQ(limit.tokens_per_day, 100000);
+  EXPECT_EQ(limit.requests_per_minute, std::nullopt);
+}
+
+TEST(RateLimitTest, ZeroTokenLimitIsAnError) {
+  const std::string text =
+      std::string(kMinimal) + "[users.alice.rate_limit]\ntokens_per_hour = 0\n";
+  EXPECT_THAT(ErrorsOf(text), ElementsAre(ErrorAt("users.alice.rate_limit.tokens_per_hour",
+                                                  LineOf(text, "tokens_per_hour"),
+                                                  "must be greater than 0, got 0")));
+}
+
+TEST(RateLimitTest, DailyTokenLimitBelowPerHourIsAnError) {
+  const std::string text =
+      std::string(kMinimal) +
+      "[users.alice.rate_limit]\ntokens_per_hour = 5000\ntokens_per_day = 4000\n";
+  EXPECT_THAT(
+      ErrorsOf(text),
+      ElementsAre(ErrorAt("users.alice.rate_limit.tokens_per_day", LineOf(text, "tokens_per_day"),
+                          "tokens_per_day (4000) must not be less than tokens_per_hour "
+                          "(5000)")));
+}
+
+TEST(RateLimitTest, TokenLimitsAreNotComparedWithRequestLimits) {
+  ASSERT_LOADS(result, std::string(kMinimal) +
+                           "[users.alice.rate_limit]\nrequests_per_minute = 100\n"
+                           "tokens_per_hour = 50\n");
+  EXPECT_EQ(result.config->users()[0].rate_limit.tokens_per_hour, 50);
+}
+
 // ---- Names in lists, headers ----------------------------------------------------------------
 
 TEST(ListTest, EmptyTagIsAnError) {

@@ -153,5 +153,45 @@ TEST_F(QuotaAuthorityTest, AChangedLimitStartsANewLedgerAnUnchangedOneKeepsIts) 
   EXPECT_EQ(authority_.Remaining("alice", v1::QUOTA_WINDOW_MINUTE, after_rebuild_), 60u);
 }
 
+TEST_F(QuotaAuthorityTest, TokenWindowsAreLedgersInTokensAndGrantWhatARequestWants) {
+  v1::RouteTable table = TableWithAlice(120);
+  table.mutable_client_keys(0)->mutable_rate_limit()->set_tokens_per_minute(6000);
+  authority_.SetTable(table);
+  v1::StreamLoadReportsRequest report = Report({.demand = 0});
+  v1::QuotaUsage* usage = report.mutable_quota()->mutable_usages(0);
+  usage->set_window(v1::QUOTA_WINDOW_TOKENS_MINUTE);
+  usage->set_wanted(700);  // a reservation larger than demand alone would be granted
+
+  auto grants = authority_.Handle(report, "p1", after_rebuild_);
+  ASSERT_TRUE(grants.has_value());
+  ASSERT_EQ(grants->grants_size(), 1);
+  const v1::QuotaGrant& grant = grants->grants(0);
+  EXPECT_EQ(grant.window(), v1::QUOTA_WINDOW_TOKENS_MINUTE);
+  EXPECT_EQ(grant.limit(), 6000u);
+  EXPECT_EQ(grant.credit(), 700u);
+  EXPECT_EQ(grant.remaining(), 5300u);
+  EXPECT_EQ(grant.window_length().seconds(), 60);
+  EXPECT_EQ(authority_.Remaining("alice", v1::QUOTA_WINDOW_TOKENS_MINUTE, after_rebuild_),
+            std::optional<uint64_t>(5300));
+  // The request limit has its own ledger.
+  EXPECT_EQ(authority_.Remaining("alice", v1::QUOTA_WINDOW_MINUTE, after_rebuild_),
+            std::optional<uint64_t>(120));
+}
+
+TEST_F(QuotaAuthorityTest, WhatIsWantedIsCappedByWhatRemains) {
+  v1::RouteTable table = TableWithAlice(120);
+  table.mutable_client_keys(0)->mutable_rate_limit()->set_tokens_per_minute(500);
+  authority_.SetTable(table);
+  v1::StreamLoadReportsRequest report = Report({.demand = 0});
+  report.mutable_quota()->mutable_usages(0)->set_window(v1::QUOTA_WINDOW_TOKENS_MINUTE);
+  report.mutable_quota()->mutable_usages(0)->set_wanted(700);
+
+  auto grants = authority_.Handle(report, "p1", after_rebuild_);
+  ASSERT_TRUE(grants.has_value());
+  ASSERT_EQ(grants->grants_size(), 1);
+  EXPECT_EQ(grants->grants(0).credit(), 500u);
+  EXPECT_EQ(grants->grants(0).remaining(), 0u);
+}
+
 }  // namespace
 }  // namespace berry::control_plane

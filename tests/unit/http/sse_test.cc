@@ -313,5 +313,16 @@ TEST(SseEventSplitter, HeldFirstLineIsKeptWhenOnlyTheBlankLineComesLater) {
   EXPECT_TRUE(splitter.AtEventBoundary());
 }
 
+TEST(AppendDataEvent, FramesEachLineAndEndsTheEvent) {
+  std::string out;
+  AppendDataEvent(R"({"a":1})", out);
+  AppendDataEvent("two\nlines", out);
+  EXPECT_EQ(out, "data: {\"a\":1}\n\ndata: two\ndata: lines\n\n");
+  SseEventSplitter splitter;
+  std::vector<std::string> seen;
+  splitter.Feed(out, [&seen](std::string_view data) { seen.emplace_back(data); });
+  EXPECT_EQ(seen, (std::vector<std::string>{R"({"a":1})", "two\nlines"}));
+}
+
 }  // namespace
 }  // namespace berry::sse

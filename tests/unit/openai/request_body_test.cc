@@ -97,6 +97,29 @@ TEST(ScanRequestBody, ReadsStreamOptionsIncludeUsage) {
   EXPECT_TRUE(fields.include_usage);
 }
 
+TEST(ScanRequestBody, ReadsTheLargerOfMaxTokensAndMaxCompletionTokens) {
+  EXPECT_EQ(Scan(R"({"model":"m"})").max_tokens, 0u);
+  EXPECT_EQ(Scan(R"({"model":"m","max_tokens":300})").max_tokens, 300u);
+  EXPECT_EQ(Scan(R"({"max_completion_tokens":700,"model":"m","max_tokens":300})").max_tokens, 700u);
+  EXPECT_EQ(Scan(R"({"model":"m","max_tokens":-5})").max_tokens, 0u);
+  EXPECT_EQ(Scan(R"({"model":"m","max_tokens":"9"})").max_tokens, 0u);
+  EXPECT_EQ(Scan(R"({"model":"m","x":{"max_tokens":9}})").max_tokens, 0u);
+}
+
+TEST(ScanRequestBody, NotesAStreamOptionsObjectWhateverItHolds) {
+  EXPECT_FALSE(Scan(R"({"model":"m"})").has_stream_options);
+  EXPECT_TRUE(Scan(R"({"model":"m","stream_options":{}})").has_stream_options);
+  EXPECT_FALSE(Scan(R"({"model":"m","x":{"stream_options":{}}})").has_stream_options);
+}
+
+TEST(AddIncludeUsage, InsertsTheOptionAsTheFirstMember) {
+  std::string body = R"( {"model":"m","stream":true})";
+  AddIncludeUsage(body);
+  EXPECT_EQ(body, R"( {"stream_options":{"include_usage":true},"model":"m","stream":true})");
+  const RequestFields fields = Scan(body);
+  EXPECT_TRUE(fields.include_usage);
+}
+
 TEST(ScanRequestBody, IncludeUsageIsFalseUnlessTrue) {
   EXPECT_FALSE(Scan(R"({"model":"m"})").include_usage);
   EXPECT_FALSE(Scan(R"({"model":"m","stream_options":{"include_usage":false}})").include_usage);

@@ -109,5 +109,20 @@ TEST(ExtractUsage, ReadsCountsBeyondInt64) {
               18446744073709551615u, 0);
 }
 
+TEST(IsUsageOnlyChunk, TheIncludeUsageChunkIsUsageOnly) {
+  EXPECT_TRUE(
+      IsUsageOnlyChunk(R"({"id":"c","object":"chat.completion.chunk","choices":[],)"
+                       R"("usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}})"));
+  EXPECT_TRUE(IsUsageOnlyChunk(R"({"usage":{"prompt_tokens":5}})"));
+}
+
+TEST(IsUsageOnlyChunk, ContentChunksAndNullUsageAreNot) {
+  EXPECT_FALSE(IsUsageOnlyChunk(
+      R"({"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":{"prompt_tokens":5}})"));
+  EXPECT_FALSE(IsUsageOnlyChunk(R"({"choices":[],"usage":null})"));
+  EXPECT_FALSE(IsUsageOnlyChunk("[DONE]"));
+  EXPECT_FALSE(IsUsageOnlyChunk(R"({"choices":[]})"));
+}
+
 }  // namespace
 }  // namespace berry::openai

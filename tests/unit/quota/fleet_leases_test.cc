@@ -190,5 +190,83 @@ TEST_F(FleetLeasesTest, AnUnchangedLimitKeepsItsLeaseAcrossTables) {
   EXPECT_FALSE(changed->Admit(changed_directory->clients()[0], 10 * kSecond).allowed);
 }
 
+std::shared_ptr<const auth::ClientDirectory> TokenDirectory(uint64_t tokens_per_minute) {
+  v1::RouteTable table;
+  v1::ClientKey* key = table.add_client_keys();
+  key->set_id("tina");
+  key->set_token_sha256(crypto::Sha256Bytes("token-tina"));
+  key->set_enabled(true);
+  key->mutable_rate_limit()->set_tokens_per_minute(tokens_per_minute);
+  auto directory = auth::ClientDirectory::Create(table);
+  EXPECT_TRUE(directory.ok()) << directory.status();
+  return *directory;
+}
+
+class FleetTokenLeasesTest : public FleetLeasesTest {
+ protected:
+  void SetUp() override {
+    directory_ = TokenDirectory(6000);
+    leases_ = FleetLeases::Create(*directory_, nullptr, status_);
+  }
+  const auth::Client& tina() const { return directory_->clients()[0]; }
+  const LimitSlot& slot() const {
+    return *leases_->by_key().at({"tina", v1::QUOTA_WINDOW_TOKENS_MINUTE});
+  }
+};
+
+TEST_F(FleetTokenLeasesTest, AReservationSpendsTheLeaseAndItsUnusedPartComesBack) {
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 500);
+  EXPECT_TRUE(leases_->LimitsTokens(tina()));
+  EXPECT_TRUE(leases_->Admit(tina(), 10 * kSecond).allowed);  // no request limit
+  auth::TokenHold hold;
+  ASSERT_TRUE(leases_->ReserveTokens(tina(), 300, 10 * kSecond, hold).allowed);
+  EXPECT_EQ(hold.reserved, 300u);
+  EXPECT_EQ(slot().account.lease().credit(10 * kSecond), 200u);
+  leases_->SettleTokens(tina(), hold, 120, 10 * kSecond);
+  EXPECT_EQ(slot().account.lease().credit(10 * kSecond), 380u);
+}
+
+TEST_F(FleetTokenLeasesTest, AReservationLargerThanTheLeaseIsRefusedAndAskedFor) {
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 100);
+  auth::TokenHold hold;
+  const auth::Decision refused = leases_->ReserveTokens(tina(), 250, 10 * kSecond, hold);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.limit, 6000u);
+  EXPECT_EQ(hold.reserved, 0u);
+  EXPECT_EQ(slot().account.lease().credit(10 * kSecond), 100u);
+  auto report = client.Collect(10 * kSecond + 1, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  ASSERT_EQ(report->usages_size(), 1);
+  EXPECT_TRUE(report->usages(0).ask());
+  EXPECT_EQ(report->usages(0).wanted(), 250u);
+}
+
+TEST_F(FleetTokenLeasesTest, UsageBeyondTheReservationIsDebtTheNextGrantPays) {
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 100);
+  auth::TokenHold hold;
+  ASSERT_TRUE(leases_->ReserveTokens(tina(), 80, 10 * kSecond, hold).allowed);
+  leases_->SettleTokens(tina(), hold, 150, 10 * kSecond);  // 70 more: 20 left, 50 owed
+  EXPECT_EQ(slot().account.lease().credit(10 * kSecond), 0u);
+  EXPECT_EQ(slot().account.lease().debt(), 50u);
+  EXPECT_TRUE(status_->wake_requested.load());
+  Grant(client, 10 * kSecond + 1, 200);
+  EXPECT_EQ(slot().account.lease().debt(), 0u);
+  EXPECT_EQ(slot().account.lease().credit(10 * kSecond + 1), 150u);
+}
+
+TEST_F(FleetTokenLeasesTest, AwayReservesFromTheFallbackShareAndSettlesThere) {
+  status_->fleet_size = 3;  // 2000 tokens each
+  auth::TokenHold first;
+  ASSERT_TRUE(leases_->ReserveTokens(tina(), 1500, 10 * kSecond, first).allowed);
+  EXPECT_EQ(first.fallback_mask, 1);
+  auth::TokenHold second;
+  EXPECT_FALSE(leases_->ReserveTokens(tina(), 600, 10 * kSecond, second).allowed);
+  leases_->SettleTokens(tina(), first, 1000, 10 * kSecond);  // 500 back
+  EXPECT_TRUE(leases_->ReserveTokens(tina(), 600, 10 * kSecond, second).allowed);
+}
+
 }  // namespace
 }  // namespace berry::fleet

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/quota/account.h"
 #include "common/quota/lease.h"
 
 namespace berry::quota {
@@ -109,6 +110,78 @@ TEST(LeaseTest, UnspendGivesBackOnlyToTheLeaseItCameFrom) {
   lease.Grant(8, 1, 2'000);
   lease.Unspend(*again);  // from slice 7's lease, which is gone
   EXPECT_EQ(lease.credit(0), 1u);
+}
+
+TEST(LeaseTest, SpendsSeveralCreditsAllOrNothing) {
+  Lease lease;
+  lease.Grant(7, 100, 1'000);
+  EXPECT_FALSE(lease.TrySpend(0, 101).has_value());
+  EXPECT_EQ(lease.credit(0), 100u);
+  const auto tag = lease.TrySpend(0, 60);
+  ASSERT_TRUE(tag.has_value());
+  EXPECT_EQ(lease.credit(0), 40u);
+  EXPECT_TRUE(lease.Unspend(*tag, 25));  // a reservation of 60 that used 35
+  EXPECT_EQ(lease.credit(0), 65u);
+}
+
+TEST(LeaseTest, UnspendToAnEndedLeaseSaysSo) {
+  Lease lease;
+  lease.Grant(7, 100, 1'000);
+  const auto tag = lease.TrySpend(0, 50);
+  ASSERT_TRUE(tag.has_value());
+  lease.Grant(8, 10, 2'000);
+  EXPECT_FALSE(lease.Unspend(*tag, 20));
+  EXPECT_EQ(lease.credit(0), 10u);
+}
+
+TEST(LeaseTest, ChargeBeyondTheCreditIsDebtTheNextGrantPaysFirst) {
+  Lease lease;
+  lease.Grant(7, 30, 1'000);
+  lease.Charge(0, 50);  // tokens used beyond a reservation
+  EXPECT_EQ(lease.credit(0), 0u);
+  EXPECT_EQ(lease.debt(), 20u);
+  lease.Grant(7, 15, 1'000);  // pays 15 of the debt, adds nothing
+  EXPECT_EQ(lease.debt(), 5u);
+  EXPECT_EQ(lease.credit(0), 0u);
+  lease.Grant(8, 100, 2'000);
+  EXPECT_EQ(lease.debt(), 0u);
+  EXPECT_EQ(lease.credit(0), 95u);
+}
+
+TEST(LeaseTest, ChargeOnAnExpiredLeaseIsAllDebt) {
+  Lease lease;
+  lease.Grant(7, 30, 1'000);
+  lease.Charge(1'000, 10);
+  EXPECT_EQ(lease.debt(), 10u);
+}
+
+TEST(LeaseAccountTest, ARefundToAnEndedLeaseIsReturnedToItsSlice) {
+  LeaseAccount account(60'000'000'000);
+  account.OnGrant(/*echo_ns=*/0, /*slice=*/7, /*credit=*/100, /*valid_for_ns=*/1'000, 0);
+  const auto tag = account.lease().TrySpend(0, 80);
+  ASSERT_TRUE(tag.has_value());
+  account.OnGrant(/*echo_ns=*/500, /*slice=*/8, /*credit=*/10, /*valid_for_ns=*/1'000, 0);
+  ASSERT_FALSE(account.lease().Unspend(*tag, 50));
+  account.ReturnLate(*tag, 50);
+  const auto usage = account.Poll(600);
+  ASSERT_TRUE(usage.has_value());
+  // The replaced lease's own 20 unspent, then the late 50, both to slice 7.
+  ASSERT_EQ(usage->returns.size(), 2u);
+  EXPECT_EQ(usage->returns[0].slice, 7);
+  EXPECT_EQ(usage->returns[0].unspent, 20u);
+  EXPECT_EQ(usage->returns[1].slice, 7);
+  EXPECT_EQ(usage->returns[1].unspent, 50u);
+}
+
+TEST(LeaseAccountTest, WantingMoreThanTheCreditAsksWithThatAmount) {
+  LeaseAccount account(60'000'000'000);
+  account.OnGrant(0, 7, 100, 10'000'000'000, 0);
+  EXPECT_FALSE(account.Poll(1).has_value());  // enough credit, no demand
+  account.Want(300);
+  const auto usage = account.Poll(2);
+  ASSERT_TRUE(usage.has_value());
+  EXPECT_TRUE(usage->ask);
+  EXPECT_EQ(usage->wanted, 300u);
 }
 
 }  // namespace

@@ -60,6 +60,7 @@ tags = ["z", "a"]
 [users.bob.rate_limit]
 requests_per_minute = 10
 requests_per_day = 100
+tokens_per_hour = 5000
 )toml";
 
 v1::RouteTable MustCompile(const std::string& toml) {
@@ -92,7 +93,7 @@ TEST(Compile, TomlLayoutAndTableOrderDoNotChangeTheVersion) {
 tags = ["a", "z"]
 allowed_models = ["embed", "chat"]
 token = "berry-bob-token-123456"
-rate_limit = { requests_per_day = 100, requests_per_minute = 10 }
+rate_limit = { tokens_per_hour = 5000, requests_per_day = 100, requests_per_minute = 10 }
 
 [models.embed]
 backends = [ { provider = "alpha", model = "a1" } ]
@@ -277,6 +278,9 @@ TEST(Compile, RateLimitsCarryOverWithZeroForUnset) {
   EXPECT_EQ(limit.requests_per_minute(), 10u);
   EXPECT_EQ(limit.requests_per_hour(), 0u);
   EXPECT_EQ(limit.requests_per_day(), 100u);
+  EXPECT_EQ(limit.tokens_per_minute(), 0u);
+  EXPECT_EQ(limit.tokens_per_hour(), 5000u);
+  EXPECT_EQ(limit.tokens_per_day(), 0u);
 }
 
 TEST(Compile, UserTagsAreSorted) {
