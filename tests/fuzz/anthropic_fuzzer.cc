@@ -1,0 +1,115 @@
+// Arbitrary bytes through the Anthropic dialect (data-plane/dialect/anthropic.h). The first byte
+// picks the translation: an OpenAI request body to a Messages request, a provider body to a
+// chat.completion, a provider error body (status from the next byte) to an OpenAI error, or a
+// provider stream (the rest split at '\n' into `data` payloads) to chunk events.
+//
+// Properties: whatever comes in, what goes out is valid JSON of the promised shape — a Messages
+// request for the upstream model with `messages` and a positive `max_tokens`, or a refusal
+// naming a field; a chat.completion with at least one choice, each with a string finish_reason;
+// an OpenAI error object with the status kept (529 as 503); whole `data: ...\n\n` events, each a
+// JSON object or a [DONE] that comes last and exactly when the stream finished, and nothing
+// after an error.
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "data-plane/dialect/anthropic.h"
+#include "tests/fuzz/byte_source.h"
+
+namespace {
+
+namespace bj = boost::json;
+
+bj::value ParseOrAbort(std::string_view text) {
+  boost::system::error_code ec;
+  bj::value value = bj::parse(text, ec);
+  FUZZ_CHECK(!ec);
+  return value;
+}
+
+// Checks that `out` is whole SSE events, each a JSON chunk or error, or a last [DONE].
+void CheckEvents(std::string_view out, bool& done_seen) {
+  while (!out.empty()) {
+    FUZZ_CHECK(!done_seen);  // nothing after [DONE]
+    FUZZ_CHECK(out.starts_with("data: "));
+    const size_t end = out.find("\n\n");
+    FUZZ_CHECK(end != std::string_view::npos);
+    const std::string_view payload = out.substr(6, end - 6);
+    if (payload == "[DONE]") {
+      done_seen = true;
+    } else {
+      const bj::value chunk = ParseOrAbort(payload);
+      FUZZ_CHECK(chunk.is_object());
+      FUZZ_CHECK(chunk.as_object().contains("choices") || chunk.as_object().contains("error"));
+    }
+    out.remove_prefix(end + 2);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view input(reinterpret_cast<const char*>(data), size);
+  const uint8_t mode = berry::fuzz::TakeByte(input);
+  std::string out;
+  switch (mode % 4) {
+    case 0: {
+      const auto error = berry::dialect::ToAnthropicRequest(input, "m", out);
+      if (error) {
+        // The refusal names the field, whose name may be empty (`"": ...` is valid JSON).
+        FUZZ_CHECK(!error->param.empty() || input.find(R"("":)") != std::string_view::npos);
+        FUZZ_CHECK(!error->message.empty());
+      } else {
+        const bj::value request = ParseOrAbort(out);
+        FUZZ_CHECK(request.is_object());
+        const bj::object& object = request.as_object();
+        FUZZ_CHECK(object.contains("model") && object.at("model") == "m");
+        FUZZ_CHECK(object.contains("messages") && object.at("messages").is_array());
+        const bj::value* max_tokens = object.if_contains("max_tokens");
+        FUZZ_CHECK(max_tokens != nullptr && max_tokens->is_number() &&
+                   max_tokens->to_number<double>() > 0);
+      }
+      break;
+    }
+    case 1: {
+      if (berry::dialect::FromAnthropicResponse(input, 1, out)) {
+        const bj::value completion = ParseOrAbort(out);
+        FUZZ_CHECK(completion.is_object());
+        const bj::value* choices = completion.as_object().if_contains("choices");
+        FUZZ_CHECK(choices != nullptr && choices->is_array() && !choices->as_array().empty());
+        for (const bj::value& choice : choices->as_array()) {
+          FUZZ_CHECK(choice.as_object().at("finish_reason").is_string());
+        }
+      }
+      break;
+    }
+    case 2: {
+      const int status = 400 + berry::fuzz::TakeByte(input) % 200;
+      const berry::dialect::TranslatedError error = berry::dialect::FromAnthropicError(status, input);
+      FUZZ_CHECK(error.status == berry::dialect::NormalizeAnthropicStatus(status));
+      const bj::value body = ParseOrAbort(error.body);
+      FUZZ_CHECK(body.as_object().at("error").is_object());
+      break;
+    }
+    default: {
+      berry::dialect::AnthropicStream stream(mode & 4, 1);
+      bool done = false;
+      while (!input.empty()) {
+        const size_t newline = input.find('\n');
+        const std::string_view event = input.substr(0, newline);
+        input.remove_prefix(newline == std::string_view::npos ? input.size() : newline + 1);
+        const bool over_before = stream.failed() || stream.finished();
+        out.clear();
+        stream.OnData(event, out);
+        FUZZ_CHECK(!over_before || out.empty());
+        CheckEvents(out, done);
+      }
+      FUZZ_CHECK(done == stream.finished());
+      break;
+    }
+  }
+  return 0;
+}
