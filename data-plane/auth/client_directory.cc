@@ -12,7 +12,8 @@ namespace {
 constexpr size_t kDigestSize = 32;
 
 // char arrays rather than std::string_view: Debian's absl::string_view does not convert from it.
-constexpr char kMissingKey[] = "missing API key: send Authorization: Bearer <key>";
+constexpr char kMissingKey[] =
+    "missing API key: send Authorization: Bearer <key> or x-api-key: <key>";
 constexpr char kMalformedHeader[] = "malformed Authorization header: expected Bearer <key>";
 constexpr char kInvalidKey[] = "invalid API key";
 constexpr char kDisabledKey[] = "API key disabled";

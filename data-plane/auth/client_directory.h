@@ -79,10 +79,10 @@ class ClientDirectory {
   // case-insensitive and surrounding whitespace is ignored). An open directory returns the
   // anonymous client whatever the header says. Otherwise Unauthenticated with a message fit for
   // an OpenAI 401 body — and never containing any part of the token:
-  //   empty header            "missing API key: send Authorization: Bearer <key>"
-  //   not `Bearer <token>`    "malformed Authorization header: expected Bearer <key>"
-  //   no key has this digest  "invalid API key"
-  //   key disabled            "API key disabled"
+  // - empty header: "missing API key: send Authorization: Bearer <key> or x-api-key: <key>"
+  // - not `Bearer <token>`: "malformed Authorization header: expected Bearer <key>"
+  // - no key has this digest: "invalid API key"
+  // - key disabled: "API key disabled"
   // Thread-safe; allocates nothing on success.
   absl::StatusOr<const Client*> Authenticate(std::string_view authorization_header_value) const;
   // The same for a bare token (Anthropic's `x-api-key: <key>` carries no scheme); a token that

@@ -87,16 +87,16 @@ TEST(ClientDirectoryTest, ValidKeyAuthenticatesItsClient) {
 
 TEST(ClientDirectoryTest, MissingHeaderIsUnauthenticated) {
   const auto directory = Directory(TwoUsersAndADisabledOne());
-  ExpectRefused(directory->Authenticate(""), "missing API key: send Authorization: Bearer <key>",
-                "");
-  ExpectRefused(directory->Authenticate("   "), "missing API key: send Authorization: Bearer <key>",
-                "");
+  ExpectRefused(directory->Authenticate(""),
+                "missing API key: send Authorization: Bearer <key> or x-api-key: <key>", "");
+  ExpectRefused(directory->Authenticate("   "),
+                "missing API key: send Authorization: Bearer <key> or x-api-key: <key>", "");
 }
 
 TEST(ClientDirectoryTest, BearerWithoutTokenIsMissingKey) {
   const auto directory = Directory(TwoUsersAndADisabledOne());
   ExpectRefused(directory->Authenticate("Bearer "),
-                "missing API key: send Authorization: Bearer <key>", "");
+                "missing API key: send Authorization: Bearer <key> or x-api-key: <key>", "");
 }
 
 TEST(ClientDirectoryTest, MalformedHeaderIsUnauthenticatedWithoutTheToken) {
