@@ -9,7 +9,6 @@
 // an OpenAI error object with the status kept (529 as 503); whole `data: ...\n\n` events, each a
 // JSON object or a [DONE] that comes last and exactly when the stream finished, and nothing
 // after an error.
-#include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -18,38 +17,11 @@
 
 #include "data-plane/dialect/anthropic.h"
 #include "tests/fuzz/byte_source.h"
-
-namespace {
+#include "tests/fuzz/json_checks.h"
 
 namespace bj = boost::json;
-
-bj::value ParseOrAbort(std::string_view text) {
-  boost::system::error_code ec;
-  bj::value value = bj::parse(text, ec);
-  FUZZ_CHECK(!ec);
-  return value;
-}
-
-// Checks that `out` is whole SSE events, each a JSON chunk or error, or a last [DONE].
-void CheckEvents(std::string_view out, bool& done_seen) {
-  while (!out.empty()) {
-    FUZZ_CHECK(!done_seen);  // nothing after [DONE]
-    FUZZ_CHECK(out.starts_with("data: "));
-    const size_t end = out.find("\n\n");
-    FUZZ_CHECK(end != std::string_view::npos);
-    const std::string_view payload = out.substr(6, end - 6);
-    if (payload == "[DONE]") {
-      done_seen = true;
-    } else {
-      const bj::value chunk = ParseOrAbort(payload);
-      FUZZ_CHECK(chunk.is_object());
-      FUZZ_CHECK(chunk.as_object().contains("choices") || chunk.as_object().contains("error"));
-    }
-    out.remove_prefix(end + 2);
-  }
-}
-
-}  // namespace
+using berry::fuzz::CheckChunkEvents;
+using berry::fuzz::ParseOrAbort;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
@@ -88,7 +60,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 2: {
       const int status = 400 + berry::fuzz::TakeByte(input) % 200;
-      const berry::dialect::TranslatedError error = berry::dialect::FromAnthropicError(status, input);
+      const berry::dialect::TranslatedError error =
+          berry::dialect::FromAnthropicError(status, input);
       FUZZ_CHECK(error.status == berry::dialect::NormalizeAnthropicStatus(status));
       const bj::value body = ParseOrAbort(error.body);
       FUZZ_CHECK(body.as_object().at("error").is_object());
@@ -105,7 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         out.clear();
         stream.OnData(event, out);
         FUZZ_CHECK(!over_before || out.empty());
-        CheckEvents(out, done);
+        CheckChunkEvents(out, done);
       }
       FUZZ_CHECK(done == stream.finished());
       break;

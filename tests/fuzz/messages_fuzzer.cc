@@ -17,17 +17,13 @@
 
 #include "data-plane/dialect/messages_front.h"
 #include "tests/fuzz/byte_source.h"
+#include "tests/fuzz/json_checks.h"
 
 namespace {
 
 namespace bj = boost::json;
 
-bj::value ParseOrAbort(std::string_view text) {
-  boost::system::error_code ec;
-  bj::value value = bj::parse(text, ec);
-  FUZZ_CHECK(!ec);
-  return value;
-}
+using berry::fuzz::ParseOrAbort;
 
 struct StreamState {
   bool started = false;
