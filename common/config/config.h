@@ -37,6 +37,19 @@ struct Settings {
   friend bool operator==(const Settings&, const Settings&) = default;
 };
 
+// `[users.<id>.rate_limit]`, and the `budget` of a provider or backend; unset = unlimited.
+struct RateLimit {
+  std::optional<int64_t> requests_per_minute;
+  std::optional<int64_t> requests_per_hour;
+  std::optional<int64_t> requests_per_day;
+  // Prompt + completion tokens, as the upstream reports them.
+  std::optional<int64_t> tokens_per_minute;
+  std::optional<int64_t> tokens_per_hour;
+  std::optional<int64_t> tokens_per_day;
+
+  friend bool operator==(const RateLimit&, const RateLimit&) = default;
+};
+
 // `[providers.<id>]`.
 struct Provider {
   std::string id;        // table key
@@ -54,6 +67,8 @@ struct Provider {
   std::string backend_type = "openai";
   bool tls_verify = true;
   std::string billing_mode = "per_token";  // Berry API compatibility: "per_token" | "per_request"
+  // `[providers.<id>.budget]`: what the account allows, for all its backends together.
+  RateLimit budget;
 
   friend bool operator==(const Provider&, const Provider&) = default;
 };
@@ -95,6 +110,8 @@ struct Backend {
   // Berry API documents `billing_mode` on backends as well as on providers; accepted in both
   // places so its configs load unchanged. "per_token" or "per_request".
   std::string billing_mode = "per_token";
+  // `budget = { ... }`: this provider model's own allowance (on top of its provider's).
+  RateLimit budget;
 
   friend bool operator==(const Backend&, const Backend&) = default;
 };
@@ -108,19 +125,6 @@ struct CustomModel {
   std::vector<Backend> backends;
 
   friend bool operator==(const CustomModel&, const CustomModel&) = default;
-};
-
-// `[users.<id>.rate_limit]`; unset = unlimited.
-struct RateLimit {
-  std::optional<int64_t> requests_per_minute;
-  std::optional<int64_t> requests_per_hour;
-  std::optional<int64_t> requests_per_day;
-  // Prompt + completion tokens, as the upstream reports them.
-  std::optional<int64_t> tokens_per_minute;
-  std::optional<int64_t> tokens_per_hour;
-  std::optional<int64_t> tokens_per_day;
-
-  friend bool operator==(const RateLimit&, const RateLimit&) = default;
 };
 
 // `[users.<id>]`.

@@ -157,11 +157,20 @@ void ReadSettings(TableReader& reader, Settings& settings) {
   reader.ReadTable("smart_ai", schema::kSmartAiTuning, ReadSmartAi);
 }
 
+// `rate_limit` of a user, `budget` of a provider or backend: the same keys and order rules.
+void ReadLimits(TableReader& reader, const char* key, RateLimit& limit) {
+  reader.ReadTable(key, {}, [&limit](TableReader& limits) {
+    ReadFields(limits, kRateLimitFields, limit);
+    CheckRateLimitOrder(limits.path(), limit, limits.context().diagnostics);
+  });
+}
+
 Provider ReadProvider(std::string_view id, TableReader& reader) {
   Provider provider;
   provider.id = std::string(id);
   provider.name = provider.id;
   ReadFields(reader, kProviderFields, provider);
+  ReadLimits(reader, "budget", provider.budget);
   Diagnostics& diagnostics = reader.context().diagnostics;
   CheckBaseUrl(reader.path(), provider.base_url, diagnostics);
   CheckProviderSecrets(reader.path(), provider, diagnostics);
@@ -171,6 +180,7 @@ Provider ReadProvider(std::string_view id, TableReader& reader) {
 Backend ReadBackend(TableReader& reader) {
   Backend backend;
   ReadFields(reader, kBackendFields, backend);
+  ReadLimits(reader, "budget", backend.budget);
   return backend;
 }
 
@@ -190,10 +200,7 @@ User ReadUser(std::string_view id, TableReader& reader) {
   user.id = std::string(id);
   user.name = user.id;
   ReadFields(reader, kUserFields, user);
-  reader.ReadTable("rate_limit", {}, [&user](TableReader& limits) {
-    ReadFields(limits, kRateLimitFields, user.rate_limit);
-    CheckRateLimitOrder(limits.path(), user.rate_limit, limits.context().diagnostics);
-  });
+  ReadLimits(reader, "rate_limit", user.rate_limit);
   return user;
 }
 

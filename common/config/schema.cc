@@ -107,16 +107,28 @@ toml::table EmitFields(const Field<T> (&fields)[N], const T& in, const Redaction
   return out;
 }
 
+// Adds `key` = the set limits, unless none is set.
+void InsertLimits(const char* key, const RateLimit& limit, toml::table& out) {
+  toml::table limits = EmitFields(kRateLimitFields, limit, std::nullopt);
+  if (!limits.empty()) {
+    out.insert(key, std::move(limits));
+  }
+}
+
 toml::table ProviderTable(const Provider& provider, bool redact) {
-  return EmitFields(kProviderFields, provider,
-                    redact ? Redaction(kRedacted) : Redaction(std::nullopt));
+  toml::table out = EmitFields(kProviderFields, provider,
+                               redact ? Redaction(kRedacted) : Redaction(std::nullopt));
+  InsertLimits("budget", provider.budget, out);
+  return out;
 }
 
 toml::table ModelTable(const CustomModel& model) {
   toml::table out = EmitFields(kModelFields, model, std::nullopt);
   toml::array backends;
   for (const Backend& backend : model.backends) {
-    backends.push_back(EmitFields(kBackendFields, backend, std::nullopt));
+    toml::table table = EmitFields(kBackendFields, backend, std::nullopt);
+    InsertLimits("budget", backend.budget, table);
+    backends.push_back(std::move(table));
   }
   out.insert("backends", std::move(backends));
   return out;
@@ -127,10 +139,7 @@ toml::table UserTable(const User& user, bool redact) {
   toml::table out = EmitFields(
       kUserFields, user,
       redact ? Redaction(absl::StrCat("<redacted:", Escaped(user.id), ">")) : std::nullopt);
-  toml::table limits = EmitFields(kRateLimitFields, user.rate_limit, std::nullopt);
-  if (!limits.empty()) {
-    out.insert("rate_limit", std::move(limits));
-  }
+  InsertLimits("rate_limit", user.rate_limit, out);
   return out;
 }
 

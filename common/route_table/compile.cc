@@ -146,6 +146,7 @@ void CompileFields(const config::Field<T> (&fields)[N], const T& in, pb::Message
 void CompileProvider(const config::Provider& in, v1::Provider* out) {
   out->set_id(in.id);
   CompileFields(config::kProviderFields, in, *out);
+  CompileFields(config::kRateLimitFields, in.budget, *out->mutable_budget());
   for (const auto& [name, value] : in.headers) {  // std::map: already sorted by name
     v1::Header* header = out->add_headers();
     header->set_name(name);
@@ -162,6 +163,7 @@ void CompileModel(const config::CustomModel& in, v1::CustomModel* out) {
     v1::Backend* b = out->add_backends();
     b->set_id(BackendId(in.id, backend.provider, backend.model, repeat));
     CompileFields(config::kBackendFields, backend, *b);
+    CompileFields(config::kRateLimitFields, backend.budget, *b->mutable_budget());
     b->set_health(v1::HEALTH_STATUS_UNKNOWN);
     b->set_effective_weight(backend.weight);
   }

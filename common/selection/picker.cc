@@ -44,7 +44,7 @@ size_t DrawWeighted(std::span<const double> cumulative, absl::BitGenRef rng) {
 // Says why nothing is left: "every backend is disabled", or a breakdown when reasons mix.
 // `unusable` counts candidates that are ejected or unhealthy (with no panic to fall back on).
 absl::Status NoBackendError(const CompiledModel& model, const ExclusionCounts& excluded,
-                            size_t unusable, size_t cooling) {
+                            size_t unusable, size_t cooling, size_t spent) {
   struct Reason {
     size_t count;
     const char* some;
@@ -67,6 +67,7 @@ absl::Status NoBackendError(const CompiledModel& model, const ExclusionCounts& e
       {unusable, "ejected or unhealthy", "every backend is ejected or unhealthy"},
       {cooling, "cooling down after an upstream 429",
        "every backend is cooling down after an upstream 429"},
+      {spent, "out of budget", "every backend's budget (or its provider's) is spent for now"},
   };
   const size_t total = model.backends().size();
   std::string why = total == 0 ? "it has no backends" : "";
@@ -131,6 +132,7 @@ bool Picker::CanUseFastView(const CompiledModel& model, const PickRequest& reque
       request.user_tags != nullptr && request.user_tags->tagged() && model.has_tagged_backends_;
   return model.fast_view_valid_ && request.tried.empty() && !tags_restrict &&
          !(request.openai_only && model.has_other_dialects_) &&
+         !(request.budgets != nullptr && model.has_budgets_) &&
          state_->model(model.index()).ejection_horizon_ns() <= request.now_ns;
 }
 
@@ -153,6 +155,7 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
   size_t candidates = 0;
   size_t usable = 0;
   size_t cooling = 0;  // cooling down: not candidates at all (the provider said when to return)
+  size_t spent = 0;    // out of budget: not candidates either
   for (const uint32_t local : model.order_) {
     const CompiledBackend& backend = model.backends_[local];
     Exclusion why = backend.exclusion();
@@ -178,6 +181,11 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
       ++cooling;
       continue;
     }
+    if (request.budgets != nullptr && backend.has_budget_ &&
+        request.budgets->Spent(backend, request.now_ns)) {
+      ++spent;
+      continue;
+    }
     candidates_[candidates++] = local;
     if (backend.health() != berry::v1::HEALTH_STATUS_UNHEALTHY &&
         !runtime.backend(backend).EjectedAt(request.now_ns)) {
@@ -186,7 +194,7 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
   }
   // No candidates at all, or every candidate unusable with panic switched off (threshold 0).
   if (usable == 0 && !snapshot.Panics(0, candidates)) {
-    return NoBackendError(model, excluded, candidates, cooling);
+    return NoBackendError(model, excluded, candidates, cooling, spent);
   }
   const bool panic = snapshot.Panics(usable, candidates);
   const std::span<const uint32_t> members =

@@ -23,6 +23,9 @@
 // is no candidate at all: the provider named the time to come back, so not even a panic sends
 // to it.
 //
+// Budgets (Provider.budget, Backend.budget): a backend whose budget, or whose provider's, is
+// spent for now (PickRequest::budgets says so) is no candidate either, like a cooling-down one.
+//
 // Per-provider retry budget: a pick with a non-empty `tried` is a retry. A provider with
 // max_retries = N takes at most N of one request's retries: a retry skips its backends once N
 // of the earlier retries (the entries of `tried` after the first) went to them. The first
@@ -54,6 +57,15 @@ namespace berry::selection {
 // usable backend other than the fastest, so the EWMAs of the others stay current.
 inline constexpr double kLeastLatencyExploreProbability = 0.05;
 
+// Says whether a backend's budget (or its provider's) is spent: the data plane's fleet-wide
+// budgets implement it (data-plane/quota/fleet_limits.h). Called from any worker thread.
+class BudgetGate {
+ public:
+  virtual ~BudgetGate() = default;
+  // True when `backend` may not take a request at `now_ns` (PickRequest::now_ns's clock).
+  virtual bool Spent(const CompiledBackend& backend, int64_t now_ns) const = 0;
+};
+
 struct PickRequest {
   // The user's tags, interned against the picker's snapshot; nullptr = untagged.
   const UserTags* user_tags = nullptr;
@@ -66,6 +78,8 @@ struct PickRequest {
   // The request is for an endpoint only OpenAI's API has (/v1/completions, /v1/embeddings):
   // backends on providers of another dialect are not candidates.
   bool openai_only = false;
+  // Budgets to respect; nullptr = none (backends with a budget are then unlimited).
+  const BudgetGate* budgets = nullptr;
 };
 
 struct PickResult {

@@ -13,6 +13,15 @@
 namespace berry::selection {
 namespace {
 
+bool LimitsTokens(const v1::RateLimit& limit) {
+  return limit.tokens_per_minute() > 0 || limit.tokens_per_hour() > 0 || limit.tokens_per_day() > 0;
+}
+
+bool LimitsAnything(const v1::RateLimit& limit) {
+  return limit.requests_per_minute() > 0 || limit.requests_per_hour() > 0 ||
+         limit.requests_per_day() > 0 || LimitsTokens(limit);
+}
+
 namespace v1 = berry::v1;
 
 v1::HealthStatus NormalizeHealth(v1::HealthStatus health) {
@@ -198,6 +207,9 @@ absl::Status Snapshot::CompileModel(const v1::CustomModel& config, uint32_t inde
     backend->pick_weight_ = by_effective_weight ? backend->effective_weight_ : backend->weight();
     model.has_tagged_backends_ |= !backend->tags_.empty();
     model.has_other_dialects_ |= !backend->openai_dialect_;
+    model.has_budgets_ |= backend->has_budget_;
+    model.has_token_budgets_ |=
+        LimitsTokens(backend_config.budget()) || LimitsTokens(backend->provider().budget());
     backends_.push_back(*backend);
   }
   const size_t count = backends_.size() - first;
@@ -236,6 +248,8 @@ absl::StatusOr<CompiledBackend> Snapshot::CompileBackend(const v1::CustomModel& 
   backend.health_ = NormalizeHealth(config.health());
   backend.openai_dialect_ =
       route_table::ParseDialect(backend.provider_->backend_type()) == route_table::Dialect::kOpenAi;
+  backend.has_budget_ =
+      LimitsAnything(config.budget()) || LimitsAnything(backend.provider_->budget());
   if (!config.enabled()) {
     backend.exclusion_ = Exclusion::kBackendDisabled;
   } else if (!backend.provider_->enabled()) {

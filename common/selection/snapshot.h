@@ -88,6 +88,8 @@ class CompiledBackend {
   // The provider speaks OpenAI's API (backend_type "openai" or unset), so it serves every
   // relayed endpoint; other dialects serve chat completions only.
   bool openai_dialect() const { return openai_dialect_; }
+  // The backend or its provider has a budget (Backend.budget, Provider.budget).
+  bool has_budget() const { return has_budget_; }
 
  private:
   friend class Snapshot;
@@ -103,6 +105,7 @@ class CompiledBackend {
   berry::v1::HealthStatus health_ = berry::v1::HEALTH_STATUS_UNKNOWN;
   Exclusion exclusion_ = Exclusion::kNone;
   bool openai_dialect_ = true;
+  bool has_budget_ = false;
   uint64_t tag_bloom_ = 0;          // bit (id % 64) for every tag id
   std::span<const uint32_t> tags_;  // sorted, distinct tag ids
 };
@@ -119,6 +122,8 @@ class CompiledModel {
   berry::v1::Strategy strategy() const { return strategy_; }
   bool enabled() const { return config_->enabled(); }
   const berry::v1::CustomModel& config() const { return *config_; }
+  // A backend of it, or that backend's provider, has a token budget (tokens_per_*).
+  bool has_token_budgets() const { return has_token_budgets_; }
   // In config order; backends()[i].local_index() == i.
   std::span<const CompiledBackend> backends() const { return backends_; }
 
@@ -156,6 +161,8 @@ class CompiledModel {
   bool tiered_ = false;  // iteration order is (priority, -weight, config order)
   bool has_tagged_backends_ = false;
   bool has_other_dialects_ = false;  // a backend's provider does not speak OpenAI's API
+  bool has_budgets_ = false;         // a backend or its provider has a budget
+  bool has_token_budgets_ = false;   // ... a token budget
   uint32_t round_robin_base_ = 0;    // first slot of this model in a Picker's round robin state
   std::span<const CompiledBackend> backends_;
   std::span<const uint32_t> order_;  // local indices in iteration order

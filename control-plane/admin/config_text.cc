@@ -77,7 +77,9 @@ std::vector<std::string> ConfigDiff(const config::Config* before, const config::
                                    config::ListText(p->models), ")"));
       continue;
     }
-    AddLines(lines, "provider", id, config::FieldChanges(*old->second, *p));
+    std::vector<std::string> changes = config::FieldChanges(*old->second, *p);
+    Append(changes, "budget.", config::FieldChanges(old->second->budget, p->budget));
+    AddLines(lines, "provider", id, changes);
   }
 
   const auto old_models = ById(before ? before->models() : kNoModels);
@@ -114,6 +116,8 @@ std::vector<std::string> ConfigDiff(const config::Config* before, const config::
       // provider and model are part of the backend id, so they never differ here.
       Append(changes, absl::StrCat("backend ", backend_id, " "),
              config::FieldChanges(*was->second, *b));
+      Append(changes, absl::StrCat("backend ", backend_id, " budget."),
+             config::FieldChanges(was->second->budget, b->budget));
     }
     AddLines(lines, "model", id, changes);
   }

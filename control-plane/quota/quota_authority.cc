@@ -31,30 +31,42 @@ int64_t QuotaWindowMs(v1::QuotaWindow window) {
 QuotaAuthority::QuotaAuthority(QuotaOptions options, absl::Time started)
     : options_(options), started_(started) {}
 
+void QuotaAuthority::TakeLimitsLocked(int scope, const std::string& id, const v1::RateLimit& limit,
+                                      absl::flat_hash_map<Key, std::unique_ptr<Entry>>& next) {
+  for (const auto& [window, value] :
+       {std::pair{v1::QUOTA_WINDOW_MINUTE, limit.requests_per_minute()},
+        std::pair{v1::QUOTA_WINDOW_HOUR, limit.requests_per_hour()},
+        std::pair{v1::QUOTA_WINDOW_DAY, limit.requests_per_day()},
+        std::pair{v1::QUOTA_WINDOW_TOKENS_MINUTE, limit.tokens_per_minute()},
+        std::pair{v1::QUOTA_WINDOW_TOKENS_HOUR, limit.tokens_per_hour()},
+        std::pair{v1::QUOTA_WINDOW_TOKENS_DAY, limit.tokens_per_day()}}) {
+    if (value == 0) {
+      continue;
+    }
+    Key key{scope, id, static_cast<int>(window)};
+    auto it = entries_.find(key);
+    if (it != entries_.end() && it->second->ledger.limit() == value) {
+      next.emplace(key, std::move(it->second));
+      continue;
+    }
+    auto entry = std::make_unique<Entry>(value, QuotaWindowMs(window), options_.slices);
+    entry->window_ms = QuotaWindowMs(window);
+    next.emplace(std::move(key), std::move(entry));
+  }
+}
+
 void QuotaAuthority::SetTable(const v1::RouteTable& table) {
   absl::MutexLock lock(&mu_);
   absl::flat_hash_map<Key, std::unique_ptr<Entry>> next;
   for (const v1::ClientKey& client : table.client_keys()) {
-    const v1::RateLimit& limit = client.rate_limit();
-    for (const auto& [window, value] :
-         {std::pair{v1::QUOTA_WINDOW_MINUTE, limit.requests_per_minute()},
-          std::pair{v1::QUOTA_WINDOW_HOUR, limit.requests_per_hour()},
-          std::pair{v1::QUOTA_WINDOW_DAY, limit.requests_per_day()},
-          std::pair{v1::QUOTA_WINDOW_TOKENS_MINUTE, limit.tokens_per_minute()},
-          std::pair{v1::QUOTA_WINDOW_TOKENS_HOUR, limit.tokens_per_hour()},
-          std::pair{v1::QUOTA_WINDOW_TOKENS_DAY, limit.tokens_per_day()}}) {
-      if (value == 0) {
-        continue;
-      }
-      Key key{client.id(), static_cast<int>(window)};
-      auto it = entries_.find(key);
-      if (it != entries_.end() && it->second->ledger.limit() == value) {
-        next.emplace(key, std::move(it->second));
-        continue;
-      }
-      auto entry = std::make_unique<Entry>(value, QuotaWindowMs(window), options_.slices);
-      entry->window_ms = QuotaWindowMs(window);
-      next.emplace(std::move(key), std::move(entry));
+    TakeLimitsLocked(v1::QUOTA_SCOPE_UNSPECIFIED, client.id(), client.rate_limit(), next);
+  }
+  for (const v1::Provider& provider : table.providers()) {
+    TakeLimitsLocked(v1::QUOTA_SCOPE_PROVIDER, provider.id(), provider.budget(), next);
+  }
+  for (const v1::CustomModel& model : table.models()) {
+    for (const v1::Backend& backend : model.backends()) {
+      TakeLimitsLocked(v1::QUOTA_SCOPE_BACKEND, backend.id(), backend.budget(), next);
     }
   }
   entries_ = std::move(next);
@@ -94,7 +106,10 @@ std::optional<v1::QuotaGrants> QuotaAuthority::Handle(const v1::StreamLoadReport
   grants.set_rebuilding(rebuilding);
   grants.set_fleet_size(static_cast<uint32_t>(FleetSizeLocked(now_ms)));
   for (const v1::QuotaUsage& usage : account.usages()) {
-    const auto it = entries_.find(Key{usage.user_id(), static_cast<int>(usage.window())});
+    const bool user = usage.scope() == v1::QUOTA_SCOPE_UNSPECIFIED;
+    const auto it = entries_.find(Key{static_cast<int>(usage.scope()),
+                                      user ? usage.user_id() : usage.budget_id(),
+                                      static_cast<int>(usage.window())});
     if (it == entries_.end()) {
       continue;  // not limited (any more)
     }
@@ -130,6 +145,8 @@ std::optional<v1::QuotaGrants> QuotaAuthority::Handle(const v1::StreamLoadReport
     }
     v1::QuotaGrant* grant = grants.add_grants();
     grant->set_user_id(usage.user_id());
+    grant->set_scope(usage.scope());
+    grant->set_budget_id(usage.budget_id());
     grant->set_window(usage.window());
     grant->set_limit(ledger.limit());
     *grant->mutable_window_length() = TimeUtil::MillisecondsToDuration(entry.window_ms);
@@ -174,10 +191,10 @@ uint64_t QuotaAuthority::returned() const {
   return returned_;
 }
 
-std::optional<uint64_t> QuotaAuthority::Remaining(const std::string& user_id,
+std::optional<uint64_t> QuotaAuthority::Remaining(v1::QuotaScope scope, const std::string& id,
                                                   v1::QuotaWindow window, absl::Time now) {
   absl::MutexLock lock(&mu_);
-  const auto it = entries_.find(Key{user_id, static_cast<int>(window)});
+  const auto it = entries_.find(Key{static_cast<int>(scope), id, static_cast<int>(window)});
   if (it == entries_.end()) {
     return std::nullopt;
   }

@@ -1,8 +1,9 @@
-// QuotaAuthority: the control plane's half of fleet-wide per-user limits (README.md, "Fleet-wide
-// rate limits"). One SlidingLedger (common/quota/ledger.h) per (user, limit) of the published
-// route table; every proxy's quota account (QuotaReport, on StreamLoadReports) returns the credit
-// of leases that ended and asks for more; the answer (QuotaGrants) debits the ledger's current
-// slice and says how long the lease lives.
+// QuotaAuthority: the control plane's half of fleet-wide per-user limits and provider budgets
+// (README.md, "Fleet-wide rate limits", "Provider budgets"). One SlidingLedger
+// (common/quota/ledger.h) per (user, limit) and per (provider or backend, budget window) of the
+// published route table; every proxy's quota account (QuotaReport, on StreamLoadReports) returns
+// the credit of leases that ended and asks for more; the answer (QuotaGrants) debits the ledger's
+// current slice and says how long the lease lives.
 //
 // Exactly once: a report's returns are applied only if its sequence is newer than the last one
 // seen from that proxy process (QuotaReport.instance); a duplicate (resent after a reconnect) is
@@ -23,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -48,8 +50,9 @@ class QuotaAuthority {
  public:
   QuotaAuthority(QuotaOptions options, absl::Time started);
 
-  // Takes the limits of `table`'s client keys. A (user, limit) whose value is unchanged keeps its
-  // ledger; a changed one starts a new ledger; a removed one is forgotten.
+  // Takes the limits of `table`'s client keys and the budgets of its providers and backends. A
+  // (user, limit) or budget whose value is unchanged keeps its ledger; a changed one starts a
+  // new ledger; a removed one is forgotten.
   void SetTable(const berry::v1::RouteTable& table);
 
   // Applies `report.quota()` from `node_id` at `now` and returns the answer; nullopt when the
@@ -62,7 +65,12 @@ class QuotaAuthority {
   uint64_t returned() const;
   // Remaining credit of (user, window) at `now`; nullopt when not limited.
   std::optional<uint64_t> Remaining(const std::string& user_id, berry::v1::QuotaWindow window,
-                                    absl::Time now);
+                                    absl::Time now) {
+    return Remaining(berry::v1::QUOTA_SCOPE_UNSPECIFIED, user_id, window, now);
+  }
+  // The same for a user (QUOTA_SCOPE_UNSPECIFIED) or a budget of a provider or backend (by id).
+  std::optional<uint64_t> Remaining(berry::v1::QuotaScope scope, const std::string& id,
+                                    berry::v1::QuotaWindow window, absl::Time now);
 
  private:
   struct NodeShare {
@@ -81,9 +89,15 @@ class QuotaAuthority {
     int64_t last_report_ms = 0;
     bool seeded = false;
   };
-  using Key = std::pair<std::string, int>;  // user id, QuotaWindow
+  // (QuotaScope, user id or budget id, QuotaWindow).
+  using Key = std::tuple<int, std::string, int>;
 
   int FleetSizeLocked(int64_t now_ms) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds to `next` the ledgers of `limit`'s windows for (scope, id), kept from entries_ when
+  // their value is unchanged.
+  void TakeLimitsLocked(int scope, const std::string& id, const berry::v1::RateLimit& limit,
+                        absl::flat_hash_map<Key, std::unique_ptr<Entry>>& next)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const QuotaOptions options_;
   const absl::Time started_;

@@ -85,6 +85,10 @@ void AttemptStats::RecordUsage(Exchange& exchange, const selection::CompiledBack
   exchange.completion_tokens = usage.completion_tokens;
   exchange.usage_reported = true;
   metrics_.CountTokens(*exchange.model, backend, usage.prompt_tokens, usage.completion_tokens);
+  if (const fleet::FleetLeases* budgets = exchange.generation->budgets.get()) {
+    budgets->ChargeBudgetTokens(backend, usage.prompt_tokens + usage.completion_tokens,
+                                clock_.MonotonicNs());
+  }
 }
 
 void AttemptStats::CountStreamBroken(const Exchange& exchange,

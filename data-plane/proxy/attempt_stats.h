@@ -46,7 +46,7 @@ class AttemptStats {
   // access log's error; a timeout makes the final answer 504).
   void FailAttempt(Exchange& exchange, const selection::CompiledBackend& backend,
                    outlier::Outcome outcome, std::string message);
-  // The token counts the upstream reported.
+  // The token counts the upstream reported (also charged to the backend's token budgets).
   void RecordUsage(Exchange& exchange, const selection::CompiledBackend& backend,
                    const openai::Usage& usage);
   void CountStreamBroken(const Exchange& exchange, const selection::CompiledBackend& backend);

@@ -71,10 +71,12 @@ struct Admitted {
 };
 
 // True when the proxy asks an OpenAI-dialect upstream for a stream's usage on its own (a
-// token-limited client streaming without stream_options): the usage chunk is then stripped.
+// token-limited client, or a model with a token budget, streaming without stream_options): the
+// usage chunk is then stripped.
 inline bool InjectsStreamUsage(const Admitted& admitted) {
-  return admitted.token_hold.reserved > 0 && admitted.fields.stream &&
-         !admitted.fields.has_stream_options;
+  return (admitted.token_hold.reserved > 0 ||
+          (admitted.model != nullptr && admitted.model->has_token_budgets())) &&
+         admitted.fields.stream && !admitted.fields.has_stream_options;
 }
 
 // One request's state across attempts (Admitted's fields included).

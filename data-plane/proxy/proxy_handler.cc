@@ -131,7 +131,16 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
   pick_request.tried = exchange.tried;
   pick_request.now_ns = clock_.MonotonicNs();
   pick_request.openai_only = exchange.path != kChatCompletionsPath && !exchange.messages_front();
+  pick_request.budgets = generation.budgets.get();
   auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
+  // The attempt spends one request of the backend's budgets; when another worker took the
+  // last one since the pick looked, the backend reads spent and the pick goes again.
+  for (size_t again = exchange.model->backends().size();
+       pick.ok() && generation.budgets != nullptr && again > 0 &&
+       !generation.budgets->SpendBudget(*pick->backend, pick_request.now_ns);
+       --again) {
+    pick = picker_->Pick(*exchange.model, pick_request, rng_);
+  }
   if (!pick.ok()) {
     *error = std::string(pick.status().message());
     return nullptr;
@@ -145,11 +154,18 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
 ErrorReply ProxyHandler::FailureReply(Exchange& exchange, std::string_view pick_error) {
   if (exchange.tried.empty()) {
     exchange.error = std::string(pick_error);
-    // Backends cooling down after an upstream 429 return at a known time: say when.
+    // Backends cooling down after an upstream 429, or out of budget, return at a known time:
+    // say when.
     const int64_t now_ns = clock_.MonotonicNs();
     int64_t soonest_ns = 0;
+    const fleet::FleetLeases* budgets = exchange.generation->budgets.get();
     for (const selection::CompiledBackend& backend : exchange.model->backends()) {
-      const int64_t until = exchange.generation->runtime->backend(backend).cooldown_until_ns();
+      int64_t until = exchange.generation->runtime->backend(backend).cooldown_until_ns();
+      if (budgets != nullptr && until <= now_ns) {
+        // Out of budget: back when the control plane said credit frees up (1 s if unsaid).
+        const int64_t wait = budgets->BudgetRetryAfterNs(backend, now_ns);
+        until = wait > 0 ? now_ns + wait : 0;
+      }
       if (until > now_ns && (soonest_ns == 0 || until < soonest_ns)) {
         soonest_ns = until;
       }

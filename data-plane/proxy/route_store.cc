@@ -114,8 +114,19 @@ absl::Status RouteStore::Apply(berry::v1::RouteTable table) {
   next->limiter = auth::RateLimiter::Create(
       *next->clients, previous != nullptr ? previous->limiter.get() : nullptr);
   if (fleet_status_ != nullptr) {
-    next->fleet = fleet::FleetLeases::Create(
-        *next->clients, previous != nullptr ? previous->fleet.get() : nullptr, fleet_status_);
+    next->fleet = fleet::FleetLeases::Create(next->clients.get(), &next->snapshot(),
+                                             previous != nullptr ? previous->fleet.get() : nullptr,
+                                             fleet_status_);
+    if (next->fleet->has_budgets()) {
+      next->budgets = next->fleet;
+    }
+  } else {
+    auto budgets = fleet::FleetLeases::Create(
+        nullptr, &next->snapshot(), previous != nullptr ? previous->budgets.get() : nullptr,
+        standalone_status_);
+    if (budgets->has_budgets()) {
+      next->budgets = std::move(budgets);
+    }
   }
 
   const selection::Snapshot& compiled = next->snapshot();

@@ -52,6 +52,9 @@ struct RouteGeneration {
   std::shared_ptr<auth::RateLimiter> limiter;
   // Managed mode: the fleet-wide limits' leases (used instead of `limiter`); null standalone.
   std::shared_ptr<const fleet::FleetLeases> fleet;
+  // Provider and backend budgets: `fleet` in managed mode; standalone, leases of budgets only
+  // spent on a local share of the whole budget. Null when no backend has a budget.
+  std::shared_ptr<const fleet::FleetLeases> budgets;
   std::shared_ptr<const outlier::OutlierDetector> outliers;
   std::shared_ptr<const LoadStats> load;
   // By provider position in the table.
@@ -109,6 +112,9 @@ class RouteStore {
   std::atomic<bool> shutting_down_{false};
   std::vector<std::string> allowed_upstream_hosts_;
   std::shared_ptr<fleet::FleetStatus> fleet_status_;
+  // Standalone budgets: always "away", fleet size 0, so the local share is the whole budget.
+  const std::shared_ptr<fleet::FleetStatus> standalone_status_ =
+      std::make_shared<fleet::FleetStatus>();
 };
 
 }  // namespace berry::proxy

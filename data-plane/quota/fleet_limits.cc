@@ -39,45 +39,90 @@ uint32_t LeaseAmount(uint64_t amount) {
 
 }  // namespace
 
-std::shared_ptr<FleetLeases> FleetLeases::Create(const auth::ClientDirectory& directory,
+std::shared_ptr<LimitSlot> FleetLeases::TakeSlot(LimitKey key, uint64_t limit, size_t window,
+                                                 const FleetLeases* previous) {
+  if (const auto it = by_key_.find(key); it != by_key_.end()) {
+    return it->second;  // a provider's budget, already taken for another of its backends
+  }
+  std::shared_ptr<LimitSlot> slot;
+  if (previous != nullptr) {
+    const auto it = previous->by_key_.find(key);
+    if (it != previous->by_key_.end() && it->second->limit == limit) {
+      slot = it->second;
+    }
+  }
+  if (slot == nullptr) {
+    slot = std::make_shared<LimitSlot>(
+        limit, kWindows[window], auth::WindowSeconds(kAuthWindows[window % 3]) * kNsPerSecond);
+  }
+  by_key_.emplace(std::move(key), slot);
+  return slot;
+}
+
+void FleetLeases::TakeBudget(v1::QuotaScope scope, const std::string& id,
+                             const v1::RateLimit& limit, const FleetLeases* previous,
+                             BackendBudget& out) {
+  const std::array<uint64_t, 6> limits = {limit.requests_per_minute(), limit.requests_per_hour(),
+                                          limit.requests_per_day(),    limit.tokens_per_minute(),
+                                          limit.tokens_per_hour(),     limit.tokens_per_day()};
+  for (size_t i = 0; i < kWindows.size(); ++i) {
+    if (limits[i] == 0) {
+      continue;
+    }
+    LimitSlot* slot =
+        TakeSlot({scope, id, static_cast<int>(kWindows[i])}, limits[i], i, previous).get();
+    (i >= kTokenSlots ? out.tokens : out.requests).push_back(slot);
+  }
+}
+
+std::shared_ptr<FleetLeases> FleetLeases::Create(const auth::ClientDirectory* directory,
+                                                 const selection::Snapshot* snapshot,
                                                  const FleetLeases* previous,
                                                  std::shared_ptr<FleetStatus> status) {
   std::shared_ptr<FleetLeases> leases(new FleetLeases());
   leases->status_ = std::move(status);
-  leases->slots_.resize(directory.clients().size());
-  leases->token_limited_.resize(directory.clients().size());
-  for (const auth::Client& client : directory.clients()) {
-    const std::array<uint64_t, 6> limits = LimitsOf(client);
-    for (size_t i = 0; i < kWindows.size(); ++i) {
-      if (limits[i] == 0) {
-        continue;
-      }
-      std::pair<std::string, int> key{client.id(), static_cast<int>(kWindows[i])};
-      std::shared_ptr<LimitSlot> slot;
-      if (previous != nullptr) {
-        const auto it = previous->by_key_.find(key);
-        if (it != previous->by_key_.end() && it->second->limit == limits[i]) {
-          slot = it->second;
+  if (directory != nullptr) {
+    leases->slots_.resize(directory->clients().size());
+    leases->token_limited_.resize(directory->clients().size());
+    for (const auth::Client& client : directory->clients()) {
+      const std::array<uint64_t, 6> limits = LimitsOf(client);
+      for (size_t i = 0; i < kWindows.size(); ++i) {
+        if (limits[i] == 0) {
+          continue;
         }
+        leases->slots_[client.index()][i] =
+            leases->TakeSlot(UserLimitKey(client.id(), kWindows[i]), limits[i], i, previous);
+        leases->token_limited_[client.index()] =
+            leases->token_limited_[client.index()] || i >= kTokenSlots;
       }
-      if (slot == nullptr) {
-        slot = std::make_shared<LimitSlot>(limits[i], kWindows[i],
-                                           auth::WindowSeconds(kAuthWindows[i % 3]) * kNsPerSecond);
-      }
-      leases->slots_[client.index()][i] = slot;
-      leases->token_limited_[client.index()] =
-          leases->token_limited_[client.index()] || i >= kTokenSlots;
-      leases->by_key_.emplace(std::move(key), std::move(slot));
+    }
+  }
+  bool any_budget = false;
+  if (snapshot != nullptr) {
+    for (const selection::CompiledBackend& backend : snapshot->backends()) {
+      any_budget |= backend.has_budget();
+    }
+  }
+  if (any_budget) {
+    leases->budgets_.resize(snapshot->backends().size());
+    for (const selection::CompiledBackend& backend : snapshot->backends()) {
+      BackendBudget& budget = leases->budgets_[backend.index()];
+      leases->TakeBudget(v1::QUOTA_SCOPE_BACKEND, backend.id(), backend.config().budget(), previous,
+                         budget);
+      leases->TakeBudget(v1::QUOTA_SCOPE_PROVIDER, backend.provider().id(),
+                         backend.provider().budget(), previous, budget);
     }
   }
   return leases;
 }
 
-bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const {
-  const int fleet_size = status_->fleet_size.load(std::memory_order_relaxed);
-  absl::MutexLock lock(&slot.fallback_mu);
+namespace {
+
+// The slot's fallback ledger for the current fleet size (a new share keeps what the old one
+// admitted in the window).
+quota::SlidingLedger& FallbackLedger(LimitSlot& slot, int fleet_size, int64_t now_ns)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.fallback_mu) {
   if (slot.fallback == nullptr || slot.fallback_fleet_size != fleet_size) {
-    // A new share: what the old one admitted in the window still counts.
     uint64_t used = 0;
     if (slot.fallback != nullptr) {
       used = slot.fallback->limit() - slot.fallback->Remaining(now_ns / kNsPerMs);
@@ -87,32 +132,47 @@ bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount
     slot.fallback->Record(now_ns / kNsPerMs, used);
     slot.fallback_fleet_size = fleet_size;
   }
-  if (slot.fallback->Remaining(now_ns / kNsPerMs) < amount) {
+  return *slot.fallback;
+}
+
+}  // namespace
+
+bool FleetLeases::FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const {
+  const int fleet_size = status_->fleet_size.load(std::memory_order_relaxed);
+  absl::MutexLock lock(&slot.fallback_mu);
+  quota::SlidingLedger& ledger = FallbackLedger(slot, fleet_size, now_ns);
+  if (ledger.Remaining(now_ns / kNsPerMs) < amount) {
     return false;
   }
-  slot.fallback->Record(now_ns / kNsPerMs, amount);
+  ledger.Record(now_ns / kNsPerMs, amount);
   return true;
 }
 
-auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amount, int64_t now_ns,
-                                  std::array<uint32_t, 3>& tags, uint8_t& fallback_mask) const {
-  auth::Decision decision;
+bool FleetLeases::FallbackHas(LimitSlot& slot, int64_t now_ns, uint64_t amount) const {
+  const int fleet_size = status_->fleet_size.load(std::memory_order_relaxed);
+  absl::MutexLock lock(&slot.fallback_mu);
+  return FallbackLedger(slot, fleet_size, now_ns).Remaining(now_ns / kNsPerMs) >= amount;
+}
+
+int FleetLeases::SpendSlots(std::span<LimitSlot* const> slots, uint64_t amount, int64_t now_ns,
+                            std::span<uint32_t> tags, uint32_t& fallback_mask) const {
   const bool away = status_->away.load(std::memory_order_relaxed);
   const uint32_t lease_amount = LeaseAmount(amount);
-  std::array<bool, 3> spent{};
-  for (size_t w = 0; w < 3; ++w) {
-    if (slots[first + w] != nullptr) {
-      slots[first + w]->account.lease().CountAttempt(amount);
+  uint32_t spent_mask = 0;
+  fallback_mask = 0;
+  for (LimitSlot* slot : slots) {
+    if (slot != nullptr) {
+      slot->account.lease().CountAttempt(amount);
     }
   }
-  for (size_t w = 0; w < 3; ++w) {
-    LimitSlot* slot = slots[first + w].get();
+  for (size_t w = 0; w < slots.size(); ++w) {
+    LimitSlot* slot = slots[w];
     if (slot == nullptr) {
       continue;
     }
     if (const std::optional<uint32_t> tag = slot->account.lease().TrySpend(now_ns, lease_amount)) {
       tags[w] = *tag;
-      spent[w] = true;
+      spent_mask |= 1U << w;
       continue;
     }
     if (amount > 1) {
@@ -120,13 +180,13 @@ auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amo
     }
     status_->RequestWake();
     if (away && FallbackAdmit(*slot, now_ns, amount)) {
-      fallback_mask |= static_cast<uint8_t>(1U << w);
+      fallback_mask |= 1U << w;
       continue;
     }
     // Refused: what the earlier limits took goes back.
     for (size_t j = 0; j < w; ++j) {
-      LimitSlot& taken = *slots[first + j];
-      if (spent[j] && !taken.account.lease().Unspend(tags[j], lease_amount)) {
+      LimitSlot& taken = *slots[j];
+      if ((spent_mask & (1U << j)) != 0 && !taken.account.lease().Unspend(tags[j], lease_amount)) {
         taken.account.ReturnLate(tags[j], lease_amount);
       }
       if ((fallback_mask & (1U << j)) != 0) {
@@ -136,23 +196,41 @@ auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amo
       }
     }
     fallback_mask = 0;
+    return static_cast<int>(w);
+  }
+  for (size_t w = 0; w < slots.size(); ++w) {
+    if ((fallback_mask & (1U << w)) != 0) {
+      slots[w]->account.CountFallbackAdmitted(amount);
+      status_->fallback_admitted.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  return -1;
+}
+
+auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amount, int64_t now_ns,
+                                  std::array<uint32_t, 3>& tags, uint8_t& fallback_mask) const {
+  const std::array<LimitSlot*, 3> three = {slots[first].get(), slots[first + 1].get(),
+                                           slots[first + 2].get()};
+  uint32_t mask = 0;
+  const int refused = SpendSlots(three, amount, now_ns, tags, mask);
+  fallback_mask = static_cast<uint8_t>(mask);
+  auth::Decision decision;
+  if (refused >= 0) {
+    const LimitSlot& slot = *three[refused];
     decision.allowed = false;
-    decision.window = kAuthWindows[w];
-    decision.limit = slot->limit;
+    decision.window = kAuthWindows[refused];
+    decision.limit = slot.limit;
     decision.remaining = 0;
-    const int64_t until = slot->no_credit_until_ns.load(std::memory_order_relaxed);
+    const int64_t until = slot.no_credit_until_ns.load(std::memory_order_relaxed);
     decision.reset_after_seconds =
         until > now_ns ? (until - now_ns + kNsPerSecond - 1) / kNsPerSecond : 1;
     return decision;
   }
   for (size_t w = 0; w < 3; ++w) {
-    if ((fallback_mask & (1U << w)) != 0) {
-      slots[first + w]->account.CountFallbackAdmitted(amount);
-      status_->fallback_admitted.fetch_add(1, std::memory_order_relaxed);
-    }
-    if (slots[first + w] != nullptr && decision.window == auth::Window::kNone) {
+    if (three[w] != nullptr) {
       decision.window = kAuthWindows[w];
-      decision.limit = slots[first + w]->limit;
+      decision.limit = three[w]->limit;
+      break;
     }
   }
   return decision;
@@ -223,6 +301,79 @@ void FleetLeases::SettleTokens(const auth::Client& client, const auth::TokenHold
   }
 }
 
+bool FleetLeases::Spent(const selection::CompiledBackend& backend, int64_t now_ns) const {
+  if (backend.index() >= budgets_.size()) {
+    return false;
+  }
+  const BackendBudget& budget = budgets_[backend.index()];
+  const bool away = status_->away.load(std::memory_order_relaxed);
+  for (const std::vector<LimitSlot*>* slots : {&budget.requests, &budget.tokens}) {
+    for (LimitSlot* slot : *slots) {
+      if (slot->account.lease().credit(now_ns) > 0) {
+        continue;
+      }
+      status_->RequestWake();
+      if (!away || !FallbackHas(*slot, now_ns, 1)) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+bool FleetLeases::SpendBudget(const selection::CompiledBackend& backend, int64_t now_ns) const {
+  if (backend.index() >= budgets_.size() || budgets_[backend.index()].requests.empty()) {
+    return true;
+  }
+  const std::vector<LimitSlot*>& slots = budgets_[backend.index()].requests;
+  std::array<uint32_t, 32> tags{};
+  uint32_t fallback_mask = 0;
+  return SpendSlots(std::span(slots.data(), std::min<size_t>(slots.size(), tags.size())), 1, now_ns,
+                    tags, fallback_mask) < 0;
+}
+
+void FleetLeases::ChargeBudgetTokens(const selection::CompiledBackend& backend, uint64_t tokens,
+                                     int64_t now_ns) const {
+  if (backend.index() >= budgets_.size() || tokens == 0) {
+    return;
+  }
+  const bool away = status_->away.load(std::memory_order_relaxed);
+  for (LimitSlot* slot : budgets_[backend.index()].tokens) {
+    quota::Lease& lease = slot->account.lease();
+    lease.CountAttempt(tokens);
+    if (away && lease.credit(now_ns) < tokens) {
+      // Fallback share: counted locally and reported like any fallback admission.
+      absl::MutexLock lock(&slot->fallback_mu);
+      FallbackLedger(*slot, status_->fleet_size.load(std::memory_order_relaxed), now_ns)
+          .Record(now_ns / kNsPerMs, tokens);
+      slot->account.CountFallbackAdmitted(tokens);
+      continue;
+    }
+    lease.Charge(now_ns, tokens);
+    if (lease.debt() > 0 || lease.credit(now_ns) == 0) {
+      status_->RequestWake();
+    }
+  }
+}
+
+int64_t FleetLeases::BudgetRetryAfterNs(const selection::CompiledBackend& backend,
+                                        int64_t now_ns) const {
+  if (backend.index() >= budgets_.size() || !Spent(backend, now_ns)) {
+    return 0;
+  }
+  int64_t wait = kNsPerSecond;
+  const BackendBudget& budget = budgets_[backend.index()];
+  for (const std::vector<LimitSlot*>* slots : {&budget.requests, &budget.tokens}) {
+    for (LimitSlot* slot : *slots) {
+      const int64_t until = slot->no_credit_until_ns.load(std::memory_order_relaxed);
+      if (slot->account.lease().credit(now_ns) == 0 && until > now_ns) {
+        wait = std::max(wait, until - now_ns);
+      }
+    }
+  }
+  return wait;
+}
+
 QuotaClient::QuotaClient(std::shared_ptr<FleetStatus> status,
                          std::function<std::shared_ptr<const FleetLeases>()> current)
     : status_(std::move(status)), current_(std::move(current)), instance_([] {
@@ -258,7 +409,13 @@ std::optional<v1::QuotaReport> QuotaClient::Collect(int64_t now_ns, bool connect
     }
     slot->account.Sent(*usage, now_ns);
     v1::QuotaUsage* out = report.add_usages();
-    out->set_user_id(key.first);
+    const auto& [scope, id, window] = key;
+    if (scope == v1::QUOTA_SCOPE_UNSPECIFIED) {
+      out->set_user_id(id);
+    } else {
+      out->set_scope(static_cast<v1::QuotaScope>(scope));
+      out->set_budget_id(id);
+    }
     out->set_window(slot->window);
     out->set_demand_per_second(usage->demand_per_second);
     out->set_ask(usage->ask);
@@ -296,8 +453,10 @@ void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
     return;
   }
   for (const v1::QuotaGrant& grant : grants.grants()) {
-    const auto it = leases->by_key().find(
-        std::pair<std::string, int>{grant.user_id(), static_cast<int>(grant.window())});
+    const bool user = grant.scope() == v1::QUOTA_SCOPE_UNSPECIFIED;
+    const auto it = leases->by_key().find(LimitKey{static_cast<int>(grant.scope()),
+                                                   user ? grant.user_id() : grant.budget_id(),
+                                                   static_cast<int>(grant.window())});
     if (it == leases->by_key().end()) {
       continue;
     }

@@ -13,6 +13,15 @@
 // it came from (or, if that lease has ended, to its ledger slice with the next report) or charges
 // the excess to the current lease, as debt when it has not enough (the next grant pays it).
 //
+// Budgets (README.md, "Provider budgets"): the same leases, per window of each provider's and
+// backend's budget (QUOTA_SCOPE_PROVIDER/BACKEND). FleetLeases is the picker's BudgetGate: a
+// backend is spent while one of its budgets' leases (its own, its provider's) has no credit —
+// and, while away, the fallback share has none either. SpendBudget takes one request from each
+// when an attempt goes to the backend; ChargeBudgetTokens charges the tokens the upstream
+// reported (no reservation: a backend is skipped once a token lease is used up or in debt).
+// Standalone, a FleetLeases with budgets only runs on a status that stays away with a fleet
+// size of 0: the local share is the whole budget.
+//
 // QuotaClient is what the load reporter calls: it builds the quota account to send (returns,
 // demand, asks), applies the grants that come back, and flips FleetStatus::away.
 //
@@ -26,7 +35,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -36,6 +47,8 @@
 #include "berry/v1/discovery.pb.h"
 #include "common/quota/account.h"
 #include "common/quota/ledger.h"
+#include "common/selection/picker.h"
+#include "common/selection/snapshot.h"
 #include "data-plane/auth/client_directory.h"
 #include "data-plane/auth/rate_limiter.h"
 
@@ -61,7 +74,13 @@ struct FleetStatus {
   }
 };
 
-// One limit of one client.
+// (v1::QuotaScope, user id or budget id, v1::QuotaWindow): whose limit a slot is.
+using LimitKey = std::tuple<int, std::string, int>;
+inline LimitKey UserLimitKey(std::string user_id, v1::QuotaWindow window) {
+  return {v1::QUOTA_SCOPE_UNSPECIFIED, std::move(user_id), static_cast<int>(window)};
+}
+
+// One limit of one client, or one window of one budget.
 struct LimitSlot {
   LimitSlot(uint64_t limit, v1::QuotaWindow window, int64_t window_ns)
       : limit(limit), window(window), window_ns(window_ns), account(window_ns) {}
@@ -78,13 +97,20 @@ struct LimitSlot {
   int fallback_fleet_size ABSL_GUARDED_BY(fallback_mu) = -1;
 };
 
-class FleetLeases {
+class FleetLeases final : public selection::BudgetGate {
  public:
-  // Slots for every limited client of `directory`; a client (by id) whose limit is unchanged
-  // keeps its slot from `previous` (lease, fallback count and all).
-  static std::shared_ptr<FleetLeases> Create(const auth::ClientDirectory& directory,
+  // Slots for every limited client of `directory` (none when null) and every budget window of
+  // `snapshot`'s providers and backends (none when null); a client or budget (by id) whose
+  // limit is unchanged keeps its slot from `previous` (lease, fallback count and all).
+  static std::shared_ptr<FleetLeases> Create(const auth::ClientDirectory* directory,
+                                             const selection::Snapshot* snapshot,
                                              const FleetLeases* previous,
                                              std::shared_ptr<FleetStatus> status);
+  static std::shared_ptr<FleetLeases> Create(const auth::ClientDirectory& directory,
+                                             const FleetLeases* previous,
+                                             std::shared_ptr<FleetStatus> status) {
+    return Create(&directory, nullptr, previous, std::move(status));
+  }
 
   // Admits one request of `client` at monotonic `now_ns` if every limit it has has credit (a
   // lease, or the fallback share while away). The Decision's fields are those of the limit that
@@ -101,9 +127,23 @@ class FleetLeases {
   void SettleTokens(const auth::Client& client, const auth::TokenHold& hold, uint64_t used,
                     int64_t now_ns) const;
 
-  // (user id, window) -> slot, for the reporter.
-  const absl::flat_hash_map<std::pair<std::string, int>, std::shared_ptr<LimitSlot>>& by_key()
-      const {
+  // BudgetGate: a budget of `backend` (its own or its provider's) has no credit at `now_ns`
+  // (asks the reporter for more when so).
+  bool Spent(const selection::CompiledBackend& backend, int64_t now_ns) const override;
+  // An attempt goes to `backend`: one request from each of its request budgets (all or
+  // nothing). False when one is spent (then the backend reads Spent).
+  bool SpendBudget(const selection::CompiledBackend& backend, int64_t now_ns) const;
+  // The upstream reported `tokens` for an attempt on `backend`: charged to its token budgets.
+  void ChargeBudgetTokens(const selection::CompiledBackend& backend, uint64_t tokens,
+                          int64_t now_ns) const;
+  // When a spent `backend` has credit again as far as the control plane said (at least 1 s
+  // when it did not say); 0 when it is not spent.
+  int64_t BudgetRetryAfterNs(const selection::CompiledBackend& backend, int64_t now_ns) const;
+  // True when any backend has a budget.
+  bool has_budgets() const { return !budgets_.empty(); }
+
+  // Key -> slot, for the reporter.
+  const absl::flat_hash_map<LimitKey, std::shared_ptr<LimitSlot>>& by_key() const {
     return by_key_;
   }
   FleetStatus& status() const { return *status_; }
@@ -114,10 +154,27 @@ class FleetLeases {
   static constexpr size_t kSlots = 6;
   using Slots = std::array<std::shared_ptr<LimitSlot>, kSlots>;
 
+  // Budget slots of one backend: its own and its provider's windows.
+  struct BackendBudget {
+    std::vector<LimitSlot*> requests;
+    std::vector<LimitSlot*> tokens;
+  };
+
+  // The slot for `key` with `limit`: `previous`'s when its limit is the same, else a new one.
+  std::shared_ptr<LimitSlot> TakeSlot(LimitKey key, uint64_t limit, size_t window,
+                                      const FleetLeases* previous);
+  // Adds the budget windows of `limit` for (scope, id) to `out`.
+  void TakeBudget(v1::QuotaScope scope, const std::string& id, const v1::RateLimit& limit,
+                  const FleetLeases* previous, BackendBudget& out);
   bool FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const;
-  // Spends `amount` from slots [first, first + 3) of `slots` (all or nothing); the tags taken
-  // go to `tags`, the fallback ones to `fallback_mask`. Refused: the Decision of the limit that
-  // refused, everything taken given back.
+  // Whether the fallback share would admit `amount` now (does not count it).
+  bool FallbackHas(LimitSlot& slot, int64_t now_ns, uint64_t amount) const;
+  // Spends `amount` from every non-null slot of `slots` (all or nothing); the tags taken go to
+  // `tags`, the fallback ones to `fallback_mask` (bit i for slots[i]). Returns the position of
+  // the slot that refused (everything taken given back), or -1.
+  int SpendSlots(std::span<LimitSlot* const> slots, uint64_t amount, int64_t now_ns,
+                 std::span<uint32_t> tags, uint32_t& fallback_mask) const;
+  // SpendSlots over slots [first, first + 3) of a client; a refusal's Decision names the limit.
   auth::Decision Spend(const Slots& slots, size_t first, uint64_t amount, int64_t now_ns,
                        std::array<uint32_t, 3>& tags, uint8_t& fallback_mask) const;
 
@@ -125,7 +182,9 @@ class FleetLeases {
   // By Client::index(); null entries for limits a client does not have.
   std::vector<Slots> slots_;
   std::vector<bool> token_limited_;  // by Client::index()
-  absl::flat_hash_map<std::pair<std::string, int>, std::shared_ptr<LimitSlot>> by_key_;
+  // By CompiledBackend::index(); empty when no backend has a budget.
+  std::vector<BackendBudget> budgets_;
+  absl::flat_hash_map<LimitKey, std::shared_ptr<LimitSlot>> by_key_;
 };
 
 class QuotaClient {

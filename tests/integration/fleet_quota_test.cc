@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -229,6 +230,36 @@ TEST_F(FleetQuota, ThreeProxiesTogetherAdmitOneTokenLimitStreamedAndNot) {
     asked += request.body.find(R"("include_usage":true)") != std::string::npos ? 1 : 0;
   }
   EXPECT_GT(asked, 0);
+  for (const auto& proxy : proxies_) {
+    EXPECT_EQ(proxy->Metric("berry_rate_limit_fallback_admitted_total"), std::optional<double>(0.0))
+        << proxy->options.node_id;
+  }
+}
+
+// A provider budget held across the fleet (README.md, "Provider budgets"): provider a allows 60
+// requests a minute; "chat" is spread evenly over a and b and 300 requests go round-robin over
+// the three proxies within a minute. a gets its budget (within 5 %), never three times it; the
+// rest goes to b and no client request fails.
+TEST_F(FleetQuota, AProviderBudgetSteersTheFleetsTrafficToTheOtherBackend) {
+  StartFleet(ChatOnBoth() + "[providers.a.budget]\nrequests_per_minute = 60\n");
+  ASSERT_FALSE(HasFatalFailure());
+  WaitEveryProxyReady();
+  ASSERT_FALSE(HasFatalFailure());
+  WaitEveryProxyOffItsFallbackShare();
+  ASSERT_FALSE(HasFatalFailure());
+
+  std::map<std::string, int> served;
+  const auto started = Clock::now();
+  for (int i = 0; i < 300; ++i) {
+    ++served[ServedBy(*proxies_[i % proxies_.size()])];
+    std::this_thread::sleep_until(started + (i + 1) * 20ms);
+  }
+  ASSERT_LT(Clock::now() - started, 55s) << "the requests must fall in one window";
+  std::printf("provider a served %d, b %d (a's budget 60)\n", served["a"], served["b"]);
+  EXPECT_EQ(served["a"] + served["b"], 300) << "a request failed";
+  EXPECT_LE(served["a"], 63);
+  EXPECT_GE(served["a"], 54);
+  EXPECT_EQ(static_cast<int>(ChatRequests(*a_).size()), served["a"]);
   for (const auto& proxy : proxies_) {
     EXPECT_EQ(proxy->Metric("berry_rate_limit_fallback_admitted_total"), std::optional<double>(0.0))
         << proxy->options.node_id;

@@ -188,7 +188,8 @@ TEST(DefaultsTest, ProviderOptionalKeysTakeTheirDefaults) {
                           .max_retries = 3,
                           .backend_type = "openai",
                           .tls_verify = true,
-                          .billing_mode = "per_token"};
+                          .billing_mode = "per_token",
+                          .budget = {}};
   EXPECT_THAT(result.config->providers(), ElementsAre(expected));
 }
 
@@ -204,7 +205,8 @@ TEST(DefaultsTest, ModelAndBackendOptionalKeysTakeTheirDefaults) {
                                                   .priority = 1,
                                                   .enabled = true,
                                                   .tags = {},
-                                                  .billing_mode = "per_token"}}};
+                                                  .billing_mode = "per_token",
+                                                  .budget = {}}}};
   EXPECT_THAT(result.config->models(), ElementsAre(expected));
 }
 
@@ -274,7 +276,8 @@ TEST_F(FullExampleTest, EveryProviderKeyIsRead) {
                        .max_retries = 3,
                        .backend_type = "openai",
                        .tls_verify = false,
-                       .billing_mode = "per_request"};
+                       .billing_mode = "per_request",
+                       .budget = {}};
   const Provider openai{
       .id = "openai-primary",
       .name = "OpenAI Primary",
@@ -287,7 +290,13 @@ TEST_F(FullExampleTest, EveryProviderKeyIsRead) {
       .max_retries = 1,
       .backend_type = "openai",
       .tls_verify = true,
-      .billing_mode = "per_token"};
+      .billing_mode = "per_token",
+      .budget = {.requests_per_minute = 500,
+                 .requests_per_hour = std::nullopt,
+                 .requests_per_day = std::nullopt,
+                 .tokens_per_minute = 150000,
+                 .tokens_per_hour = std::nullopt,
+                 .tokens_per_day = std::nullopt}};
   EXPECT_THAT(config().providers(), ElementsAre(azure, openai));
 }
 
@@ -302,14 +311,21 @@ TEST_F(FullExampleTest, EveryModelAndBackendKeyIsRead) {
                                                 .priority = 0,
                                                 .enabled = true,
                                                 .tags = {"premium"},
-                                                .billing_mode = "per_token"},
+                                                .billing_mode = "per_token",
+                                                .budget = {.requests_per_minute = std::nullopt,
+                                                           .requests_per_hour = std::nullopt,
+                                                           .requests_per_day = 20000,
+                                                           .tokens_per_minute = std::nullopt,
+                                                           .tokens_per_hour = std::nullopt,
+                                                           .tokens_per_day = std::nullopt}},
                                         Backend{.provider = "azure-east",
                                                 .model = "gpt-4o",
                                                 .weight = 1.0,
                                                 .priority = 2,
                                                 .enabled = false,
                                                 .tags = {},
-                                                .billing_mode = "per_token"}}};
+                                                .billing_mode = "per_token",
+                                                .budget = {}}}};
   const CustomModel mini{.id = "mini",
                          .name = "mini",
                          .strategy = Strategy::kWeightedRandom,
@@ -320,20 +336,24 @@ TEST_F(FullExampleTest, EveryModelAndBackendKeyIsRead) {
                                               .priority = 1,
                                               .enabled = true,
                                               .tags = {},
-                                              .billing_mode = "per_token"}}};
+                                              .billing_mode = "per_token",
+                                              .budget = {}}}};
   EXPECT_THAT(config().models(), ElementsAre(gpt_4o, mini));
 }
 
 TEST_F(FullExampleTest, EveryUserKeyIsRead) {
-  const User alice{
-      .id = "alice",
-      .name = "Alice",
-      .token = "alice-full-token",
-      .allowed_models = {"gpt-4o", "mini"},
-      .enabled = true,
-      .tags = {"premium"},
-      .rate_limit = {
-          .requests_per_minute = 60, .requests_per_hour = 1000, .requests_per_day = 10000}};
+  const User alice{.id = "alice",
+                   .name = "Alice",
+                   .token = "alice-full-token",
+                   .allowed_models = {"gpt-4o", "mini"},
+                   .enabled = true,
+                   .tags = {"premium"},
+                   .rate_limit = {.requests_per_minute = 60,
+                                  .requests_per_hour = 1000,
+                                  .requests_per_day = 10000,
+                                  .tokens_per_minute = std::nullopt,
+                                  .tokens_per_hour = std::nullopt,
+                                  .tokens_per_day = std::nullopt}};
   const User ci{.id = "ci",
                 .name = "ci",
                 .token = "berry-ci-0123456789abcdef",
@@ -1421,6 +1441,46 @@ token = "${SECRET-NOT-A-NAME}"
   for (const ConfigError& error : errors) {
     EXPECT_THAT(error.ToString(), Not(HasSubstr("SECRET"))) << error.ToString();
   }
+}
+
+}  // namespace
+}  // namespace berry::config
+
+namespace berry::config {
+namespace {
+
+TEST(BudgetTest, ProviderAndBackendBudgetsLoadAndCompile) {
+  ASSERT_LOADS(result, std::string(kMinimal) +
+                           "[providers.p.budget]\nrequests_per_minute = 500\n"
+                           "tokens_per_minute = 90000\n"
+                           "[[models.chat.backends]]\nprovider = \"p\"\nmodel = \"m2\"\n"
+                           "budget = { requests_per_minute = 20, requests_per_day = 1000 }\n");
+  const Provider& provider = result.config->providers().front();
+  EXPECT_EQ(provider.budget.requests_per_minute, 500);
+  EXPECT_EQ(provider.budget.tokens_per_minute, 90000);
+  EXPECT_EQ(provider.budget.requests_per_hour, std::nullopt);
+  const std::vector<Backend>& backends = result.config->models().front().backends;
+  ASSERT_EQ(backends.size(), 2u);
+  EXPECT_EQ(backends[0].budget, RateLimit{});
+  EXPECT_EQ(backends[1].budget.requests_per_minute, 20);
+  EXPECT_EQ(backends[1].budget.requests_per_day, 1000);
+}
+
+TEST(BudgetTest, BadBudgetsAreErrorsWithTheirKeyPath) {
+  const std::string text =
+      std::string(kMinimal) + "[providers.p.budget]\nrequests_per_minute = 0\nper_second = 3\n";
+  EXPECT_THAT(ErrorsOf(text), ElementsAre(ErrorAt("providers.p.budget.requests_per_minute",
+                                                  LineOf(text, "requests_per_minute"),
+                                                  "must be greater than 0, got 0"),
+                                          ErrorAt("providers.p.budget.per_second",
+                                                  LineOf(text, "per_second"), "unknown key")));
+  const std::string order = std::string(kMinimal) +
+                            "[[models.chat.backends]]\nprovider = \"p\"\nmodel = \"m2\"\n"
+                            "budget = { requests_per_minute = 20, requests_per_hour = 10 }\n";
+  EXPECT_THAT(
+      ErrorsOf(order),
+      ElementsAre(ErrorAt("models.chat.backends[1].budget.requests_per_hour",
+                          LineOf(order, "budget ="), "must not be less than requests_per_minute")));
 }
 
 }  // namespace

@@ -57,6 +57,9 @@ timeout_seconds = 7
 max_retries = 0
 tls_verify = false
 billing_mode = "per_request"
+[providers."api.example.com".budget]
+requests_per_minute = 500
+tokens_per_minute = 200000
 
 [providers.local]
 base_url = "http://127.0.0.1:8080"
@@ -73,6 +76,7 @@ weight = 0.1
 priority = 0
 tags = ["eu", "gold"]
 billing_mode = "per_request"
+budget = { requests_per_day = 1000 }
 [[models.chat.backends]]
 provider = "api.example.com"
 model = "m1"

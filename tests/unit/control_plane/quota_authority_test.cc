@@ -193,5 +193,52 @@ TEST_F(QuotaAuthorityTest, WhatIsWantedIsCappedByWhatRemains) {
   EXPECT_EQ(grants->grants(0).remaining(), 0u);
 }
 
+TEST_F(QuotaAuthorityTest, BudgetsOfProvidersAndBackendsHaveTheirOwnLedgers) {
+  v1::RouteTable table = TableWithAlice(120);
+  v1::Provider* provider = table.add_providers();
+  provider->set_id("alice");  // the same id as the user: a different ledger
+  provider->mutable_budget()->set_requests_per_minute(30);
+  v1::Backend* backend = table.add_models()->add_backends();
+  backend->set_id("chat/alice/m");
+  backend->mutable_budget()->set_tokens_per_minute(1000);
+  authority_.SetTable(table);
+
+  v1::StreamLoadReportsRequest report = Report({.demand = 0});
+  v1::QuotaUsage* usage = report.mutable_quota()->mutable_usages(0);
+  usage->clear_user_id();
+  usage->set_scope(v1::QUOTA_SCOPE_PROVIDER);
+  usage->set_budget_id("alice");
+  usage->set_wanted(30);
+  v1::QuotaUsage* tokens = report.mutable_quota()->add_usages();
+  tokens->set_scope(v1::QUOTA_SCOPE_BACKEND);
+  tokens->set_budget_id("chat/alice/m");
+  tokens->set_window(v1::QUOTA_WINDOW_TOKENS_MINUTE);
+  tokens->set_ask(true);
+  tokens->set_wanted(400);
+
+  auto grants = authority_.Handle(report, "p1", after_rebuild_);
+  ASSERT_TRUE(grants.has_value());
+  ASSERT_EQ(grants->grants_size(), 2);
+  EXPECT_EQ(grants->grants(0).scope(), v1::QUOTA_SCOPE_PROVIDER);
+  EXPECT_EQ(grants->grants(0).budget_id(), "alice");
+  EXPECT_EQ(grants->grants(0).limit(), 30u);
+  EXPECT_EQ(grants->grants(0).credit(), 30u);
+  EXPECT_EQ(grants->grants(1).scope(), v1::QUOTA_SCOPE_BACKEND);
+  EXPECT_EQ(grants->grants(1).credit(), 400u);
+  EXPECT_EQ(authority_.Remaining(v1::QUOTA_SCOPE_PROVIDER, "alice", v1::QUOTA_WINDOW_MINUTE,
+                                 after_rebuild_),
+            std::optional<uint64_t>(0));
+  EXPECT_EQ(authority_.Remaining(v1::QUOTA_SCOPE_BACKEND, "chat/alice/m",
+                                 v1::QUOTA_WINDOW_TOKENS_MINUTE, after_rebuild_),
+            std::optional<uint64_t>(600));
+  // The user's own limit is untouched.
+  EXPECT_EQ(authority_.Remaining("alice", v1::QUOTA_WINDOW_MINUTE, after_rebuild_),
+            std::optional<uint64_t>(120));
+  // A budget the table does not have is not granted.
+  EXPECT_EQ(authority_.Remaining(v1::QUOTA_SCOPE_BACKEND, "chat/alice/m", v1::QUOTA_WINDOW_MINUTE,
+                                 after_rebuild_),
+            std::nullopt);
+}
+
 }  // namespace
 }  // namespace berry::control_plane

@@ -128,7 +128,7 @@ TEST_F(FleetLeasesTest, ARefusalByTheHourLimitGivesBackTheMinuteCredit) {
   client.OnAnswer(grants, 10 * kSecond + 1);
   EXPECT_FALSE(leases_->Admit(alice(), 10 * kSecond + 2).allowed);  // the hour lease is empty
   EXPECT_EQ(leases_->by_key()
-                .at({"alice", v1::QUOTA_WINDOW_MINUTE})
+                .at(UserLimitKey("alice", v1::QUOTA_WINDOW_MINUTE))
                 ->account.lease()
                 .credit(10 * kSecond + 2),
             1u);
@@ -210,7 +210,7 @@ class FleetTokenLeasesTest : public FleetLeasesTest {
   }
   const auth::Client& tina() const { return directory_->clients()[0]; }
   const LimitSlot& slot() const {
-    return *leases_->by_key().at({"tina", v1::QUOTA_WINDOW_TOKENS_MINUTE});
+    return *leases_->by_key().at(UserLimitKey("tina", v1::QUOTA_WINDOW_TOKENS_MINUTE));
   }
 };
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,6 +38,7 @@ struct BackendSpec {
   v1::HealthStatus health = v1::HEALTH_STATUS_UNKNOWN;
   double effective_weight = 0;  // 0 = the same as weight
   std::string provider = "p";   // "off" is a disabled provider
+  uint64_t budget_rpm = 0;      // Backend.budget.requests_per_minute (0 = none)
 };
 
 // A table with providers "p" (enabled) and "off" (disabled), both with the TOML default of 3
@@ -69,6 +71,7 @@ v1::RouteTable Table(v1::Strategy strategy, const std::vector<BackendSpec>& back
     }
     backend->set_health(spec.health);
     backend->set_effective_weight(spec.effective_weight);
+    backend->mutable_budget()->set_requests_per_minute(spec.budget_rpm);
   }
   v1::CustomModel* other = table.add_models();
   other->set_id("other");
@@ -455,6 +458,51 @@ TEST(Cooldown, EveryBackendCoolingDownIsUnavailableAndSaysSo) {
   EXPECT_THAT(pick.status().message(),
               HasSubstr("every backend is cooling down after an upstream 429"));
   EXPECT_EQ(ValueOrDie(h.Pick({.now_ns = 1500})).backend->id(), "a");
+}
+
+// --- budgets -------------------------------------------------------------------------------
+
+// Says "spent" for the backend ids in `spent`, and counts what it was asked.
+class FakeBudgets : public BudgetGate {
+ public:
+  bool Spent(const CompiledBackend& backend, int64_t /*now_ns*/) const override {
+    ++asked;
+    return spent.contains(backend.id());
+  }
+  std::set<std::string> spent;
+  mutable int asked = 0;
+};
+
+TEST(Budgets, ASpentBackendIsNoCandidateAndOnlyBudgetedOnesAreAsked) {
+  Harness h(Table(v1::STRATEGY_WEIGHTED_RANDOM,
+                  {{.id = "a", .budget_rpm = 10}, {.id = "b"}, {.id = "c", .budget_rpm = 10}}));
+  EXPECT_TRUE(h.backend("a").has_budget());
+  EXPECT_FALSE(h.backend("b").has_budget());
+  FakeBudgets budgets;
+  budgets.spent = {"a"};
+  const std::map<std::string, double> shares = h.Shares(1000, {.budgets = &budgets});
+  EXPECT_EQ(shares.count("a"), 0u);
+  EXPECT_GT(shares.at("b"), 0.4);
+  EXPECT_GT(shares.at("c"), 0.4);
+  EXPECT_EQ(budgets.asked, 2000) << "one question per budgeted backend per pick";
+  // With every budgeted backend spent and b ejected, the panic still never reaches a or c.
+  budgets.spent = {"a", "c"};
+  h.runtime("b").EjectUntil(1000);
+  PickResult pick = ValueOrDie(h.Pick({.now_ns = 1, .budgets = &budgets}));
+  EXPECT_EQ(pick.backend->id(), "b");
+  EXPECT_TRUE(pick.panic);
+}
+
+TEST(Budgets, EveryBackendSpentIsUnavailableAndSaysSo) {
+  Harness h(
+      Table(v1::STRATEGY_FAILOVER, {{.id = "a", .budget_rpm = 1}, {.id = "b", .budget_rpm = 1}}));
+  FakeBudgets budgets;
+  budgets.spent = {"a", "b"};
+  absl::StatusOr<PickResult> pick = h.Pick({.budgets = &budgets});
+  EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(pick.status().message(), HasSubstr("budget"));
+  // Without the gate (nothing to respect) the budgets do not exist for the picker.
+  EXPECT_EQ(ValueOrDie(h.Pick()).backend->id(), "a");
 }
 
 // --- tags ----------------------------------------------------------------------------------
