@@ -63,6 +63,10 @@ struct Decision {
   // Seconds until `window` starts over, at least 1: the Retry-After value when refused,
   // x-ratelimit-reset-requests when allowed. 0 for kNone.
   int64_t reset_after_seconds = 0;
+  // Refused only because this proxy's lease is empty while the control plane has not said the
+  // fleet-wide window is spent (managed mode): an ask for credit is on its way, so the request
+  // may wait for the answer instead of being refused (FleetStatus::answers).
+  bool credit_pending = false;
 };
 
 // Tokens a request holds between ReserveTokens and SettleTokens: how many, and the window each

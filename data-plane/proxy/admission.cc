@@ -27,7 +27,8 @@ ErrorReply RateLimitReply(const auth::Decision& decision, bool tokens, std::stri
       decision.limit,
       decision.remaining,
       decision.reset_after_seconds,
-      tokens};
+      tokens,
+      decision.credit_pending};
 }
 
 }  // namespace
@@ -79,11 +80,14 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
   const auth::Client& client = *admitted.client;
 
   // Managed: the fleet-wide leases; standalone: this proxy's own windows.
-  const auth::Decision decision = generation.fleet != nullptr
-                                      ? generation.fleet->Admit(client, clock_.MonotonicNs())
-                                      : generation.limiter->Check(client, clock_.UnixSeconds());
-  if (!decision.allowed) {
-    return RateLimitReply(decision, /*tokens=*/false, error);
+  if (!admitted.requests_admitted) {
+    const auth::Decision decision = generation.fleet != nullptr
+                                        ? generation.fleet->Admit(client, clock_.MonotonicNs())
+                                        : generation.limiter->Check(client, clock_.UnixSeconds());
+    if (!decision.allowed) {
+      return RateLimitReply(decision, /*tokens=*/false, error);
+    }
+    admitted.requests_admitted = true;
   }
 
   auto fields = openai::ScanRequestBody(body);

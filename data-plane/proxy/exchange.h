@@ -58,6 +58,8 @@ struct ErrorReply {
   uint64_t remaining_requests = 0;
   int64_t reset_requests_seconds = 0;
   bool tokens = false;
+  // Decision::credit_pending: the proxy may wait for the control plane's answer and admit again.
+  bool credit_pending = false;
 };
 
 // What Admission establishes about a request: who calls, what the body asks for, which custom
@@ -68,6 +70,9 @@ struct Admitted {
   openai::RequestFields fields;
   // Tokens reserved for a token-limited client (reserved 0 = none), settled when it is over.
   auth::TokenHold token_hold;
+  // The request limits admitted it (a second admission, after waiting for credit, does not
+  // spend them again).
+  bool requests_admitted = false;
 };
 
 // True when the proxy asks an OpenAI-dialect upstream for a stream's usage on its own (a

@@ -1,5 +1,10 @@
 #include "data-plane/proxy/proxy_handler.h"
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +15,11 @@ namespace berry::proxy {
 namespace {
 
 using openai::ErrorKind;
+
+// How long a request whose user's lease ran dry waits for the control plane's answer to the ask
+// it caused (a round trip on a healthy stream) before it is refused, and how often it looks.
+constexpr int64_t kCreditWaitNs = 500'000'000;
+constexpr std::chrono::milliseconds kCreditPoll{1};
 
 // A request for an endpoint only OpenAI's API has (/v1/completions, /v1/embeddings) to a model
 // none of whose enabled backends speaks it: the 400 that says so (a 503 would invite retries).
@@ -115,10 +125,34 @@ std::optional<ErrorReply> ProxyHandler::Admit(Exchange& exchange) {
   std::optional<ErrorReply> rejected = admission_.Admit(
       exchange.generation, exchange.request[http::field::authorization],
       exchange.request[kApiKeyHeader], exchange.request.body(), exchange, exchange.error);
-  if (rejected && rejected->rate_limited) {
+  if (rejected && rejected->rate_limited && !rejected->credit_pending) {
     stats_.CountRateLimited(*exchange.client);
   }
   return rejected;
+}
+
+net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exchange& exchange) {
+  const fleet::FleetStatus& status = exchange.generation->fleet->status();
+  const int64_t deadline = clock_.MonotonicNs() + kCreditWaitNs;
+  net::steady_timer timer(co_await net::this_coro::executor);
+  for (;;) {
+    // Read before admitting: an answer that lands in between is not missed.
+    const uint64_t seen = status.answers.load(std::memory_order_acquire);
+    std::optional<ErrorReply> rejected = admission_.Admit(
+        exchange.generation, exchange.request[http::field::authorization],
+        exchange.request[kApiKeyHeader], exchange.request.body(), exchange, exchange.error);
+    if (!rejected || !rejected->credit_pending || clock_.MonotonicNs() >= deadline) {
+      if (rejected && rejected->rate_limited) {
+        stats_.CountRateLimited(*exchange.client);
+      }
+      co_return rejected;
+    }
+    while (status.answers.load(std::memory_order_acquire) == seen &&
+           clock_.MonotonicNs() < deadline) {
+      timer.expires_after(kCreditPoll);
+      co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    }
+  }
 }
 
 const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
@@ -193,6 +227,9 @@ ErrorReply ProxyHandler::FailureReply(Exchange& exchange, std::string_view pick_
 // malloc and a free per request.
 net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   std::optional<ErrorReply> rejected = Admit(exchange);
+  if (rejected && rejected->credit_pending && exchange.generation->fleet != nullptr) {
+    rejected = co_await AdmitWhenCreditComes(exchange);
+  }
   if (!rejected) {
     rejected = RefuseForDialect(exchange);
     if (rejected) {

@@ -72,8 +72,13 @@ class ProxyHandler final : public Handler {
   // Not a coroutine: sends the relayed POST straight to Proxy, the rest to LocalEndpoints.
   net::awaitable<void> Route(Exchange& exchange);
   net::awaitable<void> Proxy(Exchange& exchange);
-  // Admission, and the counting of a refusal: the error to answer, if any.
+  // Admission, and the counting of a refusal: the error to answer, if any. A refusal with
+  // credit_pending is not counted: the caller waits for credit (AdmitWhenCreditComes).
   std::optional<ErrorReply> Admit(Exchange& exchange);
+  // Managed mode, the user's lease ran dry and an ask for credit is on its way: waits (up to
+  // 500 ms) for the control plane's answers and admits again, so a burst that outruns its lease
+  // is served while the fleet-wide window has room. Counts a final refusal.
+  net::awaitable<std::optional<ErrorReply>> AdmitWhenCreditComes(Exchange& exchange);
   // The next backend to try (recorded in exchange.tried), or nullptr with the reason.
   const selection::CompiledBackend* PickBackend(Exchange& exchange, std::string* error);
   // The answer when every attempt failed (or none could be made) and no upstream error

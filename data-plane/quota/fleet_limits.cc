@@ -224,6 +224,7 @@ auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amo
     const int64_t until = slot.no_credit_until_ns.load(std::memory_order_relaxed);
     decision.reset_after_seconds =
         until > now_ns ? (until - now_ns + kNsPerSecond - 1) / kNsPerSecond : 1;
+    decision.credit_pending = until <= now_ns && !status_->away.load(std::memory_order_relaxed);
     return decision;
   }
   for (size_t w = 0; w < 3; ++w) {
@@ -450,6 +451,7 @@ void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
   status_->away.store(grants.rebuilding());
   const std::shared_ptr<const FleetLeases> leases = leases_ != nullptr ? leases_ : current_();
   if (leases == nullptr) {
+    status_->answers.fetch_add(1);
     return;
   }
   for (const v1::QuotaGrant& grant : grants.grants()) {
@@ -467,12 +469,14 @@ void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
     slot.no_credit_until_ns.store(
         grant.credit() == 0 && grant.remaining() == 0 ? now_ns + retry_after_ns : 0);
   }
+  status_->answers.fetch_add(1);  // after the grants: a waiting request finds them
 }
 
 void QuotaClient::OnStreamLost() {
   absl::MutexLock lock(&mu_);
   unanswered_since_ns_ = 0;
   status_->away.store(true);
+  status_->answers.fetch_add(1);  // waiting requests fall back to the fallback share
   if (leases_ == nullptr) {
     return;
   }

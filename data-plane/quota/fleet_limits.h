@@ -66,6 +66,9 @@ struct FleetStatus {
   std::function<void()> wake;
   // Requests admitted on the fallback share (a counter for /metrics).
   std::atomic<uint64_t> fallback_admitted{0};
+  // Counts the control plane's quota answers applied (and lost streams): a request waiting for
+  // credit (Decision::credit_pending) looks again when it moves.
+  std::atomic<uint64_t> answers{0};
 
   void RequestWake() {
     if (!wake_requested.exchange(true) && wake) {

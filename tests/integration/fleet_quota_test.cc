@@ -136,9 +136,10 @@ TEST_F(FleetQuota, ControlPlaneKilledMidWindowFallbackShareHoldsAndARestartDoesN
   const auto window_start = Clock::now();
 
   const int before = SendPaced(proxies_, 60);  // half the limit, through leases
-  // Under the limit, yet a request that finds its proxy's lease empty while the ask for more is
-  // in flight is refused (README: "Costs and limits of the scheme"); a few do.
-  EXPECT_GE(before, 50);
+  // Under the limit: a request that finds its proxy's lease empty waits for the answer to the
+  // ask it caused (README: "Costs and limits of the scheme") instead of being refused.
+  std::printf("admitted %d of the first 60\n", before);
+  EXPECT_GE(before, 58);
   EXPECT_LE(before, 60);
 
   int during = 0;
@@ -232,6 +233,34 @@ TEST_F(FleetQuota, ThreeProxiesTogetherAdmitOneTokenLimitStreamedAndNot) {
   EXPECT_GT(asked, 0);
   for (const auto& proxy : proxies_) {
     EXPECT_EQ(proxy->Metric("berry_rate_limit_fallback_admitted_total"), std::optional<double>(0.0))
+        << proxy->options.node_id;
+  }
+}
+
+// A token-limited user idle for a while holds a lease of one token on each proxy; its next
+// request reserves more than that. The proxy waits for the grant its ask brings instead of
+// answering 429 while the fleet-wide window is nearly empty (found by make bench: every first
+// request after an idle spell was refused).
+TEST_F(FleetQuota, AnIdleTokenLimitedUsersNextRequestWaitsForCreditInsteadOfA429) {
+  StartFleet(ChatOnA() + TinaToml(600000));
+  ASSERT_FALSE(HasFatalFailure());
+  WaitEveryProxyReady();
+  ASSERT_FALSE(HasFatalFailure());
+  WaitEveryProxyOffItsFallbackShare();
+  ASSERT_FALSE(HasFatalFailure());
+  for (int round = 0; round < 3; ++round) {
+    std::this_thread::sleep_for(2500ms);  // idle: every lease expires and is renewed at 1
+    for (const auto& proxy : proxies_) {
+      const auto started = Clock::now();
+      auto response = TinaChat(*proxy, /*stream=*/round == 1);
+      ASSERT_TRUE(response.ok()) << response.status();
+      EXPECT_EQ(response->status, 200) << proxy->options.node_id << ": " << response->body;
+      EXPECT_LT(Clock::now() - started, 2s);
+    }
+  }
+  for (const auto& proxy : proxies_) {
+    // The series appears with the first refusal.
+    EXPECT_EQ(proxy->Metric("berry_rate_limited_total").value_or(0.0), 0.0)
         << proxy->options.node_id;
   }
 }

@@ -69,6 +69,31 @@ TEST_F(FleetLeasesTest, AwayAdmitsTheFallbackShareOfTheLastKnownFleet) {
   EXPECT_EQ(status_->fallback_admitted.load(), 40u);
 }
 
+TEST_F(FleetLeasesTest, AnEmptyLeaseIsCreditPendingUntilTheControlPlaneSaysTheWindowIsSpent) {
+  Build(120);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 1);
+  const uint64_t answers = status_->answers.load();
+  EXPECT_GE(answers, 1u);
+  EXPECT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  // Empty lease, connected, nothing said about the window: worth waiting for the ask's answer.
+  const auth::Decision pending = leases_->Admit(alice(), 10 * kSecond);
+  EXPECT_FALSE(pending.allowed);
+  EXPECT_TRUE(pending.credit_pending);
+  EXPECT_TRUE(status_->wake_requested.load());
+  // The answer says the fleet-wide window is spent for 30 s: a refusal, no waiting.
+  Grant(client, 10 * kSecond, 0);
+  EXPECT_GT(status_->answers.load(), answers);
+  const auth::Decision spent = leases_->Admit(alice(), 10 * kSecond);
+  EXPECT_FALSE(spent.allowed);
+  EXPECT_FALSE(spent.credit_pending);
+  EXPECT_EQ(spent.reset_after_seconds, 30);
+  // Away (the stream broke): the fallback share decides at once.
+  client.OnStreamLost();
+  EXPECT_TRUE(status_->away.load());
+  EXPECT_FALSE(leases_->Admit(alice(), 10 * kSecond).credit_pending);
+}
+
 TEST_F(FleetLeasesTest, ConnectedSpendsTheLeaseAndRefusesWhenItIsEmpty) {
   Build(120);
   QuotaClient client(status_, [this] { return leases_; });
