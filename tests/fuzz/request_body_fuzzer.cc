@@ -10,6 +10,7 @@
 // internal error.
 #include <boost/json/parse.hpp>
 #include <boost/json/parse_options.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -69,6 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   boost::json::object in_rest = in;
   in_rest.erase("model");
   out.erase("model");
-  FUZZ_CHECK(in_rest == out);
+  // Compared serialized: Boost.JSON reads a number like 0e333 as NaN (0 × inf), and NaN != NaN
+  // (regression test RewriteModel.FuzzerFindingKeepsEveryOtherMember).
+  FUZZ_CHECK(boost::json::serialize(in_rest) == boost::json::serialize(out));
   return 0;
 }

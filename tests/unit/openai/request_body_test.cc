@@ -1,7 +1,9 @@
 #include "data-plane/openai/request_body.h"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cmath>
 #include <random>
 #include <string>
 #include <string_view>
@@ -335,6 +337,27 @@ TEST(RewriteModel, RoundTripsThroughScanRequestBody) {
     EXPECT_EQ(rewritten.model_begin, original.model_begin);
     EXPECT_EQ(ModelToken(out, rewritten), "\"claude-3.5\"");
   }
+}
+
+// Found by request_body_fuzzer (CI, 2026-12-07): the rewrite was right, the fuzzer's check was
+// not. Boost.JSON reads `0e333` as 0 × 10^333 = 0 × inf = NaN, and NaN != NaN, so comparing the
+// parsed objects with == failed although every byte outside the model token was kept. The
+// check now compares the serialized objects (NaN prints the same on both sides).
+TEST(RewriteModel, FuzzerFindingKeepsEveryOtherMember) {
+  const std::string body =
+      " \t\n{ \"mod\":[],\"model\":\"c068at\\n\\\"xm/modelc\\u0068at\\n\\\"x\\\"\",\"el\" :null , "
+      "\"x\" :0e333 }\r\n";
+  const RequestFields fields = Scan(body);
+  const std::string out = RewriteModel(body, fields, "up");
+  boost::json::object in = boost::json::parse(body).as_object();
+  boost::json::object after = boost::json::parse(out).as_object();
+  EXPECT_EQ(after.at("model").as_string(), "up") << out;
+  in.erase("model");
+  after.erase("model");
+  EXPECT_EQ(boost::json::serialize(in), boost::json::serialize(after)) << out;
+  EXPECT_TRUE(std::isnan(in.at("x").as_double()));
+  EXPECT_TRUE(std::isnan(after.at("x").as_double()));
+  EXPECT_EQ(out.substr(out.find("\"el\"")), body.substr(body.find("\"el\"")));
 }
 
 TEST(RewriteModel, EscapesQuotesBackslashesAndControlCharactersInTheNewName) {
