@@ -92,8 +92,7 @@ std::shared_ptr<FleetLeases> FleetLeases::Create(const auth::ClientDirectory* di
         }
         leases->slots_[client.index()][i] =
             leases->TakeSlot(UserLimitKey(client.id(), kWindows[i]), limits[i], i, previous);
-        leases->token_limited_[client.index()] =
-            leases->token_limited_[client.index()] || i >= kTokenSlots;
+        leases->token_limited_[client.index()] |= static_cast<uint8_t>(i >= kTokenSlots);
       }
     }
   }
@@ -154,23 +153,38 @@ bool FleetLeases::FallbackHas(LimitSlot& slot, int64_t now_ns, uint64_t amount) 
   return FallbackLedger(slot, fleet_size, now_ns).Remaining(now_ns / kNsPerMs) >= amount;
 }
 
+void FleetLeases::GiveBack(std::span<LimitSlot* const> slots, size_t refused, uint64_t amount,
+                           int64_t now_ns, std::span<const uint32_t> tags, uint32_t spent_mask,
+                           uint32_t fallback_mask) const {
+  const uint32_t lease_amount = LeaseAmount(amount);
+  for (size_t j = 0; j < refused; ++j) {
+    LimitSlot& taken = *slots[j];
+    if ((spent_mask & (1U << j)) != 0 && !taken.account.lease().Unspend(tags[j], lease_amount)) {
+      taken.account.ReturnLate(tags[j], lease_amount);
+    }
+    if ((fallback_mask & (1U << j)) != 0) {
+      absl::MutexLock lock(&taken.fallback_mu);
+      quota::SlidingLedger& ledger = *taken.fallback;
+      ledger.Refund(ledger.Slice(now_ns / kNsPerMs), amount);
+    }
+  }
+}
+
+// One pass over the slots while leases have credit (the request path's case); the fleet status
+// is read only when one has none.
 int FleetLeases::SpendSlots(std::span<LimitSlot* const> slots, uint64_t amount, int64_t now_ns,
                             std::span<uint32_t> tags, uint32_t& fallback_mask) const {
-  const bool away = status_->away.load(std::memory_order_relaxed);
   const uint32_t lease_amount = LeaseAmount(amount);
   uint32_t spent_mask = 0;
   fallback_mask = 0;
-  for (LimitSlot* slot : slots) {
-    if (slot != nullptr) {
-      slot->account.lease().CountAttempt(amount);
-    }
-  }
   for (size_t w = 0; w < slots.size(); ++w) {
     LimitSlot* slot = slots[w];
     if (slot == nullptr) {
       continue;
     }
-    if (const std::optional<uint32_t> tag = slot->account.lease().TrySpend(now_ns, lease_amount)) {
+    quota::Lease& lease = slot->account.lease();
+    lease.CountAttempt(amount);
+    if (const std::optional<uint32_t> tag = lease.TrySpend(now_ns, lease_amount)) {
       tags[w] = *tag;
       spent_mask |= 1U << w;
       continue;
@@ -179,29 +193,27 @@ int FleetLeases::SpendSlots(std::span<LimitSlot* const> slots, uint64_t amount, 
       slot->account.Want(amount);
     }
     status_->RequestWake();
-    if (away && FallbackAdmit(*slot, now_ns, amount)) {
+    if (status_->away.load(std::memory_order_relaxed) && FallbackAdmit(*slot, now_ns, amount)) {
       fallback_mask |= 1U << w;
       continue;
     }
-    // Refused: what the earlier limits took goes back.
-    for (size_t j = 0; j < w; ++j) {
-      LimitSlot& taken = *slots[j];
-      if ((spent_mask & (1U << j)) != 0 && !taken.account.lease().Unspend(tags[j], lease_amount)) {
-        taken.account.ReturnLate(tags[j], lease_amount);
-      }
-      if ((fallback_mask & (1U << j)) != 0) {
-        absl::MutexLock lock(&taken.fallback_mu);
-        quota::SlidingLedger& ledger = *taken.fallback;
-        ledger.Refund(ledger.Slice(now_ns / kNsPerMs), amount);
+    // Refused: the later limits still count the attempt (their demand), the earlier ones give
+    // back what they took.
+    for (size_t later = w + 1; later < slots.size(); ++later) {
+      if (slots[later] != nullptr) {
+        slots[later]->account.lease().CountAttempt(amount);
       }
     }
+    GiveBack(slots, w, amount, now_ns, tags, spent_mask, fallback_mask);
     fallback_mask = 0;
     return static_cast<int>(w);
   }
-  for (size_t w = 0; w < slots.size(); ++w) {
-    if ((fallback_mask & (1U << w)) != 0) {
-      slots[w]->account.CountFallbackAdmitted(amount);
-      status_->fallback_admitted.fetch_add(1, std::memory_order_relaxed);
+  if (fallback_mask != 0) {
+    for (size_t w = 0; w < slots.size(); ++w) {
+      if ((fallback_mask & (1U << w)) != 0) {
+        slots[w]->account.CountFallbackAdmitted(amount);
+        status_->fallback_admitted.fetch_add(1, std::memory_order_relaxed);
+      }
     }
   }
   return -1;
@@ -248,7 +260,7 @@ auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns) co
 
 bool FleetLeases::LimitsTokens(const auth::Client& client) const {
   return !client.anonymous() && client.index() < token_limited_.size() &&
-         token_limited_[client.index()];
+         token_limited_[client.index()] != 0;
 }
 
 auth::Decision FleetLeases::ReserveTokens(const auth::Client& client, uint64_t tokens,
@@ -362,17 +374,76 @@ int64_t FleetLeases::BudgetRetryAfterNs(const selection::CompiledBackend& backen
   if (backend.index() >= budgets_.size() || !Spent(backend, now_ns)) {
     return 0;
   }
+  const bool away = status_->away.load(std::memory_order_relaxed);
+  const int fleet_size = status_->fleet_size.load(std::memory_order_relaxed);
   int64_t wait = kNsPerSecond;
   const BackendBudget& budget = budgets_[backend.index()];
   for (const std::vector<LimitSlot*>* slots : {&budget.requests, &budget.tokens}) {
     for (LimitSlot* slot : *slots) {
+      if (slot->account.lease().credit(now_ns) > 0) {
+        continue;
+      }
+      if (away) {
+        // The fallback share's own window says when it frees some.
+        absl::MutexLock lock(&slot->fallback_mu);
+        const int64_t ms =
+            FallbackLedger(*slot, fleet_size, now_ns).MsUntilCredit(now_ns / kNsPerMs);
+        wait = std::max(wait, ms * kNsPerMs);
+        continue;
+      }
       const int64_t until = slot->no_credit_until_ns.load(std::memory_order_relaxed);
-      if (slot->account.lease().credit(now_ns) == 0 && until > now_ns) {
+      if (until > now_ns) {
         wait = std::max(wait, until - now_ns);
       }
     }
   }
   return wait;
+}
+
+bool FleetLeases::BudgetCreditPending(const selection::CompiledBackend& backend,
+                                      int64_t now_ns) const {
+  if (backend.index() >= budgets_.size() || status_->away.load(std::memory_order_relaxed)) {
+    return false;
+  }
+  const BackendBudget& budget = budgets_[backend.index()];
+  bool dry = false;
+  for (const std::vector<LimitSlot*>* slots : {&budget.requests, &budget.tokens}) {
+    for (LimitSlot* slot : *slots) {
+      if (slot->account.lease().credit(now_ns) > 0) {
+        continue;
+      }
+      if (slot->no_credit_until_ns.load(std::memory_order_relaxed) > now_ns) {
+        return false;  // the control plane said this window is spent
+      }
+      dry = true;
+    }
+  }
+  return dry;
+}
+
+void FleetStatus::Answered() {
+  absl::MutexLock lock(&waiters_mu_);
+  answers.fetch_add(1, std::memory_order_acq_rel);
+  for (const auto& [handle, wake] : waiters_) {
+    wake();
+  }
+}
+
+uint64_t FleetStatus::AddWaiter(std::function<void()> wake) {
+  absl::MutexLock lock(&waiters_mu_);
+  const uint64_t handle = next_waiter_++;
+  waiters_.emplace(handle, std::move(wake));
+  return handle;
+}
+
+void FleetStatus::RemoveWaiter(uint64_t handle) {
+  absl::MutexLock lock(&waiters_mu_);
+  waiters_.erase(handle);
+}
+
+size_t FleetStatus::waiting() const {
+  absl::MutexLock lock(&waiters_mu_);
+  return waiters_.size();
 }
 
 QuotaClient::QuotaClient(std::shared_ptr<FleetStatus> status,
@@ -451,7 +522,7 @@ void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
   status_->away.store(grants.rebuilding());
   const std::shared_ptr<const FleetLeases> leases = leases_ != nullptr ? leases_ : current_();
   if (leases == nullptr) {
-    status_->answers.fetch_add(1);
+    status_->Answered();
     return;
   }
   for (const v1::QuotaGrant& grant : grants.grants()) {
@@ -469,14 +540,14 @@ void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
     slot.no_credit_until_ns.store(
         grant.credit() == 0 && grant.remaining() == 0 ? now_ns + retry_after_ns : 0);
   }
-  status_->answers.fetch_add(1);  // after the grants: a waiting request finds them
+  status_->Answered();  // after the grants: a waiting request finds them
 }
 
 void QuotaClient::OnStreamLost() {
   absl::MutexLock lock(&mu_);
   unanswered_since_ns_ = 0;
   status_->away.store(true);
-  status_->answers.fetch_add(1);  // waiting requests fall back to the fallback share
+  status_->Answered();  // waiting requests fall back to the fallback share
   if (leases_ == nullptr) {
     return;
   }

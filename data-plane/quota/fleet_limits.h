@@ -75,6 +75,21 @@ struct FleetStatus {
       wake();
     }
   }
+
+  // Moves `answers` and calls every waiter registered (under a mutex: a waiter removed is never
+  // called after RemoveWaiter returns). Called by the reporter after an answer is applied.
+  void Answered() ABSL_LOCKS_EXCLUDED(waiters_mu_);
+  // Registers `wake` (called from the reporter's thread: it must only post to its own executor)
+  // until RemoveWaiter(handle).
+  uint64_t AddWaiter(std::function<void()> wake) ABSL_LOCKS_EXCLUDED(waiters_mu_);
+  void RemoveWaiter(uint64_t handle) ABSL_LOCKS_EXCLUDED(waiters_mu_);
+  // Requests waiting now.
+  size_t waiting() const ABSL_LOCKS_EXCLUDED(waiters_mu_);
+
+ private:
+  mutable absl::Mutex waiters_mu_;
+  uint64_t next_waiter_ ABSL_GUARDED_BY(waiters_mu_) = 0;
+  absl::flat_hash_map<uint64_t, std::function<void()>> waiters_ ABSL_GUARDED_BY(waiters_mu_);
 };
 
 // (v1::QuotaScope, user id or budget id, v1::QuotaWindow): whose limit a slot is.
@@ -139,9 +154,14 @@ class FleetLeases final : public selection::BudgetGate {
   // The upstream reported `tokens` for an attempt on `backend`: charged to its token budgets.
   void ChargeBudgetTokens(const selection::CompiledBackend& backend, uint64_t tokens,
                           int64_t now_ns) const;
-  // When a spent `backend` has credit again as far as the control plane said (at least 1 s
-  // when it did not say); 0 when it is not spent.
+  // When a spent `backend` has credit again: as far as the control plane said (at least 1 s
+  // when it did not say), or, while away, when the fallback share's window frees some; 0 when
+  // it is not spent.
   int64_t BudgetRetryAfterNs(const selection::CompiledBackend& backend, int64_t now_ns) const;
+  // True when `backend` is spent only because its leases ran dry while the control plane is
+  // here and has not said the window is spent: an ask is on its way, the request may wait for
+  // the answer (FleetStatus::Answered) and pick again.
+  bool BudgetCreditPending(const selection::CompiledBackend& backend, int64_t now_ns) const;
   // True when any backend has a budget.
   bool has_budgets() const { return !budgets_.empty(); }
 
@@ -170,6 +190,10 @@ class FleetLeases final : public selection::BudgetGate {
   void TakeBudget(v1::QuotaScope scope, const std::string& id, const v1::RateLimit& limit,
                   const FleetLeases* previous, BackendBudget& out);
   bool FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const;
+  // A refusal at slot `refused` of SpendSlots: gives back what slots [0, refused) took.
+  void GiveBack(std::span<LimitSlot* const> slots, size_t refused, uint64_t amount,
+                int64_t now_ns, std::span<const uint32_t> tags, uint32_t spent_mask,
+                uint32_t fallback_mask) const;
   // Whether the fallback share would admit `amount` now (does not count it).
   bool FallbackHas(LimitSlot& slot, int64_t now_ns, uint64_t amount) const;
   // Spends `amount` from every non-null slot of `slots` (all or nothing); the tags taken go to
@@ -184,7 +208,7 @@ class FleetLeases final : public selection::BudgetGate {
   std::shared_ptr<FleetStatus> status_;
   // By Client::index(); null entries for limits a client does not have.
   std::vector<Slots> slots_;
-  std::vector<bool> token_limited_;  // by Client::index()
+  std::vector<uint8_t> token_limited_;  // by Client::index() (bytes: no bit masking per request)
   // By CompiledBackend::index(); empty when no backend has a budget.
   std::vector<BackendBudget> budgets_;
   absl::flat_hash_map<LimitKey, std::shared_ptr<LimitSlot>> by_key_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "data-plane/quota/fleet_limits.h"
+#include "tests/support/quota_answers.h"
 
 namespace berry::fleet {
 namespace {
@@ -128,20 +129,9 @@ TEST_F(BudgetLeasesTest, ManagedAsksForBudgetsAndSpendsTheirLeases) {
   EXPECT_EQ(usage.window(), v1::QUOTA_WINDOW_MINUTE);
   EXPECT_TRUE(usage.ask());
 
-  v1::QuotaGrants grants;
-  grants.set_echo(report->echo());
-  grants.set_fleet_size(3);
-  v1::QuotaGrant* grant = grants.add_grants();
-  grant->set_scope(v1::QUOTA_SCOPE_PROVIDER);
-  grant->set_budget_id("pa");
-  grant->set_window(v1::QUOTA_WINDOW_MINUTE);
-  grant->set_slice(1000);
-  grant->set_credit(2);
-  grant->set_limit(100);
-  grant->set_remaining(0);
-  grant->mutable_valid_for()->set_seconds(2);
-  grant->mutable_retry_after()->set_seconds(30);
-  client.OnAnswer(grants, 10 * kSecond);
+  client.OnAnswer(test_support::AnswerAsks(
+                      *report, {.credit = 2, .limit = 100, .remaining = 0, .retry_after_seconds = 30}),
+                  10 * kSecond);
   ASSERT_FALSE(status_->away.load());
 
   EXPECT_TRUE(leases_->SpendBudget(a(), 10 * kSecond));
@@ -153,22 +143,110 @@ TEST_F(BudgetLeasesTest, ManagedAsksForBudgetsAndSpendsTheirLeases) {
   // The next answer says the window is spent for 30 s: that is when the backend is back.
   report = client.Collect(11 * kSecond, /*connected=*/true);
   ASSERT_TRUE(report.has_value());
-  grants.set_echo(report->echo());
-  grant->set_credit(0);
-  grant->set_slice(1001);
-  client.OnAnswer(grants, 11 * kSecond);
+  client.OnAnswer(test_support::AnswerAsks(*report,
+                                           {.credit = 0,
+                                            .limit = 100,
+                                            .remaining = 0,
+                                            .slice = 1001,
+                                            .retry_after_seconds = 30},
+                                           3, /*asks_only=*/false),
+                  11 * kSecond);
   EXPECT_EQ(leases_->BudgetRetryAfterNs(a(), 11 * kSecond), 30 * kSecond);
   // A grant for a user of the same name is not the budget's.
-  v1::QuotaGrants user_grants;
-  user_grants.set_echo(report->echo());
-  v1::QuotaGrant* user = user_grants.add_grants();
-  user->set_user_id("pa");
-  user->set_window(v1::QUOTA_WINDOW_MINUTE);
-  user->set_slice(1000);
-  user->set_credit(5);
-  user->mutable_valid_for()->set_seconds(2);
+  v1::QuotaGrants user_grants =
+      test_support::AnswerAsks(*report, {.credit = 5}, 3, /*asks_only=*/false);
+  ASSERT_EQ(user_grants.grants_size(), 1);
+  user_grants.mutable_grants(0)->set_scope(v1::QUOTA_SCOPE_UNSPECIFIED);
+  user_grants.mutable_grants(0)->set_user_id("pa");
+  user_grants.mutable_grants(0)->clear_budget_id();
   client.OnAnswer(user_grants, 10 * kSecond);
   EXPECT_TRUE(leases_->Spent(a(), 10 * kSecond));
+}
+
+TEST_F(BudgetLeasesTest, ADryLeaseIsCreditPendingUntilTheControlPlaneSaysTheWindowIsSpent) {
+  Build(/*provider_rpm=*/100, /*backend_rpm=*/0);
+  QuotaClient client(status_, [this] { return leases_; });
+  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond)) << "away: the fallback decides";
+  auto report = client.Collect(10 * kSecond, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  client.OnAnswer(test_support::AnswerAsks(*report, {.credit = 1, .limit = 100}), 10 * kSecond);
+  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond));  // credit left
+  EXPECT_TRUE(leases_->SpendBudget(a(), 10 * kSecond));
+  EXPECT_TRUE(leases_->Spent(a(), 10 * kSecond));
+  // Dry, connected, and the control plane has not said the window is spent: an ask is due.
+  EXPECT_TRUE(leases_->BudgetCreditPending(a(), 10 * kSecond));
+  EXPECT_FALSE(leases_->BudgetCreditPending(b(), 10 * kSecond));  // no budget at all
+  // The answer says the window is spent for 30 s: nothing to wait for.
+  report = client.Collect(10 * kSecond + 1, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  client.OnAnswer(
+      test_support::AnswerAsks(
+          *report, {.credit = 0, .limit = 100, .remaining = 0, .retry_after_seconds = 30}, 3,
+          /*asks_only=*/false),
+      10 * kSecond + 1);
+  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond + 1));
+  EXPECT_EQ(leases_->BudgetRetryAfterNs(a(), 10 * kSecond + 1), 30 * kSecond);
+}
+
+TEST_F(BudgetLeasesTest, AwayTokensBeyondTheLeaseAreChargedToTheFallbackShareAndReported) {
+  Build(/*provider_rpm=*/0, /*backend_rpm=*/0, /*provider_tpm=*/1000);
+  QuotaClient client(status_, [this] { return leases_; });
+  auto report = client.Collect(10 * kSecond, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  client.OnAnswer(test_support::AnswerAsks(*report, {.credit = 100, .limit = 1000}, 3,
+                                           /*asks_only=*/false),
+                  10 * kSecond);
+  client.OnStreamLost();  // away: the lease stays valid, the share is ceil(1000 / 3) = 334
+  const quota::Lease& lease =
+      leases_->by_key()
+          .at({v1::QUOTA_SCOPE_PROVIDER, "pa", v1::QUOTA_WINDOW_TOKENS_MINUTE})
+          ->account.lease();
+  leases_->ChargeBudgetTokens(a(), 50, 10 * kSecond);
+  EXPECT_EQ(lease.credit(10 * kSecond), 50u);  // the lease pays while it can
+  leases_->ChargeBudgetTokens(a(), 300, 10 * kSecond);
+  EXPECT_EQ(lease.credit(10 * kSecond), 50u);  // more than it holds: the fallback share pays
+  leases_->ChargeBudgetTokens(a(), 50, 10 * kSecond);
+  EXPECT_EQ(lease.credit(10 * kSecond), 0u);
+  EXPECT_FALSE(leases_->Spent(a(), 10 * kSecond));  // the share has 34 left
+  leases_->ChargeBudgetTokens(a(), 40, 10 * kSecond);
+  EXPECT_TRUE(leases_->Spent(a(), 10 * kSecond));  // 340 of 334
+  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond));
+  // Away, the fallback share's own window says when it frees some: 60 one-second slices after
+  // the slice it was charged to, plus the one before (ledger.h).
+  const int64_t retry = leases_->BudgetRetryAfterNs(a(), 10 * kSecond);
+  EXPECT_GE(retry, 60 * kSecond);
+  EXPECT_LE(retry, 62 * kSecond);
+  // Back on a stream, the account reports what the fallback share admitted.
+  report = client.Collect(11 * kSecond, /*connected=*/true);
+  ASSERT_TRUE(report.has_value());
+  ASSERT_EQ(report->usages_size(), 1);
+  EXPECT_EQ(report->usages(0).budget_id(), "pa");
+  EXPECT_EQ(report->usages(0).fallback_admitted(), 340u);
+}
+
+TEST(FleetStatusTest, AnAnswerWakesEveryWaiterUntilItIsRemoved) {
+  FleetStatus status;
+  int first = 0;
+  int second = 0;
+  const uint64_t a = status.AddWaiter([&first] { ++first; });
+  const uint64_t b = status.AddWaiter([&second] { ++second; });
+  status.Answered();
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 1);
+  EXPECT_EQ(status.answers.load(), 1u);
+  status.RemoveWaiter(a);
+  status.Answered();
+  EXPECT_EQ(first, 1);
+  EXPECT_EQ(second, 2);
+  status.RemoveWaiter(b);
+  // A lost stream is an answer too: waiting requests go to the fallback share.
+  const uint64_t c = status.AddWaiter([&first] { ++first; });
+  QuotaClient client(std::shared_ptr<FleetStatus>(&status, [](FleetStatus*) {}),
+                     [] { return std::shared_ptr<const FleetLeases>(); });
+  client.OnStreamLost();
+  EXPECT_EQ(first, 2);
+  EXPECT_EQ(status.answers.load(), 3u);
+  status.RemoveWaiter(c);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include "common/crypto/sha256.h"
 #include "data-plane/quota/fleet_limits.h"
+#include "tests/support/quota_answers.h"
 
 namespace berry::fleet {
 namespace {
@@ -29,28 +30,15 @@ class FleetLeasesTest : public ::testing::Test {
   }
   const auth::Client& alice() const { return directory_->clients()[0]; }
 
-  // Answers the account `client` sends at `now` with `credit` per asked limit.
+  // Answers the account `client` sends at `now` with `credit` per asked limit (none: the
+  // window is spent for 30 s).
   void Grant(QuotaClient& client, int64_t now, uint64_t credit, uint64_t remaining = 100) {
     auto report = client.Collect(now, /*connected=*/true);
     ASSERT_TRUE(report.has_value());
-    v1::QuotaGrants grants;
-    grants.set_echo(report->echo());
-    grants.set_fleet_size(3);
-    for (const v1::QuotaUsage& usage : report->usages()) {
-      if (!usage.ask()) {
-        continue;
-      }
-      v1::QuotaGrant* grant = grants.add_grants();
-      grant->set_user_id(usage.user_id());
-      grant->set_window(usage.window());
-      grant->set_slice(1000);
-      grant->set_credit(credit);
-      grant->set_limit(120);
-      grant->set_remaining(credit == 0 ? 0 : remaining);
-      grant->mutable_valid_for()->set_seconds(2);
-      grant->mutable_retry_after()->set_seconds(credit == 0 ? 30 : 0);
-    }
-    client.OnAnswer(grants, now);
+    client.OnAnswer(test_support::AnswerAsks(*report, {.credit = credit,
+                                                        .remaining = credit == 0 ? 0 : remaining,
+                                                        .retry_after_seconds = credit == 0 ? 30 : 0}),
+                    now);
   }
 
   std::shared_ptr<FleetStatus> status_ = std::make_shared<FleetStatus>();
@@ -142,14 +130,15 @@ TEST_F(FleetLeasesTest, ARefusalByTheHourLimitGivesBackTheMinuteCredit) {
   // Only the minute limit gets more.
   auto report = client.Collect(10 * kSecond + 1, /*connected=*/true);
   ASSERT_TRUE(report.has_value());
-  v1::QuotaGrants grants;
-  grants.set_echo(report->echo());
-  v1::QuotaGrant* grant = grants.add_grants();
-  grant->set_user_id("alice");
-  grant->set_window(v1::QUOTA_WINDOW_MINUTE);
-  grant->set_slice(1000);
-  grant->set_credit(1);
-  grant->mutable_valid_for()->set_seconds(2);
+  const v1::QuotaGrants both = test_support::AnswerAsks(*report, {.credit = 1});
+  v1::QuotaGrants grants = both;
+  grants.clear_grants();
+  for (const v1::QuotaGrant& grant : both.grants()) {
+    if (grant.window() == v1::QUOTA_WINDOW_MINUTE) {
+      *grants.add_grants() = grant;
+    }
+  }
+  ASSERT_EQ(grants.grants_size(), 1);
   client.OnAnswer(grants, 10 * kSecond + 1);
   EXPECT_FALSE(leases_->Admit(alice(), 10 * kSecond + 2).allowed);  // the hour lease is empty
   EXPECT_EQ(leases_->by_key()
