@@ -122,7 +122,8 @@ class CompiledModel {
   berry::v1::Strategy strategy() const { return strategy_; }
   bool enabled() const { return config_->enabled(); }
   const berry::v1::CustomModel& config() const { return *config_; }
-  // A backend of it, or that backend's provider, has a token budget (tokens_per_*).
+  // A backend of it, or that backend's provider, has a budget; ... a token budget (tokens_per_*).
+  bool has_budgets() const { return has_budgets_; }
   bool has_token_budgets() const { return has_token_budgets_; }
   // In config order; backends()[i].local_index() == i.
   std::span<const CompiledBackend> backends() const { return backends_; }

@@ -73,16 +73,21 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
   }
   const RouteGeneration& generation = *generation_or_null;
 
-  admitted.client = Authenticate(generation, authorization, api_key, &error);
+  // A second admission (after waiting for credit) starts where the first one was refused.
   if (admitted.client == nullptr) {
-    return ErrorReply{401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error)};
+    admitted.client = Authenticate(generation, authorization, api_key, &error);
+    if (admitted.client == nullptr) {
+      return ErrorReply{401, openai::ErrorJson(ErrorKind::kInvalidApiKey, error)};
+    }
   }
   const auth::Client& client = *admitted.client;
+  // Managed: one monotonic clock read serves the request and token leases.
+  const int64_t now_ns = generation.fleet != nullptr ? clock_.MonotonicNs() : 0;
 
   // Managed: the fleet-wide leases; standalone: this proxy's own windows.
   if (!admitted.requests_admitted) {
     const auth::Decision decision = generation.fleet != nullptr
-                                        ? generation.fleet->Admit(client, clock_.MonotonicNs())
+                                        ? generation.fleet->Admit(client, now_ns)
                                         : generation.limiter->Check(client, clock_.UnixSeconds());
     if (!decision.allowed) {
       return RateLimitReply(decision, /*tokens=*/false, error);
@@ -90,30 +95,32 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
     admitted.requests_admitted = true;
   }
 
-  auto fields = openai::ScanRequestBody(body);
-  if (!fields.ok()) {
-    error = std::string(fields.status().message());
-    return ErrorReply{400, openai::ErrorJson(ErrorKind::kInvalidRequest,
-                                             strings::Std(fields.status().message()))};
-  }
-  admitted.fields = *std::move(fields);
+  if (admitted.model == nullptr) {
+    auto fields = openai::ScanRequestBody(body);
+    if (!fields.ok()) {
+      error = std::string(fields.status().message());
+      return ErrorReply{400, openai::ErrorJson(ErrorKind::kInvalidRequest,
+                                               strings::Std(fields.status().message()))};
+    }
+    admitted.fields = *std::move(fields);
 
-  auto model = generation.snapshot().FindModel(admitted.fields.model);
-  if (!model.ok()) {
-    error = "model not found";
-    return ErrorReply{
-        404, openai::ErrorJson(
-                 ErrorKind::kModelNotFound,
-                 absl::StrCat("The model '", admitted.fields.model, "' does not exist"), "model")};
+    auto model = generation.snapshot().FindModel(admitted.fields.model);
+    if (!model.ok()) {
+      error = "model not found";
+      return ErrorReply{
+          404, openai::ErrorJson(
+                   ErrorKind::kModelNotFound,
+                   absl::StrCat("The model '", admitted.fields.model, "' does not exist"), "model")};
+    }
+    if (!client.MayUse((*model)->name())) {
+      error = "model not allowed";
+      return ErrorReply{403, openai::ErrorJson(ErrorKind::kModelNotAllowed,
+                                               absl::StrCat("This API key may not use the model '",
+                                                            admitted.fields.model, "'"),
+                                               "model")};
+    }
+    admitted.model = *model;
   }
-  if (!client.MayUse((*model)->name())) {
-    error = "model not allowed";
-    return ErrorReply{403, openai::ErrorJson(ErrorKind::kModelNotAllowed,
-                                             absl::StrCat("This API key may not use the model '",
-                                                          admitted.fields.model, "'"),
-                                             "model")};
-  }
-  admitted.model = *model;
 
   // Tokens last: the estimate needs the body, and a request refused above reserves nothing. (A
   // request refused here has counted against the request limits already.)
@@ -123,8 +130,7 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
     const uint64_t tokens = ReservedTokens(body, admitted.fields);
     const auth::Decision reserved =
         generation.fleet != nullptr
-            ? generation.fleet->ReserveTokens(client, tokens, clock_.MonotonicNs(),
-                                              admitted.token_hold)
+            ? generation.fleet->ReserveTokens(client, tokens, now_ns, admitted.token_hold)
             : generation.limiter->ReserveTokens(client, tokens, clock_.UnixSeconds(),
                                                 admitted.token_hold);
     if (!reserved.allowed) {

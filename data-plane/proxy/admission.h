@@ -47,7 +47,9 @@ class Admission {
   // Checks a request to relay. `generation` may be null (no table yet). Fills `admitted` as far
   // as it got (the client once authenticated, the body's fields once scanned, the model once
   // allowed) and returns nullopt when the request may go on, else the answer to give, with the
-  // access log's reason in `error`.
+  // access log's reason in `error`. Called again with the same `admitted` (after waiting for
+  // credit), it resumes at the check that refused: authentication, the request limits and the
+  // body scan are not done twice.
   std::optional<ErrorReply> Admit(const RouteGeneration* generation, std::string_view authorization,
                                   std::string_view api_key, std::string_view body,
                                   Admitted& admitted, std::string& error) const;

@@ -108,6 +108,8 @@ struct Exchange : Admitted {
   const RouteGeneration* generation = nullptr;
   const selection::CompiledBackend* backend = nullptr;  // of the attempt that answered
   absl::InlinedVector<uint32_t, 8> tried;
+  // Monotonic end of the wait for lease credit (0 = has not waited): 500 ms in all.
+  int64_t credit_deadline_ns = 0;
   int status = 0;
   int retries = 0;
   bool panic = false;

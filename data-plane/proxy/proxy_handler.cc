@@ -4,7 +4,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,10 +18,30 @@ namespace {
 
 using openai::ErrorKind;
 
-// How long a request whose user's lease ran dry waits for the control plane's answer to the ask
-// it caused (a round trip on a healthy stream) before it is refused, and how often it looks.
+// How long a request whose user's lease (or every candidate backend's budget lease) ran dry
+// waits in all for the control plane's answers to the asks it caused (a round trip on a healthy
+// stream) before it is refused.
 constexpr int64_t kCreditWaitNs = 500'000'000;
-constexpr std::chrono::milliseconds kCreditPoll{1};
+
+// Waits until `status` has applied an answer after `seen` (FleetStatus::Answered wakes the
+// timer through this worker's executor) or `wait_ns` passed; true when an answer came.
+net::awaitable<bool> WaitForAnswer(fleet::FleetStatus& status, uint64_t seen, int64_t wait_ns) {
+  auto timer = std::make_shared<net::steady_timer>(co_await net::this_coro::executor);
+  struct Registration {
+    fleet::FleetStatus& status;
+    const uint64_t handle;
+    ~Registration() { status.RemoveWaiter(handle); }
+  };
+  const Registration registration{status, status.AddWaiter([timer] {
+                                    net::post(timer->get_executor(), [timer] { timer->cancel(); });
+                                  })};
+  // Registered first: an answer between the caller's look and here is not missed.
+  if (status.answers.load(std::memory_order_acquire) == seen) {
+    timer->expires_after(std::chrono::nanoseconds(wait_ns));
+    co_await timer->async_wait(net::as_tuple(net::use_awaitable));
+  }
+  co_return status.answers.load(std::memory_order_acquire) != seen;
+}
 
 // A request for an endpoint only OpenAI's API has (/v1/completions, /v1/embeddings) to a model
 // none of whose enabled backends speaks it: the 400 that says so (a 503 would invite retries).
@@ -131,28 +153,70 @@ std::optional<ErrorReply> ProxyHandler::Admit(Exchange& exchange) {
   return rejected;
 }
 
+int64_t ProxyHandler::CreditWaitLeftNs(Exchange& exchange) {
+  const int64_t now_ns = clock_.MonotonicNs();
+  if (exchange.credit_deadline_ns == 0) {
+    exchange.credit_deadline_ns = now_ns + kCreditWaitNs;
+  }
+  return exchange.credit_deadline_ns - now_ns;
+}
+
 net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exchange& exchange) {
-  const fleet::FleetStatus& status = exchange.generation->fleet->status();
-  const int64_t deadline = clock_.MonotonicNs() + kCreditWaitNs;
-  net::steady_timer timer(co_await net::this_coro::executor);
+  fleet::FleetStatus& status = exchange.generation->fleet->status();
   for (;;) {
     // Read before admitting: an answer that lands in between is not missed.
     const uint64_t seen = status.answers.load(std::memory_order_acquire);
     std::optional<ErrorReply> rejected = admission_.Admit(
         exchange.generation, exchange.request[http::field::authorization],
         exchange.request[kApiKeyHeader], exchange.request.body(), exchange, exchange.error);
-    if (!rejected || !rejected->credit_pending || clock_.MonotonicNs() >= deadline) {
+    const int64_t left_ns = CreditWaitLeftNs(exchange);
+    if (!rejected || !rejected->credit_pending || left_ns <= 0) {
       if (rejected && rejected->rate_limited) {
         stats_.CountRateLimited(*exchange.client);
       }
       co_return rejected;
     }
-    while (status.answers.load(std::memory_order_acquire) == seen &&
-           clock_.MonotonicNs() < deadline) {
-      timer.expires_after(kCreditPoll);
-      co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+    co_await WaitForAnswer(status, seen, left_ns);
+  }
+}
+
+bool ProxyHandler::BudgetCreditPending(const Exchange& exchange) const {
+  const RouteGeneration& generation = *exchange.generation;
+  if (generation.budgets == nullptr || !exchange.model->has_budgets()) {
+    return false;
+  }
+  const int64_t now_ns = clock_.MonotonicNs();
+  const auth::Client& client = *exchange.client;
+  const selection::UserTags& tags =
+      client.anonymous() ? generation.untagged : generation.user_tags[client.index()];
+  for (const selection::CompiledBackend& backend : exchange.model->backends()) {
+    if (backend.exclusion() == selection::Exclusion::kNone &&
+        generation.snapshot().TagsAllow(backend, tags) &&
+        std::find(exchange.tried.begin(), exchange.tried.end(), backend.index()) ==
+            exchange.tried.end() &&
+        !generation.runtime->backend(backend).CoolingDownAt(now_ns) &&
+        generation.budgets->BudgetCreditPending(backend, now_ns)) {
+      return true;
     }
   }
+  return false;
+}
+
+net::awaitable<bool> ProxyHandler::WaitForBudgetCredit(Exchange& exchange) {
+  if (exchange.generation->budgets == nullptr) {
+    co_return false;
+  }
+  fleet::FleetStatus& status = exchange.generation->budgets->status();
+  const uint64_t seen = status.answers.load(std::memory_order_acquire);
+  if (!BudgetCreditPending(exchange)) {
+    co_return false;
+  }
+  const int64_t left_ns = CreditWaitLeftNs(exchange);
+  if (left_ns <= 0) {
+    co_return false;
+  }
+  co_await WaitForAnswer(status, seen, left_ns);
+  co_return true;  // pick again: the answer, or the deadline, decides
 }
 
 const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
@@ -247,6 +311,10 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
   while (exchange.tried.size() - exchange.dialect_refusals < max_attempts) {
     const selection::CompiledBackend* backend = PickBackend(exchange, &pick_error);
     if (backend == nullptr) {
+      // Budget leases ran dry and asks are on their way: pick again once answered.
+      if (co_await WaitForBudgetCredit(exchange)) {
+        continue;
+      }
       break;
     }
     co_await attempt_.Run(exchange, *backend);

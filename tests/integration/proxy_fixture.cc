@@ -48,6 +48,9 @@ absl::StatusOr<std::unique_ptr<TestProxy>> TestProxy::Start(std::string_view tom
   }
   std::unique_ptr<TestProxy> proxy(new TestProxy());
   proxy->routes_ = std::make_unique<proxy::RouteStore>();
+  if (options.fleet_status != nullptr) {
+    proxy->routes_->set_fleet_status(options.fleet_status);
+  }
   if (absl::Status status = proxy->routes_->Apply(*std::move(table)); !status.ok()) {
     return status;
   }

@@ -56,6 +56,9 @@ struct TestProxyOptions {
   std::optional<uint64_t> rng_seed;
   // proxy_main's --metrics-user-labels.
   bool metrics_user_labels = false;
+  // Managed mode's fleet-wide limits (RouteStore::set_fleet_status): the test plays the control
+  // plane with a fleet::QuotaClient over routes().Current()->fleet. Null = standalone.
+  std::shared_ptr<fleet::FleetStatus> fleet_status;
 };
 
 class TestProxy {
