@@ -243,19 +243,24 @@ void RateLimiter::SettleTokens(const Client& client, const TokenHold& hold, uint
   }
 }
 
+uint64_t RateLimiter::CountIn(const Words& words, const Limits& limits, Window window,
+                              int64_t now_unix_seconds) {
+  const size_t w = static_cast<size_t>(window) - 1;
+  if (limits[w] == 0) {
+    return 0;
+  }
+  const uint64_t word = words[w].load(std::memory_order_relaxed);
+  const uint64_t window_now = WindowIdAt(std::max<int64_t>(now_unix_seconds, 0), w);
+  return WindowIdOf(word) == window_now ? CountOf(word) : 0;
+}
+
 uint64_t RateLimiter::TokenCount(const Client& client, Window window,
                                  int64_t now_unix_seconds) const {
   if (client.anonymous() || window == Window::kNone) {
     return 0;
   }
   const Slot& slot = SlotFor(client);
-  const size_t w = static_cast<size_t>(window) - 1;
-  if (slot.token_limits[w] == 0) {
-    return 0;
-  }
-  const uint64_t word = slot.counters->token_words[w].load(std::memory_order_relaxed);
-  const uint64_t window_now = WindowIdAt(std::max<int64_t>(now_unix_seconds, 0), w);
-  return WindowIdOf(word) == window_now ? CountOf(word) : 0;
+  return CountIn(slot.counters->token_words, slot.token_limits, window, now_unix_seconds);
 }
 
 uint64_t RateLimiter::Count(const Client& client, Window window, int64_t now_unix_seconds) const {
@@ -263,13 +268,7 @@ uint64_t RateLimiter::Count(const Client& client, Window window, int64_t now_uni
     return 0;
   }
   const Slot& slot = SlotFor(client);
-  const size_t w = static_cast<size_t>(window) - 1;
-  if (slot.limits[w] == 0) {
-    return 0;
-  }
-  const uint64_t word = slot.counters->words[w].load(std::memory_order_relaxed);
-  const uint64_t window_now = WindowIdAt(std::max<int64_t>(now_unix_seconds, 0), w);
-  return WindowIdOf(word) == window_now ? CountOf(word) : 0;
+  return CountIn(slot.counters->words, slot.limits, window, now_unix_seconds);
 }
 
 }  // namespace berry::auth

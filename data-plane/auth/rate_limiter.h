@@ -147,6 +147,10 @@ class RateLimiter {
   static Decision Take(Words& words, const Limits& limits, uint64_t amount, int64_t now,
                        std::array<uint32_t, kWindows>& counted_in);
 
+  // What `words` counted in `window` at `now_unix_seconds` (0 for a window without a limit).
+  static uint64_t CountIn(const Words& words, const Limits& limits, Window window,
+                          int64_t now_unix_seconds);
+
   std::vector<Slot> slots_;  // by Client::index()
 };
 

@@ -31,9 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 0: {
       const auto error = berry::dialect::ToAnthropicRequest(input, "m", out);
       if (error) {
-        // The refusal names the field, whose name may be empty (`"": ...` is valid JSON).
-        FUZZ_CHECK(!error->param.empty() || input.find(R"("":)") != std::string_view::npos);
-        FUZZ_CHECK(!error->message.empty());
+        berry::fuzz::CheckRefusal(*error, input);
       } else {
         const bj::value request = ParseOrAbort(out);
         FUZZ_CHECK(request.is_object());
@@ -48,13 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 1: {
       if (berry::dialect::FromAnthropicResponse(input, 1, out)) {
-        const bj::value completion = ParseOrAbort(out);
-        FUZZ_CHECK(completion.is_object());
-        const bj::value* choices = completion.as_object().if_contains("choices");
-        FUZZ_CHECK(choices != nullptr && choices->is_array() && !choices->as_array().empty());
-        for (const bj::value& choice : choices->as_array()) {
-          FUZZ_CHECK(choice.as_object().at("finish_reason").is_string());
-        }
+        berry::fuzz::ParseCompletion(out);
       }
       break;
     }
@@ -63,23 +55,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const berry::dialect::TranslatedError error =
           berry::dialect::FromAnthropicError(status, input);
       FUZZ_CHECK(error.status == berry::dialect::NormalizeAnthropicStatus(status));
-      const bj::value body = ParseOrAbort(error.body);
-      FUZZ_CHECK(body.as_object().at("error").is_object());
+      berry::fuzz::CheckErrorBody(error.body);
       break;
     }
     default: {
       berry::dialect::AnthropicStream stream(mode & 4, 1);
       bool done = false;
-      while (!input.empty()) {
-        const size_t newline = input.find('\n');
-        const std::string_view event = input.substr(0, newline);
-        input.remove_prefix(newline == std::string_view::npos ? input.size() : newline + 1);
+      berry::fuzz::ForEachLine(input, [&](std::string_view event) {
         const bool over_before = stream.failed() || stream.finished();
         out.clear();
         stream.OnData(event, out);
         FUZZ_CHECK(!over_before || out.empty());
         CheckChunkEvents(out, done);
-      }
+      });
       FUZZ_CHECK(done == stream.finished());
       break;
     }
