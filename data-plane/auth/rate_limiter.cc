@@ -190,7 +190,8 @@ Decision RateLimiter::Take(Words& words, const Limits& limits, uint64_t amount, 
   return decision;
 }
 
-Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds) const {
+Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds,
+                            TokenHold* held) const {
   if (client.anonymous()) {
     return {};
   }
@@ -199,8 +200,25 @@ Decision RateLimiter::Check(const Client& client, int64_t now_unix_seconds) cons
     return {};
   }
   std::array<uint32_t, kWindows> counted_in{};
-  return Take(slot.counters->words, slot.limits, 1, std::max<int64_t>(now_unix_seconds, 0),
-              counted_in);
+  const Decision decision = Take(slot.counters->words, slot.limits, 1,
+                                 std::max<int64_t>(now_unix_seconds, 0), counted_in);
+  if (held != nullptr && decision.allowed) {
+    held->reserved = 1;
+    held->tags = counted_in;
+  }
+  return decision;
+}
+
+void RateLimiter::Release(const Client& client, const TokenHold& held) const {
+  if (client.anonymous() || held.reserved == 0) {
+    return;
+  }
+  const Slot& slot = SlotFor(client);
+  for (size_t w = 0; w < kWindows; ++w) {
+    if (slot.limits[w] != 0) {
+      GiveBack(slot.counters->words[w], held.tags[w], held.reserved);
+    }
+  }
 }
 
 bool RateLimiter::LimitsTokens(const Client& client) const {

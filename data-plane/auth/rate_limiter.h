@@ -70,7 +70,8 @@ struct Decision {
 };
 
 // Tokens a request holds between ReserveTokens and SettleTokens: how many, and the window each
-// limit counted them in. Small and trivially copyable: it lives in the request's Exchange.
+// limit counted them in. Small and trivially copyable: it lives in the request's Exchange. The
+// same record keeps where a request was counted (reserved 1) for Release.
 struct TokenHold {
   uint64_t reserved = 0;  // 0 = nothing held (no token limit, or not reserved yet)
   // Per token window (minute, hour, day): the window id (standalone) or lease tag (managed)
@@ -95,7 +96,11 @@ class RateLimiter {
   // it has still has room. `client` must come from the directory this limiter was created for
   // (or be the anonymous client of an open gateway, which is never limited); anything else is a
   // wiring bug and aborts. Lock-free; allocates nothing.
-  Decision Check(const Client& client, int64_t now_unix_seconds) const;
+  // When allowed and `held` is given, records there where the request was counted (reserved 1).
+  Decision Check(const Client& client, int64_t now_unix_seconds, TokenHold* held = nullptr) const;
+  // Gives back the request `held` counted (Check's record), unless its windows have ended: a
+  // request refused later by its token limit was never made.
+  void Release(const Client& client, const TokenHold& held) const;
 
   // Requests counted for `client` in the `window` that contains `now_unix_seconds` (0 when the
   // client has no such window). For tests and introspection.

@@ -86,9 +86,10 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
 
   // Managed: the fleet-wide leases; standalone: this proxy's own windows.
   if (!admitted.requests_admitted) {
-    const auth::Decision decision = generation.fleet != nullptr
-                                        ? generation.fleet->Admit(client, now_ns)
-                                        : generation.limiter->Check(client, clock_.UnixSeconds());
+    const auth::Decision decision =
+        generation.fleet != nullptr
+            ? generation.fleet->Admit(client, now_ns, &admitted.request_hold)
+            : generation.limiter->Check(client, clock_.UnixSeconds(), &admitted.request_hold);
     if (!decision.allowed) {
       return RateLimitReply(decision, /*tokens=*/false, error);
     }
@@ -138,6 +139,19 @@ std::optional<ErrorReply> Admission::Admit(const RouteGeneration* generation_or_
     }
   }
   return std::nullopt;
+}
+
+void Admission::ReleaseRequest(const RouteGeneration& generation, Admitted& admitted) const {
+  if (admitted.request_hold.reserved == 0 || admitted.client == nullptr) {
+    return;
+  }
+  if (generation.fleet != nullptr) {
+    generation.fleet->Release(*admitted.client, admitted.request_hold, clock_.MonotonicNs());
+  } else {
+    generation.limiter->Release(*admitted.client, admitted.request_hold);
+  }
+  admitted.request_hold = {};
+  admitted.requests_admitted = false;
 }
 
 void Admission::SettleTokens(const Exchange& exchange) const {

@@ -54,6 +54,10 @@ class Admission {
                                   std::string_view api_key, std::string_view body,
                                   Admitted& admitted, std::string& error) const;
 
+  // Gives back the request the request limits counted for `admitted` (if any): it was refused
+  // afterwards by its token limit, so it was never made.
+  void ReleaseRequest(const RouteGeneration& generation, Admitted& admitted) const;
+
   // Replaces the exchange's token reservation (if any) by TokensToCharge. Once per exchange.
   void SettleTokens(const Exchange& exchange) const;
 

@@ -73,6 +73,9 @@ struct Admitted {
   // The request limits admitted it (a second admission, after waiting for credit, does not
   // spend them again).
   bool requests_admitted = false;
+  // Where the request limits counted it (reserved 1; 0 = not counted): a request refused by its
+  // token limit gives it back (Admission::ReleaseRequest).
+  auth::TokenHold request_hold;
 };
 
 // True when the proxy asks an OpenAI-dialect upstream for a stream's usage on its own (a

@@ -301,6 +301,10 @@ net::awaitable<void> ProxyHandler::Proxy(Exchange& exchange) {
     }
   }
   if (rejected) {
+    if (rejected->rate_limited && rejected->tokens) {
+      // Refused for its tokens after the request limits counted it: not a request made.
+      admission_.ReleaseRequest(*exchange.generation, exchange);
+    }
     co_await SendRefusal(exchange, *std::move(rejected));
     co_return;
   }

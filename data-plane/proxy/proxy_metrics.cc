@@ -68,6 +68,27 @@ ProxyMetrics::ProxyMetrics(const RouteStore& routes, MetricsExposure exposure)
         }
         return samples;
       }));
+  MustOk(registry_.AddCallbackGauge(
+      "berry_backend_budget_spent",
+      "1 while the backend's budget (or its provider's) has no credit on this proxy for the "
+      "current window, so selection skips it, else 0; only backends with a budget.",
+      {"backend"}, [&routes] {
+        std::vector<metrics::GaugeSample> samples;
+        const auto generation = routes.Current();
+        if (generation == nullptr || generation->budgets == nullptr) {
+          return samples;
+        }
+        const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::steady_clock::now().time_since_epoch())
+                                .count();
+        for (const auto& backend : generation->snapshot().backends()) {
+          if (backend.has_budget()) {
+            samples.push_back(
+                {{backend.id()}, generation->budgets->SpentNow(backend, now) ? 1.0 : 0.0});
+          }
+        }
+        return samples;
+      }));
   retries = Must(registry_.AddCounter("berry_retries_total",
                                       "Attempts retried on another backend before the first byte.",
                                       {"model"}));

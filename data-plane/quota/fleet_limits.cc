@@ -232,7 +232,15 @@ auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amo
     decision.allowed = false;
     decision.window = kAuthWindows[refused];
     decision.limit = slot.limit;
-    decision.remaining = 0;
+    if (status_->away.load(std::memory_order_relaxed)) {
+      LimitSlot& away_slot = *three[refused];
+      absl::MutexLock lock(&away_slot.fallback_mu);
+      decision.remaining =
+          FallbackLedger(away_slot, status_->fleet_size.load(std::memory_order_relaxed), now_ns)
+              .Remaining(now_ns / kNsPerMs);
+    } else {
+      decision.remaining = slot.fleet_remaining.load(std::memory_order_relaxed);
+    }
     const int64_t until = slot.no_credit_until_ns.load(std::memory_order_relaxed);
     decision.reset_after_seconds =
         until > now_ns ? (until - now_ns + kNsPerSecond - 1) / kNsPerSecond : 1;
@@ -249,13 +257,47 @@ auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amo
   return decision;
 }
 
-auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns) const {
+auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns,
+                                  auth::TokenHold* held) const {
   if (client.anonymous() || client.index() >= slots_.size()) {
     return {};
   }
-  std::array<uint32_t, 3> tags{};
-  uint8_t fallback_mask = 0;
-  return Spend(slots_[client.index()], kRequestSlots, 1, now_ns, tags, fallback_mask);
+  auth::TokenHold taken;
+  const auth::Decision decision =
+      Spend(slots_[client.index()], kRequestSlots, 1, now_ns, taken.tags, taken.fallback_mask);
+  if (held != nullptr && decision.allowed) {
+    taken.reserved = 1;
+    *held = taken;
+  }
+  return decision;
+}
+
+void FleetLeases::Release(const auth::Client& client, const auth::TokenHold& held,
+                          int64_t now_ns) const {
+  if (held.reserved == 0 || client.anonymous() || client.index() >= slots_.size()) {
+    return;
+  }
+  Refund(slots_[client.index()], kRequestSlots, held, held.reserved, now_ns);
+}
+
+void FleetLeases::Refund(const Slots& slots, size_t first, const auth::TokenHold& hold,
+                         uint64_t amount, int64_t now_ns) const {
+  for (size_t w = 0; w < 3; ++w) {
+    LimitSlot* slot = slots[first + w].get();
+    if (slot == nullptr) {
+      continue;
+    }
+    if ((hold.fallback_mask & (1U << w)) != 0) {
+      absl::MutexLock lock(&slot->fallback_mu);
+      quota::SlidingLedger& ledger = *slot->fallback;
+      ledger.Refund(ledger.Slice(now_ns / kNsPerMs), amount);
+      continue;
+    }
+    const uint32_t back = LeaseAmount(amount);
+    if (!slot->account.lease().Unspend(hold.tags[w], back)) {
+      slot->account.ReturnLate(hold.tags[w], back);
+    }
+  }
 }
 
 bool FleetLeases::LimitsTokens(const auth::Client& client) const {
@@ -281,40 +323,34 @@ void FleetLeases::SettleTokens(const auth::Client& client, const auth::TokenHold
     return;
   }
   const Slots& slots = slots_[client.index()];
+  if (used < hold.reserved) {
+    Refund(slots, kTokenSlots, hold, hold.reserved - used, now_ns);
+    return;
+  }
+  const uint64_t excess = used - hold.reserved;
   for (size_t w = 0; w < 3; ++w) {
     LimitSlot* slot = slots[kTokenSlots + w].get();
     if (slot == nullptr) {
       continue;
     }
     if ((hold.fallback_mask & (1U << w)) != 0) {
-      // Fallback share: the local ledger takes the difference; an excess is also reported to
-      // the control plane like any fallback admission.
+      // Fallback share: the local ledger takes the excess, also reported to the control plane
+      // like any fallback admission.
       absl::MutexLock lock(&slot->fallback_mu);
-      quota::SlidingLedger& ledger = *slot->fallback;
-      if (used < hold.reserved) {
-        ledger.Refund(ledger.Slice(now_ns / kNsPerMs), hold.reserved - used);
-      } else {
-        ledger.Record(now_ns / kNsPerMs, used - hold.reserved);
-        slot->account.CountFallbackAdmitted(used - hold.reserved);
-      }
+      slot->fallback->Record(now_ns / kNsPerMs, excess);
+      slot->account.CountFallbackAdmitted(excess);
       continue;
     }
     quota::Lease& lease = slot->account.lease();
-    if (used < hold.reserved) {
-      const uint32_t back = LeaseAmount(hold.reserved - used);
-      if (!lease.Unspend(hold.tags[w], back)) {
-        slot->account.ReturnLate(hold.tags[w], back);
-      }
-    } else {
-      lease.Charge(now_ns, used - hold.reserved);
-      if (lease.debt() > 0) {
-        status_->RequestWake();  // the next grant pays it
-      }
+    lease.Charge(now_ns, excess);
+    if (lease.debt() > 0) {
+      status_->RequestWake();  // the next grant pays it
     }
   }
 }
 
-bool FleetLeases::Spent(const selection::CompiledBackend& backend, int64_t now_ns) const {
+bool FleetLeases::SpentAt(const selection::CompiledBackend& backend, int64_t now_ns,
+                          bool ask) const {
   if (backend.index() >= budgets_.size()) {
     return false;
   }
@@ -325,7 +361,9 @@ bool FleetLeases::Spent(const selection::CompiledBackend& backend, int64_t now_n
       if (slot->account.lease().credit(now_ns) > 0) {
         continue;
       }
-      status_->RequestWake();
+      if (ask) {
+        status_->RequestWake();
+      }
       if (!away || !FallbackHas(*slot, now_ns, 1)) {
         return true;
       }
@@ -539,6 +577,7 @@ void QuotaClient::OnAnswer(const v1::QuotaGrants& grants, int64_t now_ns) {
                          TimeUtil::DurationToNanoseconds(grant.valid_for()), retry_after_ns);
     slot.no_credit_until_ns.store(
         grant.credit() == 0 && grant.remaining() == 0 ? now_ns + retry_after_ns : 0);
+    slot.fleet_remaining.store(grant.remaining());
   }
   status_->Answered();  // after the grants: a waiting request finds them
 }

@@ -109,6 +109,9 @@ struct LimitSlot {
   quota::LeaseAccount account;
   // From the last grant: no credit before this monotonic time (0 = unknown / some left).
   std::atomic<int64_t> no_credit_until_ns{0};
+  // From the last grant: credit the fleet-wide window had left (x-ratelimit-remaining-* of a
+  // refusal while connected).
+  std::atomic<uint64_t> fleet_remaining{0};
 
   absl::Mutex fallback_mu;
   std::unique_ptr<quota::SlidingLedger> fallback ABSL_GUARDED_BY(fallback_mu);
@@ -132,8 +135,15 @@ class FleetLeases final : public selection::BudgetGate {
 
   // Admits one request of `client` at monotonic `now_ns` if every limit it has has credit (a
   // lease, or the fallback share while away). The Decision's fields are those of the limit that
-  // refused (remaining 0, reset = when the control plane said credit frees up, else 1 s).
-  auth::Decision Admit(const auth::Client& client, int64_t now_ns) const;
+  // refused: remaining = what the fleet-wide window had left at the last answer (while away,
+  // what the fallback share has left); reset = when the control plane said credit frees up,
+  // else 1 s.
+  // When allowed and `held` is given, records there what it took (for Release).
+  auth::Decision Admit(const auth::Client& client, int64_t now_ns,
+                       auth::TokenHold* held = nullptr) const;
+  // Gives back the request `held` took (Admit's record): a request refused later by its token
+  // limit was never made.
+  void Release(const auth::Client& client, const auth::TokenHold& held, int64_t now_ns) const;
 
   // True when `client` has a token limit.
   bool LimitsTokens(const auth::Client& client) const;
@@ -147,7 +157,13 @@ class FleetLeases final : public selection::BudgetGate {
 
   // BudgetGate: a budget of `backend` (its own or its provider's) has no credit at `now_ns`
   // (asks the reporter for more when so).
-  bool Spent(const selection::CompiledBackend& backend, int64_t now_ns) const override;
+  bool Spent(const selection::CompiledBackend& backend, int64_t now_ns) const override {
+    return SpentAt(backend, now_ns, /*ask=*/true);
+  }
+  // The same without asking for more (for /metrics: berry_backend_budget_spent).
+  bool SpentNow(const selection::CompiledBackend& backend, int64_t now_ns) const {
+    return SpentAt(backend, now_ns, /*ask=*/false);
+  }
   // An attempt goes to `backend`: one request from each of its request budgets (all or
   // nothing). False when one is spent (then the backend reads Spent).
   bool SpendBudget(const selection::CompiledBackend& backend, int64_t now_ns) const;
@@ -189,6 +205,7 @@ class FleetLeases final : public selection::BudgetGate {
   // Adds the budget windows of `limit` for (scope, id) to `out`.
   void TakeBudget(v1::QuotaScope scope, const std::string& id, const v1::RateLimit& limit,
                   const FleetLeases* previous, BackendBudget& out);
+  bool SpentAt(const selection::CompiledBackend& backend, int64_t now_ns, bool ask) const;
   bool FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const;
   // A refusal at slot `refused` of SpendSlots: gives back what slots [0, refused) took.
   void GiveBack(std::span<LimitSlot* const> slots, size_t refused, uint64_t amount,
@@ -201,6 +218,10 @@ class FleetLeases final : public selection::BudgetGate {
   // the slot that refused (everything taken given back), or -1.
   int SpendSlots(std::span<LimitSlot* const> slots, uint64_t amount, int64_t now_ns,
                  std::span<uint32_t> tags, uint32_t& fallback_mask) const;
+  // Gives `amount` of what `hold` took from slots [first, first + 3) back to where it came from
+  // (the lease it was spent from, or the fallback share).
+  void Refund(const Slots& slots, size_t first, const auth::TokenHold& hold, uint64_t amount,
+              int64_t now_ns) const;
   // SpendSlots over slots [first, first + 3) of a client; a refusal's Decision names the limit.
   auth::Decision Spend(const Slots& slots, size_t first, uint64_t amount, int64_t now_ns,
                        std::array<uint32_t, 3>& tags, uint8_t& fallback_mask) const;

@@ -36,6 +36,8 @@ TEST(ProxyBudget, AProviderBudgetSteersTrafficToTheOtherBackendOnceSpent) {
   auto first = StartMock("first");
   auto second = StartMock("second");
   auto proxy = StartProxy(BudgetConfig(*first, *second, "requests_per_minute = 3"));
+  const std::string first_backend = BackendId("chat", "first");
+  EXPECT_EQ(Scrape(*proxy).Find("berry_backend_budget_spent", {{"backend", first_backend}}), 0.0);
   for (int i = 0; i < 10; ++i) {
     const HttpResponse response = Chat(*proxy, "chat");
     ASSERT_EQ(response.status, 200) << response.body;
@@ -45,6 +47,11 @@ TEST(ProxyBudget, AProviderBudgetSteersTrafficToTheOtherBackendOnceSpent) {
   EXPECT_EQ(second->request_count(), 7u);
   EXPECT_EQ(Scrape(*proxy).Value("berry_retries_total", {{"model", "chat"}}), 0)
       << "a spent backend is skipped by the pick, not tried and failed over";
+  const Metrics metrics = Scrape(*proxy);
+  EXPECT_EQ(metrics.Find("berry_backend_budget_spent", {{"backend", first_backend}}), 1.0);
+  EXPECT_EQ(metrics.Find("berry_backend_budget_spent", {{"backend", BackendId("chat", "second")}}),
+            std::nullopt)
+      << "only backends with a budget have the gauge";
 }
 
 TEST(ProxyBudget, ABackendsOwnBudgetBindsBelowItsProviders) {

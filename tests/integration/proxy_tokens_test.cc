@@ -164,5 +164,34 @@ TEST_F(ProxyTokens, TokenWindowStartsOverWithTheNextMinute) {
   EXPECT_EQ(Send(BodyReserving(980)).status, 200);
 }
 
+TEST(ProxyTokenRefusals, ARequestRefusedForItsTokensDoesNotCountAgainstTheRequestLimits) {
+  auto upstream = StartMock("plain");
+  test_support::ManualClock clock{kStartUnixSeconds};
+  TestProxyOptions options;
+  options.clock = &clock;
+  auto proxy = StartProxy(
+      ProviderToml("plain", upstream->base_url()) + ModelToml("chat") +
+          BackendToml("chat", "plain") +
+          absl::StrCat("[users.tina]\ntoken = \"", std::string(kTinaToken),
+                       "\"\n[users.tina.rate_limit]\nrequests_per_minute = 2\ntokens_per_minute = ",
+                       kTokensPerMinute, "\n"),
+      options);
+  const auto send = [&](uint64_t tokens) {
+    return Post(*proxy, "/v1/chat/completions", BodyReserving(tokens), Bearer(kTinaToken));
+  };
+  for (int i = 0; i < 3; ++i) {
+    const HttpResponse refused = send(kTokensPerMinute + 1);
+    ASSERT_EQ(refused.status, 429);
+    EXPECT_TRUE(refused.Header("x-ratelimit-limit-tokens").has_value());
+  }
+  // The refusals for tokens left both requests of the minute.
+  EXPECT_EQ(send(100).status, 200);
+  EXPECT_EQ(send(100).status, 200);
+  const HttpResponse refused = send(100);
+  ASSERT_EQ(refused.status, 429);
+  EXPECT_EQ(refused.Header("x-ratelimit-limit-requests").value_or(""), "2");
+  EXPECT_EQ(upstream->request_count(), 2u);
+}
+
 }  // namespace
 }  // namespace berry::itest

@@ -88,6 +88,28 @@ TEST(RateLimiterTest, AllowsExactlyTheMinuteLimitThenRefusesWithSecondsToTheNext
   EXPECT_EQ(refused.reset_after_seconds, 45);
 }
 
+TEST(RateLimiterTest, ReleaseGivesBackTheRequestCheckCountedInItsWindowsOnly) {
+  OneUser u({.per_minute = 2, .per_hour = 10});
+  TokenHold held;
+  ASSERT_TRUE(u.limiter->Check(u.user(), kMidnight + 10, &held).allowed);
+  EXPECT_EQ(held.reserved, 1u);
+  EXPECT_EQ(u.limiter->Count(u.user(), Window::kMinute, kMidnight + 10), 1u);
+  u.limiter->Release(u.user(), held);
+  EXPECT_EQ(u.limiter->Count(u.user(), Window::kMinute, kMidnight + 10), 0u);
+  EXPECT_EQ(u.limiter->Count(u.user(), Window::kHour, kMidnight + 10), 0u);
+  // A request counted in a minute that has ended is not given back to the next one.
+  ASSERT_TRUE(u.limiter->Check(u.user(), kMidnight + 50, &held).allowed);
+  ASSERT_TRUE(u.Check(kMidnight + 70).allowed);
+  u.limiter->Release(u.user(), held);
+  EXPECT_EQ(u.limiter->Count(u.user(), Window::kMinute, kMidnight + 70), 1u);
+  EXPECT_EQ(u.limiter->Count(u.user(), Window::kHour, kMidnight + 70), 1u);
+  // A refused check records nothing.
+  TokenHold refused;
+  ASSERT_TRUE(u.Check(kMidnight + 70).allowed);
+  EXPECT_FALSE(u.limiter->Check(u.user(), kMidnight + 70, &refused).allowed);
+  EXPECT_EQ(refused.reserved, 0u);
+}
+
 TEST(RateLimiterTest, MinuteWindowStartsOverAtTheBoundary) {
   OneUser u({.per_minute = 2});
   EXPECT_TRUE(u.Check(kMidnight + 58).allowed);

@@ -94,8 +94,36 @@ TEST_F(FleetLeasesTest, ConnectedSpendsTheLeaseAndRefusesWhenItIsEmpty) {
   EXPECT_EQ(refused.limit, 120u);
   EXPECT_EQ(refused.window, auth::Window::kMinute);
   EXPECT_EQ(refused.reset_after_seconds, 1);  // the lease is empty, the fleet is not
+  EXPECT_EQ(refused.remaining, 100u);         // what the fleet-wide window had left, as said
   EXPECT_TRUE(status_->wake_requested.load());
   EXPECT_EQ(status_->fallback_admitted.load(), 0u);
+}
+
+TEST_F(FleetLeasesTest, ReleaseGivesTheRequestBackToWhereItCameFrom) {
+  Build(120);
+  QuotaClient client(status_, [this] { return leases_; });
+  Grant(client, 10 * kSecond, 2);
+  const quota::Lease& lease =
+      leases_->by_key().at(UserLimitKey("alice", v1::QUOTA_WINDOW_MINUTE))->account.lease();
+  auth::TokenHold held;
+  ASSERT_TRUE(leases_->Admit(alice(), 10 * kSecond, &held).allowed);
+  EXPECT_EQ(held.reserved, 1u);
+  EXPECT_EQ(lease.credit(10 * kSecond), 1u);
+  leases_->Release(alice(), held, 10 * kSecond);
+  EXPECT_EQ(lease.credit(10 * kSecond), 2u);
+  // Away, from the fallback share: back to the share.
+  client.OnStreamLost();
+  ASSERT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  ASSERT_TRUE(leases_->Admit(alice(), 10 * kSecond).allowed);
+  int admitted = 0;
+  auth::TokenHold from_share;
+  ASSERT_TRUE(leases_->Admit(alice(), 10 * kSecond, &from_share).allowed);
+  EXPECT_EQ(from_share.fallback_mask, 1u);
+  leases_->Release(alice(), from_share, 10 * kSecond);
+  while (leases_->Admit(alice(), 10 * kSecond).allowed && admitted < 100) {
+    ++admitted;
+  }
+  EXPECT_EQ(admitted, 40) << "the share of 120 / 3, with the released request back in it";
 }
 
 TEST_F(FleetLeasesTest, ALeaseEndsAtItsExpiryAndItsCreditIsReturned) {
@@ -248,6 +276,7 @@ TEST_F(FleetTokenLeasesTest, AReservationLargerThanTheLeaseIsRefusedAndAskedFor)
   const auth::Decision refused = leases_->ReserveTokens(tina(), 250, 10 * kSecond, hold);
   EXPECT_FALSE(refused.allowed);
   EXPECT_EQ(refused.limit, 6000u);
+  EXPECT_EQ(refused.remaining, 100u) << "the window's remainder the control plane last said";
   EXPECT_EQ(hold.reserved, 0u);
   EXPECT_EQ(slot().account.lease().credit(10 * kSecond), 100u);
   auto report = client.Collect(10 * kSecond + 1, /*connected=*/true);
@@ -255,6 +284,17 @@ TEST_F(FleetTokenLeasesTest, AReservationLargerThanTheLeaseIsRefusedAndAskedFor)
   ASSERT_EQ(report->usages_size(), 1);
   EXPECT_TRUE(report->usages(0).ask());
   EXPECT_EQ(report->usages(0).wanted(), 250u);
+}
+
+TEST_F(FleetTokenLeasesTest, AwayARefusedReservationSaysWhatTheFallbackShareHasLeft) {
+  status_->fleet_size = 3;  // away from the start: a share of 2000 tokens a minute
+  auth::TokenHold hold;
+  ASSERT_TRUE(leases_->ReserveTokens(tina(), 1900, 10 * kSecond, hold).allowed);
+  auth::TokenHold second;
+  const auth::Decision refused = leases_->ReserveTokens(tina(), 300, 10 * kSecond, second);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_FALSE(refused.credit_pending);
+  EXPECT_EQ(refused.remaining, 100u);
 }
 
 TEST_F(FleetTokenLeasesTest, UsageBeyondTheReservationIsDebtTheNextGrantPays) {
