@@ -5,10 +5,12 @@
 // responses whose usage the mock reports.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +34,21 @@ class FleetQuota : public FleetTest {
           << proxy->options.node_id << " never left its fallback share:\n"
           << proxy->process->err();
     }
+  }
+
+  // True when every proxy's berry_rate_limit_fallback reads `value` (1: away, on its fallback
+  // share; 0: holding leases) within kConvergeTimeout.
+  bool EveryProxysFallbackIs(double value) {
+    for (const auto& proxy : proxies_) {
+      if (!WaitUntil(
+              [&] {
+                return proxy->Metric("berry_rate_limit_fallback") == std::optional<double>(value);
+              },
+              kConvergeTimeout)) {
+        return false;
+      }
+    }
+    return true;
   }
 };
 
@@ -120,19 +137,7 @@ int SendPaced(const std::vector<std::unique_ptr<Proxy>>& proxies, int count) {
 TEST_F(FleetQuota, ControlPlaneKilledMidWindowFallbackShareHoldsAndARestartDoesNotGrantAgain) {
   StartFleet(ChatOnA() + AliceToml(120));
   ASSERT_FALSE(HasFatalFailure());
-  const auto fallback_is = [&](double value) {
-    for (const auto& proxy : proxies_) {
-      if (!WaitUntil(
-              [&] {
-                return proxy->Metric("berry_rate_limit_fallback") == std::optional<double>(value);
-              },
-              kConvergeTimeout)) {
-        return false;
-      }
-    }
-    return true;
-  };
-  ASSERT_TRUE(fallback_is(0.0)) << "the proxies never got leases";
+  ASSERT_TRUE(EveryProxysFallbackIs(0.0)) << "the proxies never got leases";
   const auto window_start = Clock::now();
 
   const int before = SendPaced(proxies_, 60);  // half the limit, through leases
@@ -144,7 +149,8 @@ TEST_F(FleetQuota, ControlPlaneKilledMidWindowFallbackShareHoldsAndARestartDoesN
 
   int during = 0;
   RestartControlPlane([&] {
-    ASSERT_TRUE(fallback_is(1.0)) << "the proxies did not notice the control plane was gone";
+    ASSERT_TRUE(EveryProxysFallbackIs(1.0))
+        << "the proxies did not notice the control plane was gone";
     during = SendPaced(proxies_, 300);
   });
   ASSERT_FALSE(HasFatalFailure());
@@ -160,7 +166,7 @@ TEST_F(FleetQuota, ControlPlaneKilledMidWindowFallbackShareHoldsAndARestartDoesN
 
   // The new control plane rebuilds from the proxies' accounts (5 s), then grants: the window is
   // spent already, so nothing more is admitted in it.
-  ASSERT_TRUE(fallback_is(0.0)) << "the restarted control plane never granted";
+  ASSERT_TRUE(EveryProxysFallbackIs(0.0)) << "the restarted control plane never granted";
   const int after = SendPaced(proxies_, 60);
   ASSERT_LT(Clock::now() - window_start, 60s) << "the phases must fall in one window";
   EXPECT_EQ(after, 0);
@@ -235,6 +241,100 @@ TEST_F(FleetQuota, ThreeProxiesTogetherAdmitOneTokenLimitStreamedAndNot) {
     EXPECT_EQ(proxy->Metric("berry_rate_limit_fallback_admitted_total"), std::optional<double>(0.0))
         << proxy->options.node_id;
   }
+}
+
+// Sends `count` requests of tina round-robin over `proxies`, one every 20 ms, every other one
+// streamed; returns how many were admitted (every answer must be 200 or 429: nothing hangs,
+// nothing else fails). `slowest`, when given, gets the longest any answer took.
+int SendTinaPaced(const std::vector<std::unique_ptr<Proxy>>& proxies, int count,
+                  Clock::duration* slowest = nullptr) {
+  int accepted = 0;
+  const auto started = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    const bool stream = i % 2 == 1;
+    const auto sent = Clock::now();
+    auto response = TinaChat(*proxies[i % proxies.size()], stream);
+    if (slowest != nullptr) {
+      *slowest = std::max(*slowest, Clock::now() - sent);
+    }
+    EXPECT_TRUE(response.ok()) << response.status();
+    if (response.ok()) {
+      EXPECT_TRUE(response->status == 200 || response->status == 429) << response->body;
+      if (response->status == 200) {
+        ++accepted;
+        // The proxy read the usage (and stripped it from a stream): each answer is charged its
+        // 50 tokens, not its whole reservation.
+        EXPECT_EQ(stream, response->body.find("\"usage\"") == std::string::npos) << response->body;
+      }
+    }
+    std::this_thread::sleep_until(started + (i + 1) * 20ms);
+  }
+  return accepted;
+}
+
+// The token-limit counterpart of ControlPlaneKilledMidWindowFallbackShareHoldsAndARestart...:
+// the same phases in tokens (README.md, "Fleet-wide rate limits", "Control plane away" and
+// "Control plane restarted"; "Token limits": the same fallback bounds apply in tokens).
+TEST_F(FleetQuota, ControlPlaneKilledMidWindowTokenLimitFallbackHoldsAndARestartDoesNotGrantAgain) {
+  constexpr int kLimit = 6000;    // tokens per minute
+  constexpr int kPerAnswer = 50;  // what the mock reports for every answer
+  constexpr int kFleet = 3;       // N, the fleet size the control plane reports
+  constexpr int kShare = (kLimit + kFleet - 1) / kFleet;  // ceil(L / N) = 2000 per proxy
+  // Over a window that contains the outage: L (granted before) + N x ceil(L / N) <= 2L + N.
+  constexpr int kOutageBound = kLimit + kFleet * kShare;
+  static_assert(kOutageBound <= 2 * kLimit + kFleet);
+  // Every answer reports 50 tokens; a request reserves 60 + its body / 4 (about 84): no usage
+  // exceeds its reservation (E = 0), so the bounds hold without slack for it.
+  test_support::Behavior behavior;
+  behavior.usage = {.prompt_tokens = 20, .completion_tokens = 30};
+  StartFleet(ChatOnA() + TinaToml(kLimit));
+  ASSERT_FALSE(HasFatalFailure());
+  a_->SetDefaultBehavior(behavior);
+  ASSERT_EQ(static_cast<int>(proxies_.size()), kFleet);
+  ASSERT_TRUE(EveryProxysFallbackIs(0.0)) << "the proxies never got leases";
+  const auto window_start = Clock::now();
+
+  const int before = SendTinaPaced(proxies_, 60);  // half the limit, through leases
+  std::printf("admitted %d of the first 60, %d tokens (limit %d)\n", before, before * kPerAnswer,
+              kLimit);
+  EXPECT_GE(before, 58);
+  EXPECT_LE(before, 60);
+
+  int during = 0;
+  Clock::duration slowest{};
+  RestartControlPlane([&] {
+    ASSERT_TRUE(EveryProxysFallbackIs(1.0))
+        << "the proxies did not notice the control plane was gone";
+    during = SendTinaPaced(proxies_, 300, &slowest);
+  });
+  ASSERT_FALSE(HasFatalFailure());
+  std::printf("control plane down: admitted %d of 300, %d tokens; slowest answer %lld ms\n", during,
+              during * kPerAnswer,
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(slowest).count()));
+  // Each proxy's fallback share: ceil(6000 / 3) = 2000 tokens per window, counted locally.
+  for (const auto& proxy : proxies_) {
+    const auto fallback = proxy->Metric("berry_rate_limit_fallback_admitted_total");
+    ASSERT_TRUE(fallback.has_value());
+    std::printf("%s: %.0f admitted on its fallback share, %.0f tokens (share %d)\n",
+                proxy->options.node_id.c_str(), *fallback, *fallback * kPerAnswer, kShare);
+    EXPECT_LE(*fallback * kPerAnswer, kShare) << proxy->options.node_id;
+  }
+  EXPECT_LE((before + during) * kPerAnswer, kOutageBound);
+  EXPECT_GE(during * kPerAnswer, 5000) << "the fallback share admitted next to nothing";
+
+  // The new control plane rebuilds from the proxies' accounts (5 s), then grants: the window is
+  // spent already, so no more tokens are admitted in it.
+  ASSERT_TRUE(EveryProxysFallbackIs(0.0)) << "the restarted control plane never granted";
+  const int after = SendTinaPaced(proxies_, 60);
+  ASSERT_LT(Clock::now() - window_start, 60s) << "the phases must fall in one window";
+  const int total = before + during + after;
+  std::printf("after the restart: admitted %d of 60; window: %d requests, %d tokens (bound %d)\n",
+              after, total, total * kPerAnswer, kOutageBound);
+  EXPECT_EQ(after, 0);
+  EXPECT_LE(total * kPerAnswer, kOutageBound);
+  // What the mock provider saw is what the fleet admitted.
+  EXPECT_EQ(static_cast<int>(ChatRequests(*a_).size()), total);
 }
 
 // A token-limited user idle for a while holds a lease of one token on each proxy; its next
