@@ -154,7 +154,7 @@ void Admission::ReleaseRequest(const RouteGeneration& generation, Admitted& admi
   admitted.requests_admitted = false;
 }
 
-void Admission::SettleTokens(const Exchange& exchange) const {
+void Admission::SettleTokens(const Exchange& exchange, Clock::TimePoint end) const {
   if (exchange.token_hold.reserved == 0 || exchange.generation == nullptr ||
       exchange.client == nullptr) {
     return;
@@ -162,8 +162,9 @@ void Admission::SettleTokens(const Exchange& exchange) const {
   const RouteGeneration& generation = *exchange.generation;
   const uint64_t used = TokensToCharge(exchange);
   if (generation.fleet != nullptr) {
-    generation.fleet->SettleTokens(*exchange.client, exchange.token_hold, used,
-                                   clock_.MonotonicNs());
+    generation.fleet->SettleTokens(
+        *exchange.client, exchange.token_hold, used,
+        std::chrono::duration_cast<std::chrono::nanoseconds>(end.time_since_epoch()).count());
   } else {
     generation.limiter->SettleTokens(*exchange.client, exchange.token_hold, used,
                                      clock_.UnixSeconds());

@@ -10,6 +10,7 @@
 // Threads: one Admission per worker; Admit() allocates only for refusals.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,7 +60,8 @@ class Admission {
   void ReleaseRequest(const RouteGeneration& generation, Admitted& admitted) const;
 
   // Replaces the exchange's token reservation (if any) by TokensToCharge. Once per exchange.
-  void SettleTokens(const Exchange& exchange) const;
+  // `end` is when the exchange ended (managed leases are settled at that monotonic time).
+  void SettleTokens(const Exchange& exchange, Clock::TimePoint end) const;
 
  private:
   const Clock& clock_;

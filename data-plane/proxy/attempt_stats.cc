@@ -111,14 +111,14 @@ void AttemptStats::CountRateLimited(const auth::Client& client) {
   metrics_.CountRateLimited(client.id());
 }
 
-void AttemptStats::Finish(const Exchange& exchange) {
+void AttemptStats::Finish(const Exchange& exchange, Clock::TimePoint end) {
+  const double seconds = std::chrono::duration<double>(end - exchange.start).count();
   if (exchange.local_endpoint) {
     metrics_.shared().CountLocalEndpoint(exchange.path, exchange.status);
   } else if (exchange.status != 0) {
     metrics_.CountRequest(exchange.model, exchange.backend, exchange.status);
   }
   if (exchange.model != nullptr && exchange.backend != nullptr) {
-    const double seconds = clock_.SecondsSince(exchange.start);
     metrics_.ObserveDuration(*exchange.model, *exchange.backend, seconds);
     BackendLoad& load = exchange.generation->load->backend(exchange.backend->index());
     load.ObserveLatency(seconds);
@@ -135,7 +135,7 @@ void AttemptStats::Finish(const Exchange& exchange) {
   entry.model = exchange.model != nullptr ? std::string_view(exchange.model->name()) : "";
   entry.backend = exchange.backend != nullptr ? std::string_view(exchange.backend->id()) : "";
   entry.status = exchange.client_gone && !exchange.answered ? 499 : exchange.status;
-  entry.duration_seconds = clock_.SecondsSince(exchange.start);
+  entry.duration_seconds = seconds;
   entry.ttfb_seconds = exchange.ttfb;
   entry.retries = exchange.retries;
   entry.stream = exchange.fields.stream;

@@ -56,7 +56,7 @@ class AttemptStats {
 
   // The request is over: its metrics, the answering backend's latency and tokens, the access
   // log line.
-  void Finish(const Exchange& exchange);
+  void Finish(const Exchange& exchange, Clock::TimePoint end);
   // A request the server refused before the handler saw it (malformed, too large).
   void FinishBadRequest(int status, std::string_view reason, std::string_view request_id);
 

@@ -121,8 +121,10 @@ net::awaitable<void> ProxyHandler::Handle(Request& request, Downstream& downstre
   stats_.metrics().shared().inflight->Increment();
   co_await Route(exchange);
   stats_.metrics().shared().inflight->Decrement();
-  admission_.SettleTokens(exchange);
-  stats_.Finish(exchange);
+  // One clock read ends the exchange: its token settlement, duration and access log line.
+  const Clock::TimePoint end = clock_.Now();
+  admission_.SettleTokens(exchange, end);
+  stats_.Finish(exchange, end);
 }
 
 net::awaitable<void> ProxyHandler::HandleBadRequest(http::status status, std::string_view reason,

@@ -245,16 +245,8 @@ auth::Decision FleetLeases::Spend(const Slots& slots, size_t first, uint64_t amo
     decision.reset_after_seconds =
         until > now_ns ? (until - now_ns + kNsPerSecond - 1) / kNsPerSecond : 1;
     decision.credit_pending = until <= now_ns && !status_->away.load(std::memory_order_relaxed);
-    return decision;
   }
-  for (size_t w = 0; w < 3; ++w) {
-    if (three[w] != nullptr) {
-      decision.window = kAuthWindows[w];
-      decision.limit = three[w]->limit;
-      break;
-    }
-  }
-  return decision;
+  return decision;  // allowed: nothing else to say (no headers on an admitted request)
 }
 
 auth::Decision FleetLeases::Admit(const auth::Client& client, int64_t now_ns,

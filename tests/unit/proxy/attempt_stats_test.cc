@@ -118,7 +118,7 @@ TEST_F(AttemptStatsTest, AnAnsweredRequestReachesEverySink) {
   exchange->backend = &b;
   exchange->status = 200;
   exchange->answered = true;
-  stats_->Finish(*exchange);
+  stats_->Finish(*exchange, clock_.Now());
 
   const BackendLoad::Totals load = generation_->load->backend(b.index()).Read();
   EXPECT_EQ(load.issued, 1u);
@@ -193,7 +193,7 @@ TEST_F(AttemptStatsTest, AClientThatLeftBeforeTheAnswerIsLoggedAs499) {
   exchange->backend = &backend(0);
   exchange->status = 200;
   exchange->client_gone = true;
-  stats_->Finish(*exchange);
+  stats_->Finish(*exchange, clock_.Now());
   EXPECT_THAT(LogLines(), HasSubstr(R"("status":499,)"));
   EXPECT_THAT(metrics_.registry().Render(), HasSubstr("code=\"200\",model=\"chat\"} 1\n"))
       << "the metric counts what the upstream answered";
@@ -206,7 +206,7 @@ TEST_F(AttemptStatsTest, ProbesAreCountedApartFromApiRequests) {
   exchange->model = nullptr;
   exchange->local_endpoint = true;
   exchange->status = 200;
-  stats_->Finish(*exchange);
+  stats_->Finish(*exchange, clock_.Now());
 
   const std::string text = metrics_.registry().Render();
   EXPECT_THAT(text, HasSubstr("berry_local_requests_total{code=\"200\",path=\"/healthz\"} 1\n"))
