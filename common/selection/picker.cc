@@ -101,6 +101,7 @@ void Picker::Reset(std::shared_ptr<const RuntimeState> state) {
 
 absl::StatusOr<PickResult> Picker::Pick(const CompiledModel& model, const PickRequest& request,
                                         absl::BitGenRef rng) {
+  budget_credit_pending_ = false;
   const Snapshot& snapshot = state_->snapshot();
   if (!snapshot.Owns(model)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -184,6 +185,8 @@ absl::StatusOr<Picker::View> Picker::Filter(const CompiledModel& model,
     if (request.budgets != nullptr && backend.has_budget_ &&
         request.budgets->Spent(backend, request.now_ns)) {
       ++spent;
+      budget_credit_pending_ =
+          budget_credit_pending_ || request.budgets->CreditPending(backend, request.now_ns);
       continue;
     }
     candidates_[candidates++] = local;

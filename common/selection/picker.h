@@ -64,6 +64,9 @@ class BudgetGate {
   virtual ~BudgetGate() = default;
   // True when `backend` may not take a request at `now_ns` (PickRequest::now_ns's clock).
   virtual bool Spent(const CompiledBackend& backend, int64_t now_ns) const = 0;
+  // Asked only of a Spent backend: true when credit may come soon (an ask for more is on its
+  // way), so that a request may wait for it rather than be refused.
+  virtual bool CreditPending(const CompiledBackend& backend, int64_t now_ns) const = 0;
 };
 
 struct PickRequest {
@@ -105,6 +108,9 @@ class Picker {
   // for a model or user tags from another snapshot.
   absl::StatusOr<PickResult> Pick(const CompiledModel& model, const PickRequest& request,
                                   absl::BitGenRef rng);
+  // After a Pick: a backend that was no candidate only for its budget has credit pending
+  // (BudgetGate::CreditPending). What a failed pick may wait on.
+  bool budget_credit_pending() const { return budget_credit_pending_; }
 
  private:
   using View = CompiledModel::View;
@@ -127,6 +133,7 @@ class Picker {
   std::vector<double> cumulative_;
   // Smooth round robin's current weights, at model.round_robin_base_ + local index.
   std::vector<double> round_robin_current_;
+  bool budget_credit_pending_ = false;
 };
 
 }  // namespace berry::selection

@@ -113,6 +113,8 @@ struct Exchange : Admitted {
   absl::InlinedVector<uint32_t, 8> tried;
   // Monotonic end of the wait for lease credit (0 = has not waited): 500 ms in all.
   int64_t credit_deadline_ns = 0;
+  // FleetStatus::answers of the budgets, read before the last pick (what a wait waits past).
+  uint64_t budget_answers_seen = 0;
   int status = 0;
   int retries = 0;
   bool panic = false;

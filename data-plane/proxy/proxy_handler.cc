@@ -4,7 +4,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <utility>
@@ -182,42 +181,16 @@ net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exc
   }
 }
 
-bool ProxyHandler::BudgetCreditPending(const Exchange& exchange) const {
-  const RouteGeneration& generation = *exchange.generation;
-  if (generation.budgets == nullptr || !exchange.model->has_budgets()) {
-    return false;
-  }
-  const int64_t now_ns = clock_.MonotonicNs();
-  const auth::Client& client = *exchange.client;
-  const selection::UserTags& tags =
-      client.anonymous() ? generation.untagged : generation.user_tags[client.index()];
-  for (const selection::CompiledBackend& backend : exchange.model->backends()) {
-    if (backend.exclusion() == selection::Exclusion::kNone &&
-        generation.snapshot().TagsAllow(backend, tags) &&
-        std::find(exchange.tried.begin(), exchange.tried.end(), backend.index()) ==
-            exchange.tried.end() &&
-        !generation.runtime->backend(backend).CoolingDownAt(now_ns) &&
-        generation.budgets->BudgetCreditPending(backend, now_ns)) {
-      return true;
-    }
-  }
-  return false;
-}
-
 net::awaitable<bool> ProxyHandler::WaitForBudgetCredit(Exchange& exchange) {
-  if (exchange.generation->budgets == nullptr) {
-    co_return false;
-  }
-  fleet::FleetStatus& status = exchange.generation->budgets->status();
-  const uint64_t seen = status.answers.load(std::memory_order_acquire);
-  if (!BudgetCreditPending(exchange)) {
+  if (exchange.generation->budgets == nullptr || !picker_->budget_credit_pending()) {
     co_return false;
   }
   const int64_t left_ns = CreditWaitLeftNs(exchange);
   if (left_ns <= 0) {
     co_return false;
   }
-  co_await WaitForAnswer(status, seen, left_ns);
+  co_await WaitForAnswer(exchange.generation->budgets->status(), exchange.budget_answers_seen,
+                         left_ns);
   co_return true;  // pick again: the answer, or the deadline, decides
 }
 
@@ -232,6 +205,11 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
   pick_request.now_ns = clock_.MonotonicNs();
   pick_request.openai_only = exchange.path != kChatCompletionsPath && !exchange.messages_front();
   pick_request.budgets = generation.budgets.get();
+  if (pick_request.budgets != nullptr) {
+    // Before the pick looks at the leases: an answer after this wakes a wait at once.
+    exchange.budget_answers_seen =
+        generation.budgets->status().answers.load(std::memory_order_acquire);
+  }
   auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
   // The attempt spends one request of the backend's budgets; when another worker took the
   // last one since the pick looked, the backend reads spent and the pick goes again.

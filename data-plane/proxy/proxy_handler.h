@@ -81,11 +81,9 @@ class ProxyHandler final : public Handler {
   net::awaitable<std::optional<ErrorReply>> AdmitWhenCreditComes(Exchange& exchange);
   // Nanoseconds left of the exchange's wait for credit (500 ms in all, from its first wait).
   int64_t CreditWaitLeftNs(Exchange& exchange);
-  // True when a backend the exchange could still use is out of budget only until the control
-  // plane answers the ask for more (FleetLeases::BudgetCreditPending).
-  bool BudgetCreditPending(const Exchange& exchange) const;
-  // The pick found nothing: when budget credit is pending, waits for an answer (within the
-  // exchange's wait) and returns true to pick again.
+  // The pick found nothing: when a backend was no candidate only because its budget credit is
+  // pending (Picker::budget_credit_pending), waits for an answer (within the exchange's wait)
+  // and returns true to pick again.
   net::awaitable<bool> WaitForBudgetCredit(Exchange& exchange);
   // The next backend to try (recorded in exchange.tried), or nullptr with the reason.
   const selection::CompiledBackend* PickBackend(Exchange& exchange, std::string* error);

@@ -430,8 +430,8 @@ int64_t FleetLeases::BudgetRetryAfterNs(const selection::CompiledBackend& backen
   return wait;
 }
 
-bool FleetLeases::BudgetCreditPending(const selection::CompiledBackend& backend,
-                                      int64_t now_ns) const {
+bool FleetLeases::CreditPending(const selection::CompiledBackend& backend,
+                                int64_t now_ns) const {
   if (backend.index() >= budgets_.size() || status_->away.load(std::memory_order_relaxed)) {
     return false;
   }

@@ -174,10 +174,10 @@ class FleetLeases final : public selection::BudgetGate {
   // when it did not say), or, while away, when the fallback share's window frees some; 0 when
   // it is not spent.
   int64_t BudgetRetryAfterNs(const selection::CompiledBackend& backend, int64_t now_ns) const;
-  // True when `backend` is spent only because its leases ran dry while the control plane is
-  // here and has not said the window is spent: an ask is on its way, the request may wait for
-  // the answer (FleetStatus::Answered) and pick again.
-  bool BudgetCreditPending(const selection::CompiledBackend& backend, int64_t now_ns) const;
+  // BudgetGate: true when `backend` is spent only because its leases ran dry while the control
+  // plane is here and has not said the window is spent: an ask is on its way, the request may
+  // wait for the answer (FleetStatus::Answered) and pick again.
+  bool CreditPending(const selection::CompiledBackend& backend, int64_t now_ns) const override;
   // True when any backend has a budget.
   bool has_budgets() const { return !budgets_.empty(); }
 

@@ -166,16 +166,16 @@ TEST_F(BudgetLeasesTest, ManagedAsksForBudgetsAndSpendsTheirLeases) {
 TEST_F(BudgetLeasesTest, ADryLeaseIsCreditPendingUntilTheControlPlaneSaysTheWindowIsSpent) {
   Build(/*provider_rpm=*/100, /*backend_rpm=*/0);
   QuotaClient client(status_, [this] { return leases_; });
-  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond)) << "away: the fallback decides";
+  EXPECT_FALSE(leases_->CreditPending(a(), 10 * kSecond)) << "away: the fallback decides";
   auto report = client.Collect(10 * kSecond, /*connected=*/true);
   ASSERT_TRUE(report.has_value());
   client.OnAnswer(test_support::AnswerAsks(*report, {.credit = 1, .limit = 100}), 10 * kSecond);
-  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond));  // credit left
+  EXPECT_FALSE(leases_->CreditPending(a(), 10 * kSecond));  // credit left
   EXPECT_TRUE(leases_->SpendBudget(a(), 10 * kSecond));
   EXPECT_TRUE(leases_->Spent(a(), 10 * kSecond));
   // Dry, connected, and the control plane has not said the window is spent: an ask is due.
-  EXPECT_TRUE(leases_->BudgetCreditPending(a(), 10 * kSecond));
-  EXPECT_FALSE(leases_->BudgetCreditPending(b(), 10 * kSecond));  // no budget at all
+  EXPECT_TRUE(leases_->CreditPending(a(), 10 * kSecond));
+  EXPECT_FALSE(leases_->CreditPending(b(), 10 * kSecond));  // no budget at all
   // The answer says the window is spent for 30 s: nothing to wait for.
   report = client.Collect(10 * kSecond + 1, /*connected=*/true);
   ASSERT_TRUE(report.has_value());
@@ -184,7 +184,7 @@ TEST_F(BudgetLeasesTest, ADryLeaseIsCreditPendingUntilTheControlPlaneSaysTheWind
           *report, {.credit = 0, .limit = 100, .remaining = 0, .retry_after_seconds = 30}, 3,
           /*asks_only=*/false),
       10 * kSecond + 1);
-  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond + 1));
+  EXPECT_FALSE(leases_->CreditPending(a(), 10 * kSecond + 1));
   EXPECT_EQ(leases_->BudgetRetryAfterNs(a(), 10 * kSecond + 1), 30 * kSecond);
 }
 
@@ -210,7 +210,7 @@ TEST_F(BudgetLeasesTest, AwayTokensBeyondTheLeaseAreChargedToTheFallbackShareAnd
   EXPECT_FALSE(leases_->Spent(a(), 10 * kSecond));  // the share has 34 left
   leases_->ChargeBudgetTokens(a(), 40, 10 * kSecond);
   EXPECT_TRUE(leases_->Spent(a(), 10 * kSecond));  // 340 of 334
-  EXPECT_FALSE(leases_->BudgetCreditPending(a(), 10 * kSecond));
+  EXPECT_FALSE(leases_->CreditPending(a(), 10 * kSecond));
   // Away, the fallback share's own window says when it frees some: 60 one-second slices after
   // the slice it was charged to, plus the one before (ledger.h).
   const int64_t retry = leases_->BudgetRetryAfterNs(a(), 10 * kSecond);

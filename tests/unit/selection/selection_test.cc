@@ -462,14 +462,19 @@ TEST(Cooldown, EveryBackendCoolingDownIsUnavailableAndSaysSo) {
 
 // --- budgets -------------------------------------------------------------------------------
 
-// Says "spent" for the backend ids in `spent`, and counts what it was asked.
+// Says "spent" for the backend ids in `spent` (credit pending for those in `pending`), and
+// counts what it was asked.
 class FakeBudgets : public BudgetGate {
  public:
   bool Spent(const CompiledBackend& backend, int64_t /*now_ns*/) const override {
     ++asked;
     return spent.contains(backend.id());
   }
+  bool CreditPending(const CompiledBackend& backend, int64_t /*now_ns*/) const override {
+    return pending.contains(backend.id());
+  }
   std::set<std::string> spent;
+  std::set<std::string> pending;
   mutable int asked = 0;
 };
 
@@ -501,8 +506,18 @@ TEST(Budgets, EveryBackendSpentIsUnavailableAndSaysSo) {
   absl::StatusOr<PickResult> pick = h.Pick({.budgets = &budgets});
   EXPECT_EQ(pick.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(pick.status().message(), HasSubstr("budget"));
+  EXPECT_FALSE(h.picker().budget_credit_pending()) << "nothing said more credit may come";
+  // Credit pending on a spent backend: the failed pick says so, for the request to wait on.
+  budgets.pending = {"b"};
+  EXPECT_FALSE(h.Pick({.budgets = &budgets}).ok());
+  EXPECT_TRUE(h.picker().budget_credit_pending());
+  // ... but not when that backend is no candidate for another reason (already tried).
+  const std::vector<uint32_t> tried = {h.backend("b").index()};
+  EXPECT_FALSE(h.Pick({.tried = tried, .budgets = &budgets}).ok());
+  EXPECT_FALSE(h.picker().budget_credit_pending());
   // Without the gate (nothing to respect) the budgets do not exist for the picker.
   EXPECT_EQ(ValueOrDie(h.Pick()).backend->id(), "a");
+  EXPECT_FALSE(h.picker().budget_credit_pending());
 }
 
 // --- tags ----------------------------------------------------------------------------------
