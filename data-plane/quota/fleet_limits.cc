@@ -153,19 +153,26 @@ bool FleetLeases::FallbackHas(LimitSlot& slot, int64_t now_ns, uint64_t amount) 
   return FallbackLedger(slot, fleet_size, now_ns).Remaining(now_ns / kNsPerMs) >= amount;
 }
 
+void FleetLeases::GiveBackTo(LimitSlot& slot, bool from_fallback, uint32_t tag, uint64_t amount,
+                             int64_t now_ns) {
+  if (from_fallback) {
+    absl::MutexLock lock(&slot.fallback_mu);
+    quota::SlidingLedger& ledger = *slot.fallback;
+    ledger.Refund(ledger.Slice(now_ns / kNsPerMs), amount);
+    return;
+  }
+  const uint32_t back = LeaseAmount(amount);
+  if (!slot.account.lease().Unspend(tag, back)) {
+    slot.account.ReturnLate(tag, back);
+  }
+}
+
 void FleetLeases::GiveBack(std::span<LimitSlot* const> slots, size_t refused, uint64_t amount,
                            int64_t now_ns, std::span<const uint32_t> tags, uint32_t spent_mask,
                            uint32_t fallback_mask) const {
-  const uint32_t lease_amount = LeaseAmount(amount);
   for (size_t j = 0; j < refused; ++j) {
-    LimitSlot& taken = *slots[j];
-    if ((spent_mask & (1U << j)) != 0 && !taken.account.lease().Unspend(tags[j], lease_amount)) {
-      taken.account.ReturnLate(tags[j], lease_amount);
-    }
-    if ((fallback_mask & (1U << j)) != 0) {
-      absl::MutexLock lock(&taken.fallback_mu);
-      quota::SlidingLedger& ledger = *taken.fallback;
-      ledger.Refund(ledger.Slice(now_ns / kNsPerMs), amount);
+    if (((spent_mask | fallback_mask) & (1U << j)) != 0) {
+      GiveBackTo(*slots[j], (fallback_mask & (1U << j)) != 0, tags[j], amount, now_ns);
     }
   }
 }
@@ -275,19 +282,8 @@ void FleetLeases::Release(const auth::Client& client, const auth::TokenHold& hel
 void FleetLeases::Refund(const Slots& slots, size_t first, const auth::TokenHold& hold,
                          uint64_t amount, int64_t now_ns) const {
   for (size_t w = 0; w < 3; ++w) {
-    LimitSlot* slot = slots[first + w].get();
-    if (slot == nullptr) {
-      continue;
-    }
-    if ((hold.fallback_mask & (1U << w)) != 0) {
-      absl::MutexLock lock(&slot->fallback_mu);
-      quota::SlidingLedger& ledger = *slot->fallback;
-      ledger.Refund(ledger.Slice(now_ns / kNsPerMs), amount);
-      continue;
-    }
-    const uint32_t back = LeaseAmount(amount);
-    if (!slot->account.lease().Unspend(hold.tags[w], back)) {
-      slot->account.ReturnLate(hold.tags[w], back);
+    if (LimitSlot* slot = slots[first + w].get(); slot != nullptr) {
+      GiveBackTo(*slot, (hold.fallback_mask & (1U << w)) != 0, hold.tags[w], amount, now_ns);
     }
   }
 }

@@ -207,6 +207,10 @@ class FleetLeases final : public selection::BudgetGate {
                   const FleetLeases* previous, BackendBudget& out);
   bool SpentAt(const selection::CompiledBackend& backend, int64_t now_ns, bool ask) const;
   bool FallbackAdmit(LimitSlot& slot, int64_t now_ns, uint64_t amount) const;
+  // Gives `amount` back to where `slot` took it: its fallback share, or the lease `tag` names
+  // (to the ledger with the next report when that lease has ended).
+  static void GiveBackTo(LimitSlot& slot, bool from_fallback, uint32_t tag, uint64_t amount,
+                         int64_t now_ns);
   // A refusal at slot `refused` of SpendSlots: gives back what slots [0, refused) took.
   void GiveBack(std::span<LimitSlot* const> slots, size_t refused, uint64_t amount,
                 int64_t now_ns, std::span<const uint32_t> tags, uint32_t spent_mask,
