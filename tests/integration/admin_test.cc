@@ -34,7 +34,7 @@
 #include "tests/support/certs.h"
 #include "tests/support/http_client.h"
 
-namespace berry::fleet_test {
+namespace berry::fleet_test::admin_test {
 namespace {
 
 using test_support::Behavior;
@@ -969,4 +969,4 @@ TEST_F(Admin, BufCurlListsAndCallsAdminServiceThroughReflection) {
 }
 
 }  // namespace
-}  // namespace berry::fleet_test
+}  // namespace berry::fleet_test::admin_test

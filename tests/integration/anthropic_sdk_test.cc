@@ -17,7 +17,7 @@
 #include "tests/integration/dialect_test_util.h"
 #include "tests/integration/npm_package.h"
 
-namespace berry::itest {
+namespace berry::itest::anthropic_sdk_test {
 namespace {
 
 using test_support::AnthropicBehavior;
@@ -119,4 +119,4 @@ TEST(AnthropicSdk, MessagesStreamsAndToolUseOverAnthropicOpenAiAndGeminiBackends
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::anthropic_sdk_test

@@ -13,7 +13,7 @@
 #include "control-plane/berryctl.h"
 #include "tests/support/mock_upstream.h"
 
-namespace berry {
+namespace berry::berryctl_probe_test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -91,4 +91,4 @@ TEST(BerryctlProbe, HttpsAndMalformedUrlsAreUsageErrors) {
 }
 
 }  // namespace
-}  // namespace berry
+}  // namespace berry::berryctl_probe_test

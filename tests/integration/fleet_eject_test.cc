@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/fleet_fixture.h"
 
-namespace berry::fleet_test {
+namespace berry::fleet_test::fleet_eject_test {
 namespace {
 
 using test_support::Behavior;
@@ -207,4 +207,4 @@ TEST_F(FleetEject, UpstreamRateLimitOnOneProxyCoolsTheBackendDownOnEveryProxyUnt
 }
 
 }  // namespace
-}  // namespace berry::fleet_test
+}  // namespace berry::fleet_test::fleet_eject_test

@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/fleet_fixture.h"
 
-namespace berry::fleet_test {
+namespace berry::fleet_test::fleet_quota_test {
 namespace {
 
 class FleetQuota : public FleetTest {
@@ -396,4 +396,4 @@ TEST_F(FleetQuota, AProviderBudgetSteersTheFleetsTrafficToTheOtherBackend) {
 }
 
 }  // namespace
-}  // namespace berry::fleet_test
+}  // namespace berry::fleet_test::fleet_quota_test

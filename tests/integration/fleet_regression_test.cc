@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/fleet_fixture.h"
 
-namespace berry::fleet_test {
+namespace berry::fleet_test::fleet_regression_test {
 namespace {
 
 using FleetRegression = FleetTest;
@@ -48,4 +48,4 @@ TEST_F(FleetRegression, AfterAControlPlaneRestartARefusingProxyShowsTheVersionIt
 }
 
 }  // namespace
-}  // namespace berry::fleet_test
+}  // namespace berry::fleet_test::fleet_regression_test

@@ -24,7 +24,7 @@
 #include "berry/v1/discovery.grpc.pb.h"
 #include "tests/integration/fleet_fixture.h"
 
-namespace berry::fleet_test {
+namespace berry::fleet_test::fleet_scale_test {
 namespace {
 
 constexpr int kStreams = 100;
@@ -315,4 +315,4 @@ TEST(FleetScale, HundredStreamsAllAckAConfigEdit) {
 }
 
 }  // namespace
-}  // namespace berry::fleet_test
+}  // namespace berry::fleet_test::fleet_scale_test

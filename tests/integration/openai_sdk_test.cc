@@ -16,7 +16,7 @@
 #include "tests/integration/dialect_test_util.h"
 #include "tests/integration/npm_package.h"
 
-namespace berry::itest {
+namespace berry::itest::openai_sdk_test {
 namespace {
 
 using test_support::AnthropicBehavior;
@@ -101,4 +101,4 @@ TEST(OpenAiSdk, ChatStreamAndToolsOverOpenAiAnthropicAndGeminiBackends) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::openai_sdk_test

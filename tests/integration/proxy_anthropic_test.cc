@@ -12,7 +12,7 @@
 #include "tests/integration/proxy_test_util.h"
 #include "tests/support/mock_anthropic.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_anthropic_test {
 namespace {
 
 using test_support::AnthropicBehavior;
@@ -308,4 +308,4 @@ TEST(ProxyAnthropic, EmbeddingsToAnAnthropicOnlyModelAreA400) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_anthropic_test

@@ -8,7 +8,7 @@
 #include "tests/integration/proxy_test_util.h"
 #include "tests/support/manual_clock.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_auth_test {
 namespace {
 
 constexpr std::string_view kAliceToken = "berry-alice-0123456789abcdef";
@@ -196,4 +196,4 @@ TEST_F(ProxyAuth, ModelLookupHidesModelsTheCallerMayNotUse) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_auth_test

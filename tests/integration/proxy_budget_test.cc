@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_budget_test {
 namespace {
 
 // "chat" over provider "first" (with `first_budget` lines as its [providers.first.budget]
@@ -122,4 +122,4 @@ TEST(ProxyBudget, AReloadWithTheSameBudgetKeepsWhatWasSpent) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_budget_test

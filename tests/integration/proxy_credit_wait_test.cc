@@ -14,7 +14,7 @@
 #include "tests/integration/proxy_test_util.h"
 #include "tests/support/quota_answers.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_credit_wait_test {
 namespace {
 
 using Steady = std::chrono::steady_clock;
@@ -156,4 +156,4 @@ TEST_F(ProxyCreditWait, AWindowTheControlPlaneSaysIsSpentIsRefusedAtOnce) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_credit_wait_test

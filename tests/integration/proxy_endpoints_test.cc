@@ -8,7 +8,7 @@
 
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_endpoints_test {
 namespace {
 
 class ProxyEndpoints : public ::testing::Test {
@@ -261,4 +261,4 @@ TEST(ProxyNoRoutes, NotReadyUntilARouteTableArrives) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_endpoints_test

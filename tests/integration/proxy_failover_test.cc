@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_failover_test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -501,4 +501,4 @@ TEST(ProxyFailover, StalePooledConnectionIsRetriedOnAFreshOneWithoutBlamingTheBa
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_failover_test

@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_fault_test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -373,4 +373,4 @@ TEST(ProxyFaults, AModelNameThatNeedsEscapingIsRewrittenIntoValidJson) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_fault_test

@@ -12,7 +12,7 @@
 #include "tests/integration/proxy_test_util.h"
 #include "tests/support/mock_gemini.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_gemini_test {
 namespace {
 
 using test_support::GeminiBehavior;
@@ -344,4 +344,4 @@ TEST(ProxyGemini, EmbeddingsToAGeminiOnlyModelAreA400) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_gemini_test

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/integration/dialect_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_messages_test {
 namespace {
 
 using test_support::AnthropicBehavior;
@@ -388,4 +388,4 @@ TEST(ProxyMessages, RateLimitIsA429WithRetryAfterInAnthropicShape) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_messages_test

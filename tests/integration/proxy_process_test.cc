@@ -40,7 +40,7 @@
 
 extern char** environ;
 
-namespace berry::itest {
+namespace berry::itest::proxy_process_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -700,4 +700,4 @@ TEST(RegressionProcessSignals, BurstOfSighupsReloadsAndNeverKillsTheProxy) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_process_test

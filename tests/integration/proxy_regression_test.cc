@@ -14,7 +14,7 @@
 
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_regression_test {
 namespace {
 
 // common/http/server.cc: with a Content-Length over the body limit, Beast's
@@ -194,4 +194,4 @@ TEST(RegressionServerTeardown, DISABLED_ChildRelaysThenDestroysTheServer) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_regression_test

@@ -11,7 +11,7 @@
 
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_relay_test {
 namespace {
 
 // One provider "acme" with extra headers, one custom model "chat" → acme's "gpt-upstream".
@@ -353,4 +353,4 @@ TEST(ProxyRelay, AnswersExpect100Continue) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_relay_test

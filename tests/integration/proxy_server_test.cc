@@ -10,7 +10,7 @@
 
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_server_test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -318,4 +318,4 @@ TEST(ProxyServer, DrainClosesIdleKeepAliveConnections) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_server_test

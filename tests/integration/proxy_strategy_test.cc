@@ -11,7 +11,7 @@
 #include "tests/integration/proxy_fixture.h"
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_strategy_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -193,4 +193,4 @@ TEST(ProxyStrategy, LeastRequestsAvoidsTheBackendWithRequestsInFlight) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_strategy_test

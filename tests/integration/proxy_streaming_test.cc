@@ -9,7 +9,7 @@
 
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_streaming_test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -209,4 +209,4 @@ TEST(ProxyStreaming, UpstreamErrorBeforeTheStreamIsPassedThroughAsJson) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_streaming_test

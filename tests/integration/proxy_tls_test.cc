@@ -7,7 +7,7 @@
 
 #include "tests/integration/proxy_test_util.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_tls_test {
 namespace {
 
 std::unique_ptr<MockUpstream> StartTlsMock() {
@@ -76,4 +76,4 @@ TEST(ProxyTls, TlsVerifyFalseAcceptsAnUntrustedCertificate) {
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_tls_test

@@ -10,7 +10,7 @@
 #include "tests/integration/proxy_test_util.h"
 #include "tests/support/manual_clock.h"
 
-namespace berry::itest {
+namespace berry::itest::proxy_tokens_test {
 namespace {
 
 constexpr std::string_view kTinaToken = "berry-tina-tokens-0123456789";
@@ -194,4 +194,4 @@ TEST(ProxyTokenRefusals, ARequestRefusedForItsTokensDoesNotCountAgainstTheReques
 }
 
 }  // namespace
-}  // namespace berry::itest
+}  // namespace berry::itest::proxy_tokens_test

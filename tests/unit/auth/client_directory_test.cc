@@ -10,7 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace berry::auth {
+namespace berry::auth::client_directory_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -219,4 +219,4 @@ TEST(ClientDirectoryTest, CreateRejectsDuplicateAndEmptyIds) {
 }
 
 }  // namespace
-}  // namespace berry::auth
+}  // namespace berry::auth::client_directory_test

@@ -14,7 +14,7 @@
 #include "data-plane/auth/client_directory.h"
 #include "gtest/gtest.h"
 
-namespace berry::auth {
+namespace berry::auth::rate_limiter_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -397,4 +397,4 @@ TEST(RateLimiterDeathTest, CheckWithAClientOfAnotherDirectoryAborts) {
 }
 
 }  // namespace
-}  // namespace berry::auth
+}  // namespace berry::auth::rate_limiter_test

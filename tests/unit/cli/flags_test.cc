@@ -9,7 +9,7 @@
 
 #include "common/cli/process.h"
 
-namespace berry::cli {
+namespace berry::cli::flags_test {
 namespace {
 
 // argv from strings; the vector keeps them alive.
@@ -171,9 +171,9 @@ TEST(ReadFile, MissingFileIsNotFoundNamingIt) {
 }
 
 }  // namespace
-}  // namespace berry::cli
+}  // namespace berry::cli::flags_test
 
-namespace berry::cli {
+namespace berry::cli::flags_test {
 namespace {
 
 TEST(RaiseOpenFileLimit, RaisesTheSoftLimitToTheHardOne) {
@@ -194,4 +194,4 @@ TEST(RaiseOpenFileLimit, RaisesTheSoftLimitToTheHardOne) {
 }
 
 }  // namespace
-}  // namespace berry::cli
+}  // namespace berry::cli::flags_test

@@ -18,10 +18,12 @@
 #include "gtest/gtest.h"
 
 namespace berry::config {
-
-// Failure messages show errors the way operators see them.
+// Failure messages show errors the way operators see them (found by argument-dependent lookup,
+// so it lives in ConfigError's namespace).
 void PrintTo(const ConfigError& error, std::ostream* os) { *os << error.ToString(); }
+}  // namespace berry::config
 
+namespace berry::config::config_test {
 namespace {
 
 using ::testing::AllOf;
@@ -1444,9 +1446,9 @@ token = "${SECRET-NOT-A-NAME}"
 }
 
 }  // namespace
-}  // namespace berry::config
+}  // namespace berry::config::config_test
 
-namespace berry::config {
+namespace berry::config::config_test {
 namespace {
 
 TEST(BudgetTest, ProviderAndBackendBudgetsLoadAndCompile) {
@@ -1484,4 +1486,4 @@ TEST(BudgetTest, BadBudgetsAreErrorsWithTheirKeyPath) {
 }
 
 }  // namespace
-}  // namespace berry::config
+}  // namespace berry::config::config_test

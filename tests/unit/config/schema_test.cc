@@ -12,7 +12,7 @@
 
 #include "common/config/config.h"
 
-namespace berry::config {
+namespace berry::config::schema_test {
 namespace {
 
 using ::testing::ElementsAre;
@@ -296,4 +296,4 @@ TEST(FieldChanges, SecretsChangeWithoutTheirValues) {
 }
 
 }  // namespace
-}  // namespace berry::config
+}  // namespace berry::config::schema_test

@@ -25,7 +25,7 @@
 #include "tests/support/http_client.h"
 #include "tests/support/mock_upstream.h"
 
-namespace berry::control_plane {
+namespace berry::control_plane::control_plane_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -355,4 +355,4 @@ TEST_F(ControlPlaneTest, StopEndsOpenStreamsClosesTheHttpPortAndIsIdempotent) {
 }
 
 }  // namespace
-}  // namespace berry::control_plane
+}  // namespace berry::control_plane::control_plane_test

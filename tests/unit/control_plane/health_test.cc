@@ -33,7 +33,7 @@
 #include "tests/support/mock_gemini.h"
 #include "tests/support/mock_upstream.h"
 
-namespace berry::control_plane {
+namespace berry::control_plane::health_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -716,4 +716,4 @@ TEST(FleetStatsHealthSinkTest, ProviderVerdictReachesEveryBackendOfTheProvider) 
 }
 
 }  // namespace
-}  // namespace berry::control_plane
+}  // namespace berry::control_plane::health_test

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-namespace berry::control_plane {
+namespace berry::control_plane::quota_authority_test {
 namespace {
 
 v1::RouteTable TableWithAlice(uint64_t per_minute) {
@@ -241,4 +241,4 @@ TEST_F(QuotaAuthorityTest, BudgetsOfProvidersAndBackendsHaveTheirOwnLedgers) {
 }
 
 }  // namespace
-}  // namespace berry::control_plane
+}  // namespace berry::control_plane::quota_authority_test

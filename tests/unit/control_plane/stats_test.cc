@@ -22,7 +22,7 @@
 #include "control-plane/stats/latency_histogram.h"
 #include "gtest/gtest.h"
 
-namespace berry::control_plane {
+namespace berry::control_plane::stats_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -1039,4 +1039,4 @@ TEST(FleetStatsTest, RegisterMetricsRendersFleetFamilies) {
 }
 
 }  // namespace
-}  // namespace berry::control_plane
+}  // namespace berry::control_plane::stats_test

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-namespace berry::crypto {
+namespace berry::crypto::sha256_test {
 namespace {
 
 TEST(Sha256, MatchesTheFips180TestVectorForAbc) {
@@ -39,4 +39,4 @@ TEST(ConstantTimeEquals, DifferentLengthsCompareUnequal) {
 TEST(HexEncode, EncodesHighBytesLowerCase) { EXPECT_EQ(HexEncode(std::string_view("\x00\xff\x10", 3)), "00ff10"); }
 
 }  // namespace
-}  // namespace berry::crypto
+}  // namespace berry::crypto::sha256_test

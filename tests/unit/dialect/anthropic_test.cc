@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-namespace berry::dialect {
+namespace berry::dialect::anthropic_test {
 namespace {
 
 namespace bj = boost::json;
@@ -412,4 +412,4 @@ TEST(AnthropicStreamTest, GarbageIsIgnoredAndOutputStaysValidJson) {
 }
 
 }  // namespace
-}  // namespace berry::dialect
+}  // namespace berry::dialect::anthropic_test

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-namespace berry::dialect {
+namespace berry::dialect::gemini_test {
 namespace {
 
 namespace bj = boost::json;
@@ -513,4 +513,4 @@ TEST(GeminiStreamTest, GarbageIsIgnoredAndOutputStaysValidJson) {
 }
 
 }  // namespace
-}  // namespace berry::dialect
+}  // namespace berry::dialect::gemini_test

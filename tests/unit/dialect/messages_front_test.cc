@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace berry::dialect {
+namespace berry::dialect::messages_front_test {
 namespace {
 
 namespace bj = boost::json;
@@ -326,4 +326,4 @@ TEST(MessagesErrorTest, SseErrorEventIsAnAnthropicErrorEvent) {
 }
 
 }  // namespace
-}  // namespace berry::dialect
+}  // namespace berry::dialect::messages_front_test

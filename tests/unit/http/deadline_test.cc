@@ -11,7 +11,7 @@
 #include <memory>
 #include <optional>
 
-namespace berry::deadline {
+namespace berry::deadline::deadline_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -176,4 +176,4 @@ TEST_F(SocketDeadlineTest, DestroyedWithItsTimerPendingLeavesTheSocketAlone) {
 }
 
 }  // namespace
-}  // namespace berry::deadline
+}  // namespace berry::deadline::deadline_test

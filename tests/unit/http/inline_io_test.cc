@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-namespace berry::wire {
+namespace berry::wire::inline_io_test {
 namespace {
 
 namespace net = boost::asio;
@@ -139,4 +139,4 @@ TEST(WriteNow, WritesWhatTheSocketTakesAndSaysHowMuch) {
 }
 
 }  // namespace
-}  // namespace berry::wire
+}  // namespace berry::wire::inline_io_test

@@ -18,7 +18,7 @@
 
 #include "common/http/server.h"
 
-namespace berry::wire {
+namespace berry::wire::read_message_test {
 namespace {
 
 namespace net = boost::asio;
@@ -299,4 +299,4 @@ TEST(ClassifyReadError, AClientThatGoesAwayMidRequestGetsNoAnswer) {
 }
 
 }  // namespace
-}  // namespace berry::wire
+}  // namespace berry::wire::read_message_test

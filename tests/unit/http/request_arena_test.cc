@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace berry::server {
+namespace berry::server::request_arena_test {
 namespace {
 
 bool Within(const void* p, const ArenaBlocks::Block* block) {
@@ -92,4 +92,4 @@ TEST(StringPool, LargeOrEmptyStringsAreNotKept) {
 }
 
 }  // namespace
-}  // namespace berry::server
+}  // namespace berry::server::request_arena_test

@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-namespace berry::server {
+namespace berry::server::server_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -158,4 +158,4 @@ TEST_F(ServerTest, ABodySentWithTheHeaderGetsNoContinue) {
 }
 
 }  // namespace
-}  // namespace berry::server
+}  // namespace berry::server::server_test

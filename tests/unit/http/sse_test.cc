@@ -6,7 +6,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::sse {
+namespace berry::sse::sse_test {
 namespace {
 
 using Events = std::vector<std::string>;
@@ -325,4 +325,4 @@ TEST(AppendDataEvent, FramesEachLineAndEndsTheEvent) {
 }
 
 }  // namespace
-}  // namespace berry::sse
+}  // namespace berry::sse::sse_test

@@ -5,7 +5,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::wire {
+namespace berry::wire::wire_test {
 namespace {
 
 TEST(AppendStatusLine, WritesCodeAndReason) {
@@ -103,4 +103,4 @@ TEST(ChunkSizeLine, LowercaseHexWithCrLf) {
 }
 
 }  // namespace
-}  // namespace berry::wire
+}  // namespace berry::wire::wire_test

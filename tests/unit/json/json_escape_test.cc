@@ -4,7 +4,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::json {
+namespace berry::json::json_escape_test {
 namespace {
 
 std::string Escape(std::string_view text) {
@@ -44,4 +44,4 @@ TEST(AppendJsonString, ReplacesMalformedUtf8) {
 }
 
 }  // namespace
-}  // namespace berry::json
+}  // namespace berry::json::json_escape_test

@@ -6,7 +6,7 @@
 
 #include "data-plane/managed/control_plane_client.h"
 
-namespace berry::managed {
+namespace berry::managed::backoff_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -116,4 +116,4 @@ TEST(Backoff, DefaultGeneratorKeepsTheSameBounds) {
 }
 
 }  // namespace
-}  // namespace berry::managed
+}  // namespace berry::managed::backoff_test

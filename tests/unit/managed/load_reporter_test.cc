@@ -14,7 +14,7 @@
 #include "tests/unit/managed/fake_control_plane.h"
 #include "tests/unit/managed/test_tables.h"
 
-namespace berry::managed {
+namespace berry::managed::load_reporter_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -262,4 +262,4 @@ TEST_F(LoadReporterTest, StopReturnsPromptlyWhileConnected) {
 }
 
 }  // namespace
-}  // namespace berry::managed
+}  // namespace berry::managed::load_reporter_test

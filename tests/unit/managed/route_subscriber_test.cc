@@ -18,7 +18,7 @@
 #include "tests/unit/managed/fake_control_plane.h"
 #include "tests/unit/managed/test_tables.h"
 
-namespace berry::managed {
+namespace berry::managed::route_subscriber_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -273,4 +273,4 @@ TEST_F(RouteSubscriberTest, StopReturnsPromptlyWhileWaitingForTheChannel) {
 }
 
 }  // namespace
-}  // namespace berry::managed
+}  // namespace berry::managed::route_subscriber_test

@@ -15,7 +15,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "tests/unit/managed/test_tables.h"
 
-namespace berry::managed {
+namespace berry::managed::state_dir_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -219,4 +219,4 @@ TEST_F(StateDir, AnUnwritableDirectoryIsRefused) {
   EXPECT_THAT(status.message(), HasSubstr("cannot write to " + target));
 }
 
-}  // namespace berry::managed
+}  // namespace berry::managed::state_dir_test

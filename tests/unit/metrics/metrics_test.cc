@@ -13,7 +13,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::metrics {
+namespace berry::metrics::metrics_test {
 namespace {
 
 constexpr int kThreads = 4;
@@ -514,4 +514,4 @@ TEST(MetricsTest, PromtoolAcceptsRenderedOutputWithoutLintWarnings) {
 }
 
 }  // namespace
-}  // namespace berry::metrics
+}  // namespace berry::metrics::metrics_test

@@ -7,7 +7,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::openai {
+namespace berry::openai::errors_test {
 namespace {
 
 // Parses `text` as JSON (failing the test if it is not) and returns the "error" object.
@@ -133,4 +133,4 @@ TEST(SseErrorEvent, CarriesAJsonPayloadWithExactlyMessageAndType) {
 }
 
 }  // namespace
-}  // namespace berry::openai
+}  // namespace berry::openai::errors_test

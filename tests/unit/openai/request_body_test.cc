@@ -11,7 +11,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::openai {
+namespace berry::openai::request_body_test {
 namespace {
 
 RequestFields Scan(std::string_view body) {
@@ -443,4 +443,4 @@ TEST(RewriteModelDeathTest, AbortsWhenTheFieldsDoNotBelongToTheBody) {
 }
 
 }  // namespace
-}  // namespace berry::openai
+}  // namespace berry::openai::request_body_test

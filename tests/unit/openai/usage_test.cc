@@ -5,7 +5,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::openai {
+namespace berry::openai::usage_test {
 namespace {
 
 void ExpectUsage(const std::optional<Usage>& usage, uint64_t prompt, uint64_t completion) {
@@ -125,4 +125,4 @@ TEST(IsUsageOnlyChunk, ContentChunksAndNullUsageAreNot) {
 }
 
 }  // namespace
-}  // namespace berry::openai
+}  // namespace berry::openai::usage_test

@@ -17,7 +17,7 @@
 #include "common/selection/snapshot.h"
 #include "gtest/gtest.h"
 
-namespace berry::outlier {
+namespace berry::outlier::outlier_detector_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -290,4 +290,4 @@ TEST(OutlierDetectorTest, CreateRejectsANegativeOrOverlongBaseTimeout) {
 }
 
 }  // namespace
-}  // namespace berry::outlier
+}  // namespace berry::outlier::outlier_detector_test

@@ -14,7 +14,7 @@
 
 #include "gtest/gtest.h"
 
-namespace berry::proxy {
+namespace berry::proxy::access_log_test {
 namespace {
 
 AccessLogEntry Entry() {
@@ -84,9 +84,9 @@ TEST(AccessLogFormat, LargeTokenCounts) {
 }
 
 }  // namespace
-}  // namespace berry::proxy
+}  // namespace berry::proxy::access_log_test
 
-namespace berry::proxy {
+namespace berry::proxy::access_log_test {
 namespace {
 
 // Reads from `fd` until `lines` newlines have arrived or `timeout` passes; returns the text.
@@ -239,4 +239,4 @@ TEST(AccessLogWriter, LinesOfManyThreadsStayWholeAndInTheirThreadsOrder) {
 }
 
 }  // namespace
-}  // namespace berry::proxy
+}  // namespace berry::proxy::access_log_test

@@ -11,7 +11,7 @@
 #include "common/route_table/compile.h"
 #include "tests/support/manual_clock.h"
 
-namespace berry::proxy {
+namespace berry::proxy::admission_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -178,4 +178,4 @@ TEST_F(AdmissionTest, OtherErrorsAreNotRateLimits) {
 }
 
 }  // namespace
-}  // namespace berry::proxy
+}  // namespace berry::proxy::admission_test

@@ -17,7 +17,7 @@
 #include "common/route_table/compile.h"
 #include "tests/support/manual_clock.h"
 
-namespace berry::proxy {
+namespace berry::proxy::attempt_stats_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -225,4 +225,4 @@ TEST_F(AttemptStatsTest, ARefusedRequestIsCountedWithEmptyLabelsAndLogged) {
 }
 
 }  // namespace
-}  // namespace berry::proxy
+}  // namespace berry::proxy::attempt_stats_test

@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-namespace berry::proxy {
+namespace berry::proxy::header_policy_test {
 namespace {
 
 namespace http = boost::beast::http;
@@ -197,4 +197,4 @@ TEST(HeaderPolicy, PreflightWithoutRequestedHeadersAllowsAuthorizationAndContent
 }
 
 }  // namespace
-}  // namespace berry::proxy
+}  // namespace berry::proxy::header_policy_test

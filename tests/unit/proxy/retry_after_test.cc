@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-namespace berry::proxy {
+namespace berry::proxy::retry_after_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -60,4 +60,4 @@ TEST(UpstreamRetryAfter, RetryAfterWinsThenTheLongestExhaustedReset) {
 }
 
 }  // namespace
-}  // namespace berry::proxy
+}  // namespace berry::proxy::retry_after_test

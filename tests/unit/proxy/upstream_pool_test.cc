@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace berry::upstream {
+namespace berry::upstream::upstream_pool_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -121,4 +121,4 @@ TEST_F(PoolTest, IdleConnectionsOfAnEndpointNoLongerUsedAreClosedByTheSweep) {
 }
 
 }  // namespace
-}  // namespace berry::upstream
+}  // namespace berry::upstream::upstream_pool_test

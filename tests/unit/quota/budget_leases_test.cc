@@ -5,7 +5,7 @@
 #include "data-plane/quota/fleet_limits.h"
 #include "tests/support/quota_answers.h"
 
-namespace berry::fleet {
+namespace berry::fleet::budget_leases_test {
 namespace {
 
 constexpr int64_t kSecond = 1'000'000'000;
@@ -250,4 +250,4 @@ TEST(FleetStatusTest, AnAnswerWakesEveryWaiterUntilItIsRemoved) {
 }
 
 }  // namespace
-}  // namespace berry::fleet
+}  // namespace berry::fleet::budget_leases_test

@@ -4,7 +4,7 @@
 #include "data-plane/quota/fleet_limits.h"
 #include "tests/support/quota_answers.h"
 
-namespace berry::fleet {
+namespace berry::fleet::fleet_leases_test {
 namespace {
 
 constexpr int64_t kSecond = 1'000'000'000;
@@ -323,4 +323,4 @@ TEST_F(FleetTokenLeasesTest, AwayReservesFromTheFallbackShareAndSettlesThere) {
 }
 
 }  // namespace
-}  // namespace berry::fleet
+}  // namespace berry::fleet::fleet_leases_test

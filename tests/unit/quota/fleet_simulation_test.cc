@@ -16,7 +16,7 @@
 #include "common/quota/account.h"
 #include "common/quota/ledger.h"
 
-namespace berry::quota {
+namespace berry::quota::fleet_simulation_test {
 namespace {
 
 constexpr int64_t kNsPerMs = 1'000'000;
@@ -193,4 +193,4 @@ TEST(FleetSimulationTest, UnderTheLimitNothingIsRefusedForLackOfLease) {
 }
 
 }  // namespace
-}  // namespace berry::quota
+}  // namespace berry::quota::fleet_simulation_test

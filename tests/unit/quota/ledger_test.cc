@@ -5,7 +5,7 @@
 #include "common/quota/account.h"
 #include "common/quota/lease.h"
 
-namespace berry::quota {
+namespace berry::quota::ledger_test {
 namespace {
 
 constexpr int64_t kMinute = 60'000;
@@ -185,4 +185,4 @@ TEST(LeaseAccountTest, WantingMoreThanTheCreditAsksWithThatAmount) {
 }
 
 }  // namespace
-}  // namespace berry::quota
+}  // namespace berry::quota::ledger_test

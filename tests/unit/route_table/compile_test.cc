@@ -6,7 +6,7 @@
 
 #include "common/crypto/sha256.h"
 
-namespace berry::route_table {
+namespace berry::route_table::compile_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -305,4 +305,4 @@ model = "m"
 }
 
 }  // namespace
-}  // namespace berry::route_table
+}  // namespace berry::route_table::compile_test

@@ -20,7 +20,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/selection/allocation_counter.h"
 
-namespace berry::selection {
+namespace berry::selection::selection_test {
 namespace {
 
 namespace v1 = berry::v1;
@@ -999,4 +999,4 @@ TEST(Allocation, PicksDoNotAllocateOnEitherPath) {
 }
 
 }  // namespace
-}  // namespace berry::selection
+}  // namespace berry::selection::selection_test

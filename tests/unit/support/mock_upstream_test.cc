@@ -25,7 +25,7 @@
 #include "tests/support/certs.h"
 #include "tests/support/http_client.h"
 
-namespace berry::test_support {
+namespace berry::test_support::mock_upstream_test {
 namespace {
 
 using std::chrono::milliseconds;
@@ -616,4 +616,4 @@ TEST(MockUpstreamTest, WriteTestPkiWritesPemFilesIntoADirectory) {
 }
 
 }  // namespace
-}  // namespace berry::test_support
+}  // namespace berry::test_support::mock_upstream_test
