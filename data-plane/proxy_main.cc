@@ -326,7 +326,7 @@ int main(int argc, char** argv) {
       const auto generation = routes.Current();
       return berry::proxy::ProxyReadiness(routes, generation.get());
     };
-    admin_endpoints.metrics = [&metrics] { return metrics.registry().Render(); };
+    admin_endpoints.metrics = [&metrics] { return metrics.Render(); };
     berry::server::ServerOptions admin_options;
     admin_options.host = admin_address.first;
     admin_options.port = admin_address.second;

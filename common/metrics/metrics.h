@@ -111,9 +111,9 @@ class Family final : public internal::FamilyBase {
   }
 
   // The child for `label_values` (one per label name, in order, valid UTF-8), created on first
-  // use; the same values always return the same child, whose address is stable for the
-  // registry's lifetime. Takes the family's mutex: keep the pointer rather than calling this per
-  // request. InvalidArgument on a wrong count or invalid UTF-8.
+  // use; the same values always return the same child, whose address is stable until
+  // Remove(child) or the end of the registry. Takes the family's mutex: keep the pointer rather
+  // than calling this per request. InvalidArgument on a wrong count or invalid UTF-8.
   absl::StatusOr<T*> Add(const std::vector<std::string>& label_values) {
     absl::StatusOr<prometheus::Labels> labels = ToLabels(label_values);
     if (!labels.ok()) {
@@ -125,6 +125,10 @@ class Family final : public internal::FamilyBase {
       return &family_.Add(*labels);
     }
   }
+
+  // Drops `child` (from Add) and its series; the pointer is dangling afterwards, so only the
+  // last holder of it may call this.
+  void Remove(T* child) { family_.Remove(child); }
 
  private:
   const std::string help_;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log/log.h"
 #include "data-plane/proxy/retry_after.h"
+#include "data-plane/proxy/worker_generation.h"
 
 namespace berry::proxy {
 
@@ -30,7 +31,7 @@ void AttemptStats::RecordTtfb(Exchange& exchange, const selection::CompiledBacke
   exchange.ttfb = seconds;
   exchange.generation->runtime->backend(backend).RecordTtfb(seconds);
   exchange.generation->load->backend(backend.index()).ObserveTtfb(seconds);
-  metrics_.ObserveTtfb(*exchange.model, backend, seconds);
+  exchange.pinned->metrics.ObserveTtfb(*exchange.model, backend, seconds);
 }
 
 void AttemptStats::RecordOutcome(const RouteGeneration& generation,
@@ -84,7 +85,7 @@ void AttemptStats::RecordUsage(Exchange& exchange, const selection::CompiledBack
   exchange.prompt_tokens = usage.prompt_tokens;
   exchange.completion_tokens = usage.completion_tokens;
   exchange.usage_reported = true;
-  metrics_.CountTokens(*exchange.model, backend, usage.prompt_tokens, usage.completion_tokens);
+  exchange.pinned->metrics.CountTokens(*exchange.model, backend, usage.prompt_tokens, usage.completion_tokens);
   if (const fleet::FleetLeases* budgets = exchange.generation->budgets.get()) {
     budgets->ChargeBudgetTokens(backend, usage.prompt_tokens + usage.completion_tokens,
                                 clock_.MonotonicNs());
@@ -93,17 +94,17 @@ void AttemptStats::RecordUsage(Exchange& exchange, const selection::CompiledBack
 
 void AttemptStats::CountStreamBroken(const Exchange& exchange,
                                      const selection::CompiledBackend& backend) {
-  metrics_.CountStreamBroken(*exchange.model, backend);
+  exchange.pinned->metrics.CountStreamBroken(*exchange.model, backend);
 }
 
 void AttemptStats::CountPick(Exchange& exchange, bool panic, bool retry) {
   if (panic) {
     exchange.panic = true;
-    metrics_.CountPanic(*exchange.model);
+    exchange.pinned->metrics.CountPanic(*exchange.model);
   }
   if (retry) {
     ++exchange.retries;
-    metrics_.CountRetry(*exchange.model);
+    exchange.pinned->metrics.CountRetry(*exchange.model);
   }
 }
 
@@ -116,10 +117,14 @@ void AttemptStats::Finish(const Exchange& exchange, Clock::TimePoint end) {
   if (exchange.local_endpoint) {
     metrics_.shared().CountLocalEndpoint(exchange.path, exchange.status);
   } else if (exchange.status != 0) {
-    metrics_.CountRequest(exchange.model, exchange.backend, exchange.status);
+    if (exchange.pinned != nullptr) {
+      exchange.pinned->metrics.CountRequest(exchange.model, exchange.backend, exchange.status);
+    } else {
+      metrics_.CountRequest(exchange.status);
+    }
   }
   if (exchange.model != nullptr && exchange.backend != nullptr) {
-    metrics_.ObserveDuration(*exchange.model, *exchange.backend, seconds);
+    exchange.pinned->metrics.ObserveDuration(*exchange.model, *exchange.backend, seconds);
     BackendLoad& load = exchange.generation->load->backend(exchange.backend->index());
     load.ObserveLatency(seconds);
     load.AddTokens(exchange.prompt_tokens, exchange.completion_tokens);
@@ -148,7 +153,7 @@ void AttemptStats::Finish(const Exchange& exchange, Clock::TimePoint end) {
 
 void AttemptStats::FinishBadRequest(int status, std::string_view reason,
                                     std::string_view request_id) {
-  metrics_.CountRequest(nullptr, nullptr, status);
+  metrics_.CountRequest(status);
   AccessLogEntry entry;
   entry.request_id = request_id;
   entry.status = status;

@@ -1,5 +1,5 @@
 // Where what happened to a request and its attempts goes, in one place: the Prometheus metrics
-// (WorkerMetrics), the load reports for the control plane (LoadStats), the selection runtime
+// (the pinned generation's GenerationMetrics, else WorkerMetrics), the load reports for the control plane (LoadStats), the selection runtime
 // (in-flight counts, TTFB EWMAs), the outlier detector (ejections) and the access log line.
 //
 // Threads: one AttemptStats per worker, used on that worker's thread; what it writes to is

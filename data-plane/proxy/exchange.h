@@ -37,6 +37,8 @@ using server::ResponseHeader;
 using server::ServerOptions;
 using server::StringPool;
 
+struct WorkerGeneration;  // worker_generation.h
+
 inline constexpr std::string_view kChatCompletionsPath = "/v1/chat/completions";
 // Anthropic's Messages API in front (dialect/messages_front.h): served by backends of every
 // dialect; its errors are Anthropic-shaped.
@@ -108,6 +110,10 @@ struct Exchange : Admitted {
   // A request to Anthropic's Messages API (kMessagesPath) rather than OpenAI's.
   bool messages_front() const { return path == kMessagesPath; }
 
+  // The worker's hold on the generation in force when the request started (null before the
+  // first table), and that generation: the request uses them to its end, whatever is published
+  // meanwhile.
+  WorkerGeneration* pinned = nullptr;
   const RouteGeneration* generation = nullptr;
   const selection::CompiledBackend* backend = nullptr;  // of the attempt that answered
   absl::InlinedVector<uint32_t, 8> tried;

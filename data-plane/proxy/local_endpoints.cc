@@ -64,7 +64,7 @@ net::awaitable<void> LocalEndpoints::Serve(Exchange& exchange) {
   if (metrics) {
     Response response{http::status::ok, 11};
     response.set(http::field::content_type, metrics::kContentType);
-    response.body() = metrics_.registry().Render();
+    response.body() = metrics_.Render();
     co_await Send(exchange, response);
     co_return;
   }

@@ -93,30 +93,46 @@ void ProxyHandler::Refresh() {
   if (generation == seen_generation_) {
     return;
   }
-  generation_ = routes_.Current();
-  seen_generation_ = generation_ ? generation_->generation : 0;
-  if (generation_) {
-    if (picker_) {
-      picker_->Reset(generation_->runtime);
-    } else {
-      picker_.emplace(generation_->runtime);
+  std::shared_ptr<const RouteGeneration> routes = routes_.Current();
+  seen_generation_ = routes ? routes->generation : 0;
+  std::unique_ptr<WorkerGeneration> previous = std::move(current_);
+  if (routes) {
+    current_ = std::make_unique<WorkerGeneration>(std::move(routes), stats_.metrics().shared());
+  }
+  if (previous != nullptr && previous->exchanges > 0) {
+    retired_.push_back(std::move(previous));  // goes when its last request ends (Unpin)
+  }
+}
+
+void ProxyHandler::Unpin(WorkerGeneration* pinned) {
+  if (pinned == nullptr || --pinned->exchanges > 0 || pinned == current_.get()) {
+    return;
+  }
+  for (auto it = retired_.begin(); it != retired_.end(); ++it) {
+    if (it->get() == pinned) {
+      retired_.erase(it);
+      return;
     }
   }
-  stats_.metrics().Reset(generation_ ? &generation_->snapshot() : nullptr);
 }
 
 uint64_t ProxyHandler::body_limit() {
   Refresh();
-  if (generation_ == nullptr || generation_->settings().max_request_body_bytes() == 0) {
+  if (current_ == nullptr || current_->routes->settings().max_request_body_bytes() == 0) {
     return 32ull << 20;
   }
-  return generation_->settings().max_request_body_bytes();
+  return current_->routes->settings().max_request_body_bytes();
 }
 
 net::awaitable<void> ProxyHandler::Handle(Request& request, Downstream& downstream) {
   Refresh();
   Exchange exchange(request, downstream, clock_.Now());
-  exchange.generation = generation_.get();
+  WorkerGeneration* const pinned = current_.get();
+  if (pinned != nullptr) {
+    ++pinned->exchanges;
+    exchange.pinned = pinned;
+    exchange.generation = pinned->routes.get();
+  }
   stats_.metrics().shared().inflight->Increment();
   co_await Route(exchange);
   stats_.metrics().shared().inflight->Decrement();
@@ -124,6 +140,7 @@ net::awaitable<void> ProxyHandler::Handle(Request& request, Downstream& downstre
   const Clock::TimePoint end = clock_.Now();
   admission_.SettleTokens(exchange, end);
   stats_.Finish(exchange, end);
+  Unpin(pinned);
 }
 
 net::awaitable<void> ProxyHandler::HandleBadRequest(http::status status, std::string_view reason,
@@ -182,7 +199,7 @@ net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exc
 }
 
 net::awaitable<bool> ProxyHandler::WaitForBudgetCredit(Exchange& exchange) {
-  if (exchange.generation->budgets == nullptr || !picker_->budget_credit_pending()) {
+  if (exchange.generation->budgets == nullptr || !exchange.pinned->picker.budget_credit_pending()) {
     co_return false;
   }
   const int64_t left_ns = CreditWaitLeftNs(exchange);
@@ -210,14 +227,15 @@ const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,
     exchange.budget_answers_seen =
         generation.budgets->status().answers.load(std::memory_order_acquire);
   }
-  auto pick = picker_->Pick(*exchange.model, pick_request, rng_);
+  selection::Picker& picker = exchange.pinned->picker;
+  auto pick = picker.Pick(*exchange.model, pick_request, rng_);
   // The attempt spends one request of the backend's budgets; when another worker took the
   // last one since the pick looked, the backend reads spent and the pick goes again.
   for (size_t again = exchange.model->backends().size();
        pick.ok() && generation.budgets != nullptr && again > 0 &&
        !generation.budgets->SpendBudget(*pick->backend, pick_request.now_ns);
        --again) {
-    pick = picker_->Pick(*exchange.model, pick_request, rng_);
+    pick = picker.Pick(*exchange.model, pick_request, rng_);
   }
   if (!pick.ok()) {
     *error = std::string(pick.status().message());

@@ -26,9 +26,9 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "common/http/server.h"
-#include "common/selection/picker.h"
 #include "data-plane/proxy/access_log.h"
 #include "data-plane/proxy/admission.h"
 #include "data-plane/proxy/attempt_stats.h"
@@ -38,6 +38,7 @@
 #include "data-plane/proxy/proxy_metrics.h"
 #include "data-plane/proxy/route_store.h"
 #include "data-plane/proxy/upstream_attempt.h"
+#include "data-plane/proxy/worker_generation.h"
 #include "data-plane/upstream/upstream_pool.h"
 
 namespace berry::proxy {
@@ -68,6 +69,8 @@ class ProxyHandler final : public Handler {
  private:
   // Picks up a new route-table generation if one was published (one atomic load otherwise).
   void Refresh();
+  // A request that pinned `pinned` (may be null) has ended.
+  void Unpin(WorkerGeneration* pinned);
 
   // Not a coroutine: sends the relayed POST straight to Proxy, the rest to LocalEndpoints.
   net::awaitable<void> Route(Exchange& exchange);
@@ -98,9 +101,11 @@ class ProxyHandler final : public Handler {
   LocalEndpoints local_;
   UpstreamAttempt attempt_;
   std::mt19937_64 rng_;
-  std::shared_ptr<const RouteGeneration> generation_;
   uint64_t seen_generation_ = 0;
-  std::optional<selection::Picker> picker_;
+  // The worker's hold on the generation in force (null before the first table), and the holds
+  // it replaced that requests still pin; each goes when its last request ends.
+  std::unique_ptr<WorkerGeneration> current_;
+  std::vector<std::unique_ptr<WorkerGeneration>> retired_;
 };
 
 }  // namespace berry::proxy

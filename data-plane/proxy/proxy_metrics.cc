@@ -3,9 +3,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "data-plane/proxy/route_store.h"
 
 namespace berry::proxy {
@@ -38,7 +40,7 @@ std::string Label(const selection::CompiledBackend* backend) {
 }  // namespace
 
 ProxyMetrics::ProxyMetrics(const RouteStore& routes, MetricsExposure exposure)
-    : exposure_(exposure) {
+    : routes_(routes), exposure_(exposure) {
   const std::vector<double> latency = metrics::DefaultLatencyBuckets();
   requests = Must(registry_.AddCounter(
       "berry_requests_total", "Requests answered, by custom model, backend and HTTP status.",
@@ -137,76 +139,163 @@ void ProxyMetrics::CountLocalEndpoint(std::string_view path, int code) {
   }
 }
 
-void WorkerMetrics::Reset(const selection::Snapshot* snapshot) {
-  requests_.clear();
-  backends_.assign(snapshot ? snapshot->backends().size() : 0, BackendHandles{});
-  models_.assign(snapshot ? snapshot->models().size() : 0, ModelHandles{});
+void ProxyMetrics::Abort(const absl::Status& status) {
+  std::fprintf(stderr, "berry-proxy: metric registration failed (a bug): %s\n",
+               std::string(status.message()).c_str());
+  std::abort();
 }
+
+std::string ProxyMetrics::Render() {
+  PruneRemoved();
+  return registry_.Render();
+}
+
+void ProxyMetrics::Release(const std::vector<const void*>& children) {
+  absl::MutexLock lock(&held_mu_);
+  for (const void* child : children) {
+    auto it = held_.find(child);
+    if (it != held_.end() && --it->second.holders == 0) {
+      ++unheld_;
+    }
+  }
+}
+
+void ProxyMetrics::PruneRemoved() {
+  absl::MutexLock lock(&held_mu_);
+  if (unheld_ == 0) {
+    return;
+  }
+  const std::shared_ptr<const RouteGeneration> generation = routes_.Current();
+  if (generation == nullptr) {
+    return;
+  }
+  absl::flat_hash_set<std::string_view> models;
+  absl::flat_hash_set<std::string_view> backends;
+  for (const selection::CompiledModel& model : generation->snapshot().models()) {
+    models.insert(model.name());
+  }
+  for (const selection::CompiledBackend& backend : generation->snapshot().backends()) {
+    backends.insert(backend.id());
+  }
+  for (auto it = held_.begin(); it != held_.end();) {
+    const Held& held = it->second;
+    const bool gone = (!held.model.empty() && !models.contains(held.model)) ||
+                      (!held.backend.empty() && !backends.contains(held.backend));
+    if (held.holders == 0 && gone) {
+      held.remove();
+      --unheld_;
+      held_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+size_t ProxyMetrics::held_series() const {
+  absl::MutexLock lock(&held_mu_);
+  return held_.size();
+}
+
+GenerationMetrics::GenerationMetrics(ProxyMetrics& metrics, const selection::Snapshot& snapshot)
+    : metrics_(metrics),
+      backends_(snapshot.backends().size()),
+      models_(snapshot.models().size()) {}
+
+GenerationMetrics::~GenerationMetrics() { metrics_.Release(held_); }
 
 template <typename T>
-T* WorkerMetrics::Resolve(T*& slot, metrics::Family<T>& family,
-                          const std::vector<std::string>& labels) {
-  if (slot == nullptr) {
-    slot = Must(family.Add(labels));
-  }
-  return slot;
+T* GenerationMetrics::Resolve(metrics::Family<T>& family, const std::vector<std::string>& labels,
+                              std::string_view model, std::string_view backend) {
+  T* child = metrics_.Hold(family, labels, model, backend);
+  held_.push_back(child);
+  return child;
 }
 
-void WorkerMetrics::CountRequest(const selection::CompiledModel* model,
-                                 const selection::CompiledBackend* backend, int status) {
+void GenerationMetrics::CountRequest(const selection::CompiledModel* model,
+                                     const selection::CompiledBackend* backend, int status) {
   const uint64_t m = model ? model->index() + 1 : 0;
   const uint64_t b = backend ? backend->index() + 1 : 0;
   const uint64_t key = (m << 42) | (b << 20) | static_cast<uint64_t>(status & 0xfffff);
   auto it = requests_.find(key);
   if (it == requests_.end()) {
+    const std::string model_label = Label(model);
+    const std::string backend_label = Label(backend);
     it = requests_
-             .emplace(key, Must(metrics_.requests->Add(
-                               {Label(model), Label(backend), std::to_string(status)})))
+             .emplace(key, Resolve(*metrics_.requests,
+                                   {model_label, backend_label, std::to_string(status)},
+                                   model_label, backend_label))
              .first;
   }
   it->second->Increment();
 }
 
 // The slot is null only the first time in a generation: the label values are built then alone.
-void WorkerMetrics::ObserveDuration(const selection::CompiledModel& model,
-                                    const selection::CompiledBackend& backend, double seconds) {
+void GenerationMetrics::ObserveDuration(const selection::CompiledModel& model,
+                                        const selection::CompiledBackend& backend,
+                                        double seconds) {
   metrics::Histogram*& slot = backends_[backend.index()].duration;
-  (slot ? slot : Resolve(slot, *metrics_.duration, {model.name(), backend.id()}))->Observe(seconds);
+  if (slot == nullptr) {
+    slot = Resolve(*metrics_.duration, {model.name(), backend.id()}, model.name(), backend.id());
+  }
+  slot->Observe(seconds);
 }
 
-void WorkerMetrics::ObserveTtfb(const selection::CompiledModel& model,
-                                const selection::CompiledBackend& backend, double seconds) {
+void GenerationMetrics::ObserveTtfb(const selection::CompiledModel& model,
+                                    const selection::CompiledBackend& backend, double seconds) {
   metrics::Histogram*& slot = backends_[backend.index()].ttfb;
-  (slot ? slot : Resolve(slot, *metrics_.ttfb, {model.name(), backend.id()}))->Observe(seconds);
+  if (slot == nullptr) {
+    slot = Resolve(*metrics_.ttfb, {model.name(), backend.id()}, model.name(), backend.id());
+  }
+  slot->Observe(seconds);
 }
 
-void WorkerMetrics::CountTokens(const selection::CompiledModel& model,
-                                const selection::CompiledBackend& backend, uint64_t prompt,
-                                uint64_t completion) {
+void GenerationMetrics::CountTokens(const selection::CompiledModel& model,
+                                    const selection::CompiledBackend& backend, uint64_t prompt,
+                                    uint64_t completion) {
   BackendHandles& handles = backends_[backend.index()];
   if (handles.prompt_tokens == nullptr) {
-    Resolve(handles.prompt_tokens, *metrics_.tokens, {model.name(), backend.id(), "prompt"});
-    Resolve(handles.completion_tokens, *metrics_.tokens,
-            {model.name(), backend.id(), "completion"});
+    handles.prompt_tokens = Resolve(*metrics_.tokens, {model.name(), backend.id(), "prompt"},
+                                    model.name(), backend.id());
+    handles.completion_tokens = Resolve(
+        *metrics_.tokens, {model.name(), backend.id(), "completion"}, model.name(), backend.id());
   }
   handles.prompt_tokens->Increment(static_cast<double>(prompt));
   handles.completion_tokens->Increment(static_cast<double>(completion));
 }
 
-void WorkerMetrics::CountRetry(const selection::CompiledModel& model) {
+void GenerationMetrics::CountRetry(const selection::CompiledModel& model) {
   metrics::Counter*& slot = models_[model.index()].retries;
-  (slot ? slot : Resolve(slot, *metrics_.retries, {model.name()}))->Increment();
+  if (slot == nullptr) {
+    slot = Resolve(*metrics_.retries, {model.name()}, model.name(), "");
+  }
+  slot->Increment();
 }
 
-void WorkerMetrics::CountPanic(const selection::CompiledModel& model) {
+void GenerationMetrics::CountPanic(const selection::CompiledModel& model) {
   metrics::Counter*& slot = models_[model.index()].panics;
-  (slot ? slot : Resolve(slot, *metrics_.panics, {model.name()}))->Increment();
+  if (slot == nullptr) {
+    slot = Resolve(*metrics_.panics, {model.name()}, model.name(), "");
+  }
+  slot->Increment();
 }
 
-void WorkerMetrics::CountStreamBroken(const selection::CompiledModel& model,
-                                      const selection::CompiledBackend& backend) {
+void GenerationMetrics::CountStreamBroken(const selection::CompiledModel& model,
+                                          const selection::CompiledBackend& backend) {
   metrics::Counter*& slot = backends_[backend.index()].stream_broken;
-  (slot ? slot : Resolve(slot, *metrics_.stream_broken, {model.name(), backend.id()}))->Increment();
+  if (slot == nullptr) {
+    slot = Resolve(*metrics_.stream_broken, {model.name(), backend.id()}, model.name(),
+                   backend.id());
+  }
+  slot->Increment();
+}
+
+void WorkerMetrics::CountRequest(int status) {
+  auto it = requests_.find(status);
+  if (it == requests_.end()) {
+    it = requests_.emplace(status, Must(metrics_.requests->Add({"", "", std::to_string(status)})))
+             .first;
+  }
+  it->second->Increment();
 }
 
 void WorkerMetrics::CountRateLimited(std::string_view user) {

@@ -15,6 +15,7 @@
 
 #include "common/config/config.h"
 #include "common/route_table/compile.h"
+#include "data-plane/proxy/worker_generation.h"
 #include "tests/support/manual_clock.h"
 
 namespace berry::proxy::attempt_stats_test {
@@ -50,7 +51,7 @@ class AttemptStatsTest : public ::testing::Test {
     ASSERT_EQ(pipe2(log_pipe_, O_NONBLOCK | O_CLOEXEC), 0);
     access_log_ = std::make_unique<AccessLog>(log_pipe_[1]);
     stats_ = std::make_unique<AttemptStats>(metrics_, *access_log_, clock_);
-    stats_->metrics().Reset(&generation_->snapshot());
+    pinned_ = std::make_unique<WorkerGeneration>(generation_, metrics_);
 
     request_.method(http::verb::post);
     request_.target("/v1/chat/completions");
@@ -58,6 +59,7 @@ class AttemptStatsTest : public ::testing::Test {
 
   void TearDown() override {
     stats_.reset();
+    pinned_.reset();
     access_log_.reset();  // its writer thread writes to the pipe until then
     close(log_pipe_[0]);
     close(log_pipe_[1]);
@@ -68,6 +70,7 @@ class AttemptStatsTest : public ::testing::Test {
 
   std::unique_ptr<Exchange> NewExchange() {
     auto exchange = std::make_unique<Exchange>(request_, downstream_, clock_.Now());
+    exchange->pinned = pinned_.get();
     exchange->generation = generation_.get();
     exchange->model = &model();
     return exchange;
@@ -92,6 +95,7 @@ class AttemptStatsTest : public ::testing::Test {
   int log_pipe_[2] = {-1, -1};
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<AttemptStats> stats_;
+  std::unique_ptr<WorkerGeneration> pinned_;
 
   net::io_context io_;
   server::ClientSession session_{net::ip::tcp::socket(io_)};
