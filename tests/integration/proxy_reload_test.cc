@@ -131,10 +131,13 @@ TEST(ProxyReload, AFailoverAfterAReloadPicksFromTheTableTheRequestStartedOn) {
 TEST(ProxyReload, SeriesOfAModelAndABackendARemovedByAReloadLeaveMetrics) {
   auto acme = StartMock("acme");
   auto beta = StartMock("beta");
-  const std::string kept =
-      ProviderToml("acme", acme->base_url()) + ModelToml("chat") + BackendToml("chat", "acme");
+  // "chat" is served by acme (priority 1; beta, priority 2, only backs it up), "old" by beta.
+  const std::string kept = ProviderToml("acme", acme->base_url()) +
+                           ModelToml("chat", R"(strategy = "failover")") +
+                           BackendToml("chat", "acme", "up-model", 1, "priority = 1");
   const std::string gone = ProviderToml("beta", beta->base_url()) + ModelToml("old") +
-                           BackendToml("old", "beta") + BackendToml("chat", "beta");
+                           BackendToml("old", "beta") +
+                           BackendToml("chat", "beta", "up-model", 1, "priority = 2");
   auto proxy = StartProxy(kept + gone, OneWorker());
   for (int i = 0; i < 2; ++i) {
     ASSERT_EQ(Chat(*proxy, "chat").status, 200);
