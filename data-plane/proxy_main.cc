@@ -44,6 +44,7 @@ struct Flags {
   std::string tls_key;
   std::string allowed_upstream_hosts;
   int64_t max_connections = 10000;
+  int64_t control_plane_keepalive_seconds = 20;
   bool insecure = false;
   std::string admin_listen;
   bool metrics_user_labels = false;
@@ -150,6 +151,10 @@ int main(int argc, char** argv) {
              "PEM file of extra CAs trusted for HTTPS upstreams (besides the system store)");
   set.String("control-plane", &flags.control_plane,
              "HOST:PORT of berry-control-plane (managed mode, instead of --config)");
+  set.Int("control-plane-keepalive-seconds", &flags.control_plane_keepalive_seconds,
+          "managed mode: ping the control plane this often and reconnect when a ping goes "
+          "unanswered for half of it (a path that silently stopped carrying packets)",
+          "", 10, 3600);
   set.String("node-id", &flags.node_id,
              "this proxy's unique id in managed mode (default: the host name)", "NODE_ID");
   set.String("state-dir", &flags.state_dir,
@@ -357,6 +362,7 @@ int main(int argc, char** argv) {
     client.node.set_listen_address(listening);
     client.node.set_build_version("berry-proxy 0.1.0");
     client.state_dir = flags.state_dir;
+    client.keepalive = std::chrono::seconds(flags.control_plane_keepalive_seconds);
     auto channel = berry::managed::MakeChannel(client);
     subscriber =
         std::make_unique<berry::managed::RouteSubscriber>(client, channel, routes, metrics);

@@ -47,9 +47,14 @@ struct ClientOptions {
   std::string state_dir;  // empty = no persistence
   std::chrono::milliseconds initial_backoff{250};
   std::chrono::milliseconds max_backoff{15000};
+  // A keepalive ping goes out this long after the last one, and the connection is given up
+  // (and dialled again) when the ping is not answered within half of it: a control plane
+  // behind a path that silently stopped carrying packets is left within 1.5 x this. The
+  // control plane permits pings every 10 s, so no less than that.
+  std::chrono::seconds keepalive{20};
 };
 
-// Builds the channel with keepalive pings (the control plane permits them every 10 s).
+// Builds the channel with keepalive pings (ClientOptions::keepalive).
 std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& options);
 
 // Makes `state_dir` ready for PersistTable at start: a missing directory is created (mode 0700;
