@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/log/log.h"
 #include "common/strings/views.h"
 #include "data-plane/openai/errors.h"
 
@@ -181,6 +182,8 @@ int64_t ProxyHandler::CreditWaitLeftNs(Exchange& exchange) {
 
 net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exchange& exchange) {
   fleet::FleetStatus& status = exchange.generation->fleet->status();
+  const uint64_t before_wait = status.answers.load(std::memory_order_acquire);
+  bool silence_checked = false;
   for (;;) {
     // Read before admitting: an answer that lands in between is not missed.
     const uint64_t seen = status.answers.load(std::memory_order_acquire);
@@ -188,6 +191,12 @@ net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exc
         exchange.generation, exchange.request[http::field::authorization],
         exchange.request[kApiKeyHeader], exchange.request.body(), exchange, exchange.error);
     const int64_t left_ns = CreditWaitLeftNs(exchange);
+    if (rejected && rejected->credit_pending && left_ns <= 0 && seen == before_wait &&
+        !silence_checked) {
+      silence_checked = true;
+      ControlPlaneSilent(status);
+      continue;  // admitted or refused on the fallback share now
+    }
     if (!rejected || !rejected->credit_pending || left_ns <= 0) {
       if (rejected && rejected->rate_limited) {
         stats_.CountRateLimited(*exchange.client);
@@ -202,13 +211,31 @@ net::awaitable<bool> ProxyHandler::WaitForBudgetCredit(Exchange& exchange) {
   if (exchange.generation->budgets == nullptr || !exchange.pinned->picker.budget_credit_pending()) {
     co_return false;
   }
+  fleet::FleetStatus& status = exchange.generation->budgets->status();
   const int64_t left_ns = CreditWaitLeftNs(exchange);
   if (left_ns <= 0) {
-    co_return false;
+    if (exchange.budget_wait_answers != exchange.budget_answers_seen) {
+      co_return false;  // answered, and still no credit
+    }
+    // No answer at all since the wait began: pick once more, on the fallback shares.
+    exchange.budget_wait_answers = Exchange::kSilenceChecked;
+    ControlPlaneSilent(status);
+    co_return true;
   }
-  co_await WaitForAnswer(exchange.generation->budgets->status(), exchange.budget_answers_seen,
-                         left_ns);
+  if (exchange.budget_wait_answers == Exchange::kNotWaited) {
+    exchange.budget_wait_answers = exchange.budget_answers_seen;
+  }
+  co_await WaitForAnswer(status, exchange.budget_answers_seen, left_ns);
   co_return true;  // pick again: the answer, or the deadline, decides
+}
+
+void ProxyHandler::ControlPlaneSilent(fleet::FleetStatus& status) {
+  if (status.away.exchange(true, std::memory_order_acq_rel)) {
+    return;  // already away
+  }
+  log::Warn("the control plane did not answer a quota ask within 500 ms: admitting on the "
+            "fallback share until it answers");
+  status.Answered();  // the other requests waiting for an answer go to the fallback share too
 }
 
 const selection::CompiledBackend* ProxyHandler::PickBackend(Exchange& exchange,

@@ -82,6 +82,12 @@ class ProxyHandler final : public Handler {
   // 500 ms) for the control plane's answers and admits again, so a burst that outruns its lease
   // is served while the fleet-wide window has room. Counts a final refusal.
   net::awaitable<std::optional<ErrorReply>> AdmitWhenCreditComes(Exchange& exchange);
+  // A request waited the whole 500 ms for the answer to an ask and no answer came at all: the
+  // control plane counts as away (as after a lost stream) until its next answer, so this
+  // request and those waiting with it are admitted or refused on the fallback share rather
+  // than refused for credit a silent control plane never sent (a path that stopped carrying
+  // packets, a control plane stalled).
+  static void ControlPlaneSilent(fleet::FleetStatus& status);
   // Nanoseconds left of the exchange's wait for credit (500 ms in all, from its first wait).
   int64_t CreditWaitLeftNs(Exchange& exchange);
   // The pick found nothing: when a backend was no candidate only because its budget credit is

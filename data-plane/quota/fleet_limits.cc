@@ -486,8 +486,9 @@ std::optional<v1::QuotaReport> QuotaClient::Collect(int64_t now_ns, bool connect
   if (leases_ == nullptr) {
     return std::nullopt;
   }
-  if (unanswered_since_ns_ != 0 && now_ns - unanswered_since_ns_ >= kAnswerTimeoutNs) {
-    status_->away.store(true);
+  if (unanswered_since_ns_ != 0 && now_ns - unanswered_since_ns_ >= kAnswerTimeoutNs &&
+      !status_->away.exchange(true)) {
+    status_->Answered();  // requests waiting for credit go to the fallback share
   }
   if (!connected) {
     for (const auto& [key, slot] : leases_->by_key()) {

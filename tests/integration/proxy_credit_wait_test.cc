@@ -2,8 +2,9 @@
 // budgets"): a request whose user's lease, or every usable backend's budget lease, ran dry while
 // the control plane is connected and has not said the window is spent waits up to 500 ms for the
 // answer to the ask it caused — woken by that answer, not by polling — and is then admitted
-// (credit came, or the stream was lost and the fallback share decides) or refused. The test plays
-// the control plane with a fleet::QuotaClient over the proxy's leases.
+// (credit came, or the stream was lost and the fallback share decides) or refused; when no
+// answer at all came, the control plane counts as away and the fallback share decides. The test
+// plays the control plane with a fleet::QuotaClient over the proxy's leases.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -91,16 +92,42 @@ TEST_F(ProxyCreditWait, AUsersRequestIsAdmittedWhenTheAnswerToItsAskComes) {
   EXPECT_EQ(upstream_->request_count(), 1u);
 }
 
-TEST_F(ProxyCreditWait, NoAnswerWithin500MsIsA429) {
+TEST_F(ProxyCreditWait, AnAnswerWithoutCreditIsA429At500Ms) {
   Start(LimitedUser());
   const Steady::time_point sent = Steady::now();
-  const HttpResponse refused = Chat(*proxy_, "chat", Bearer(kAliceToken));
+  auto response = ChatLater(Bearer(kAliceToken));
+  ExpectWaiting();
+  Grant(0);  // answered: nothing for this proxy now, though the fleet's window has room
+  ASSERT_EQ(response.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  const HttpResponse refused = response.get();
   EXPECT_GE(Steady::now() - sent, std::chrono::milliseconds(500));
   ExpectOpenAiError(refused, 429, "rate_limit_error", "rate_limit_exceeded");
   EXPECT_EQ(refused.Header("Retry-After").value_or(""), "1");  // the fleet's window has room
   EXPECT_EQ(refused.Header("x-ratelimit-limit-requests").value_or(""), "120");
   EXPECT_EQ(status_->waiting(), 0u);
+  EXPECT_FALSE(status_->away.load());
   EXPECT_EQ(upstream_->request_count(), 0u);
+}
+
+TEST_F(ProxyCreditWait, NoAnswerAtAllWithin500MsCountsAsAwayAndTheFallbackShareDecides) {
+  Start(LimitedUser());
+  const Steady::time_point sent = Steady::now();
+  const HttpResponse response = Chat(*proxy_, "chat", Bearer(kAliceToken));
+  EXPECT_GE(Steady::now() - sent, std::chrono::milliseconds(500));
+  EXPECT_EQ(response.status, 200) << response.body;
+  EXPECT_TRUE(status_->away.load());
+  EXPECT_EQ(status_->fallback_admitted.load(), 1u);  // 120 / 3 per minute while away
+  // The next request does not wait: the fallback share decides at once...
+  const Steady::time_point next = Steady::now();
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kAliceToken)).status, 200);
+  EXPECT_LT(Steady::now() - next, std::chrono::milliseconds(300));
+  EXPECT_EQ(status_->fallback_admitted.load(), 2u);
+  // ...until the control plane answers again.
+  Grant(5);
+  EXPECT_FALSE(status_->away.load());
+  EXPECT_EQ(Chat(*proxy_, "chat", Bearer(kAliceToken)).status, 200);
+  EXPECT_EQ(status_->fallback_admitted.load(), 2u);
+  EXPECT_EQ(upstream_->request_count(), 3u);
 }
 
 TEST_F(ProxyCreditWait, ALostStreamWakesTheRequestOntoTheFallbackShare) {
@@ -124,14 +151,29 @@ TEST_F(ProxyCreditWait, AModelWhoseOnlyBackendsBudgetRanDryWaitsForTheAnswer) {
   EXPECT_EQ(upstream_->request_count(), 1u);
 }
 
-TEST_F(ProxyCreditWait, ABudgetThatStaysDryIsA429After500Ms) {
+TEST_F(ProxyCreditWait, ABudgetAnsweredWithoutCreditIsA429After500Ms) {
   Start(BudgetedProvider());
   const Steady::time_point sent = Steady::now();
-  const HttpResponse refused = Chat(*proxy_, "chat");
+  auto response = ChatLater();
+  ExpectWaiting();
+  Grant(0);
+  ASSERT_EQ(response.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  const HttpResponse refused = response.get();
   EXPECT_GE(Steady::now() - sent, std::chrono::milliseconds(500));
   ExpectOpenAiError(refused, 429, "rate_limit_error", "rate_limit_exceeded");
   EXPECT_EQ(refused.Header("Retry-After").value_or(""), "1");
+  EXPECT_FALSE(status_->away.load());
   EXPECT_EQ(upstream_->request_count(), 0u);
+}
+
+TEST_F(ProxyCreditWait, ABudgetAskWithNoAnswerWithin500MsIsServedOnTheFallbackShare) {
+  Start(BudgetedProvider());
+  const Steady::time_point sent = Steady::now();
+  const HttpResponse response = Chat(*proxy_, "chat");
+  EXPECT_GE(Steady::now() - sent, std::chrono::milliseconds(500));
+  EXPECT_EQ(response.status, 200) << response.body;
+  EXPECT_TRUE(status_->away.load());
+  EXPECT_EQ(upstream_->request_count(), 1u);
 }
 
 TEST_F(ProxyCreditWait, AWindowTheControlPlaneSaysIsSpentIsRefusedAtOnce) {
