@@ -119,13 +119,13 @@ struct Exchange : Admitted {
   absl::InlinedVector<uint32_t, 8> tried;
   // Monotonic end of the wait for lease credit (0 = has not waited): 500 ms in all.
   int64_t credit_deadline_ns = 0;
-  // FleetStatus::answers of the budgets, read before the last pick (what a wait waits past),
-  // and before the first pick that waited (kNotWaited until one did; kSilenceChecked once the
-  // wait ended with no answer at all).
+  // FleetStatus::answers of the budgets, read before the last pick (what a wait waits past).
+  uint64_t budget_answers_seen = 0;
+  // FleetStatus::answers when the request first waited for credit, for a user limit or a
+  // budget (kNotWaited until it did; kSilenceChecked once its wait ended with no answer since).
   static constexpr uint64_t kNotWaited = ~uint64_t{0};
   static constexpr uint64_t kSilenceChecked = ~uint64_t{0} - 1;
-  uint64_t budget_answers_seen = 0;
-  uint64_t budget_wait_answers = kNotWaited;
+  uint64_t credit_wait_answers = kNotWaited;
   int status = 0;
   int retries = 0;
   bool panic = false;

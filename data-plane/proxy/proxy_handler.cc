@@ -182,8 +182,9 @@ int64_t ProxyHandler::CreditWaitLeftNs(Exchange& exchange) {
 
 net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exchange& exchange) {
   fleet::FleetStatus& status = exchange.generation->fleet->status();
-  const uint64_t before_wait = status.answers.load(std::memory_order_acquire);
-  bool silence_checked = false;
+  if (exchange.credit_wait_answers == Exchange::kNotWaited) {
+    exchange.credit_wait_answers = status.answers.load(std::memory_order_acquire);
+  }
   for (;;) {
     // Read before admitting: an answer that lands in between is not missed.
     const uint64_t seen = status.answers.load(std::memory_order_acquire);
@@ -191,10 +192,10 @@ net::awaitable<std::optional<ErrorReply>> ProxyHandler::AdmitWhenCreditComes(Exc
         exchange.generation, exchange.request[http::field::authorization],
         exchange.request[kApiKeyHeader], exchange.request.body(), exchange, exchange.error);
     const int64_t left_ns = CreditWaitLeftNs(exchange);
-    if (rejected && rejected->credit_pending && left_ns <= 0 && seen == before_wait &&
-        !silence_checked) {
-      silence_checked = true;
-      ControlPlaneSilent(status);
+    if (rejected && rejected->credit_pending && left_ns <= 0 &&
+        seen == exchange.credit_wait_answers) {
+      exchange.credit_wait_answers = Exchange::kSilenceChecked;
+      ControlPlaneSilent(status, seen);
       continue;  // admitted or refused on the fallback share now
     }
     if (!rejected || !rejected->credit_pending || left_ns <= 0) {
@@ -214,22 +215,25 @@ net::awaitable<bool> ProxyHandler::WaitForBudgetCredit(Exchange& exchange) {
   fleet::FleetStatus& status = exchange.generation->budgets->status();
   const int64_t left_ns = CreditWaitLeftNs(exchange);
   if (left_ns <= 0) {
-    if (exchange.budget_wait_answers != exchange.budget_answers_seen) {
+    if (exchange.credit_wait_answers != exchange.budget_answers_seen) {
       co_return false;  // answered, and still no credit
     }
     // No answer at all since the wait began: pick once more, on the fallback shares.
-    exchange.budget_wait_answers = Exchange::kSilenceChecked;
-    ControlPlaneSilent(status);
+    exchange.credit_wait_answers = Exchange::kSilenceChecked;
+    ControlPlaneSilent(status, exchange.budget_answers_seen);
     co_return true;
   }
-  if (exchange.budget_wait_answers == Exchange::kNotWaited) {
-    exchange.budget_wait_answers = exchange.budget_answers_seen;
+  if (exchange.credit_wait_answers == Exchange::kNotWaited) {
+    exchange.credit_wait_answers = exchange.budget_answers_seen;
   }
   co_await WaitForAnswer(status, exchange.budget_answers_seen, left_ns);
   co_return true;  // pick again: the answer, or the deadline, decides
 }
 
-void ProxyHandler::ControlPlaneSilent(fleet::FleetStatus& status) {
+void ProxyHandler::ControlPlaneSilent(fleet::FleetStatus& status, uint64_t seen) {
+  if (status.answers.load(std::memory_order_acquire) != seen) {
+    return;  // an answer came after all: the next look uses it
+  }
   if (status.away.exchange(true, std::memory_order_acq_rel)) {
     return;  // already away
   }

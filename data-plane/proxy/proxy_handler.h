@@ -86,8 +86,8 @@ class ProxyHandler final : public Handler {
   // control plane counts as away (as after a lost stream) until its next answer, so this
   // request and those waiting with it are admitted or refused on the fallback share rather
   // than refused for credit a silent control plane never sent (a path that stopped carrying
-  // packets, a control plane stalled).
-  static void ControlPlaneSilent(fleet::FleetStatus& status);
+  // packets, a control plane stalled). Nothing when an answer came after `seen` after all.
+  static void ControlPlaneSilent(fleet::FleetStatus& status, uint64_t seen);
   // Nanoseconds left of the exchange's wait for credit (500 ms in all, from its first wait).
   int64_t CreditWaitLeftNs(Exchange& exchange);
   // The pick found nothing: when a backend was no candidate only because its budget credit is

@@ -38,7 +38,9 @@ std::unique_ptr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>
   // Nothing else of the test process crosses over: Asio opens sockets without O_CLOEXEC, and a
   // child holding a copy of an in-process mock's connection keeps it open after the mock closes
   // or resets it (the peer would wait for an end that never comes).
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  if (const int rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3); rc != 0) {
+    ADD_FAILURE() << "posix_spawn_file_actions_addclosefrom_np failed: " << rc;
+  }
   std::vector<char*> argv;
   for (const std::string& arg : args) {
     argv.push_back(const_cast<char*>(arg.c_str()));

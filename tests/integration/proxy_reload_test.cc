@@ -55,7 +55,8 @@ int SeriesMentioning(const TestProxy& proxy, std::string_view needle) {
 
 TEST(ProxyReload, AStreamInFlightAcrossTwoReloadsFinishesOnTheTableItStartedOn) {
   auto slow = StartMock("slow");
-  slow->SetDefaultBehavior(Behavior::Stream(8, std::chrono::milliseconds(100)));
+  // 3 s of stream: far longer than the reloads and requests below take, even under sanitizers.
+  slow->SetDefaultBehavior(Behavior::Stream(30, std::chrono::milliseconds(100)));
   auto fast = StartMock("fast");
   // Table 1: "chat" is the 5th backend (index 4) on the slow provider; tables 2 and 3 have one
   // backend in all, so an index from table 1 would be out of range in theirs.
@@ -83,13 +84,14 @@ TEST(ProxyReload, AStreamInFlightAcrossTwoReloadsFinishesOnTheTableItStartedOn) 
   ASSERT_TRUE(proxy->Reload(second + "# edited\n").ok());
   EXPECT_EQ(Get(*proxy, "/healthz").status, 200);
   // While the stream runs, its backend's series are held: still on /metrics.
+  ASSERT_LT(events.load(), 30) << "the stream ended before the reloads: nothing was tested";
   EXPECT_GT(SeriesMentioning(*proxy, "chat/slow/up-model"), 0);
 
   const StreamedResponse response = stream.get();
   EXPECT_EQ(response.status, 200);
   EXPECT_TRUE(response.body_status.ok()) << response.body_status;
   EXPECT_TRUE(response.done());
-  EXPECT_EQ(response.events.size(), 10u) << "8 content events, the final chunk and [DONE]";
+  EXPECT_EQ(response.events.size(), 32u) << "30 content events, the final chunk and [DONE]";
   // Its access log line names the backend it was served by, from its own table.
   EXPECT_TRUE(AccessLogContains(*proxy, R"("backend":"chat/slow/up-model","status":200)"))
       << proxy->access_log_text();
@@ -106,7 +108,7 @@ TEST(ProxyReload, AStreamInFlightAcrossTwoReloadsFinishesOnTheTableItStartedOn) 
 TEST(ProxyReload, AFailoverAfterAReloadPicksFromTheTableTheRequestStartedOn) {
   auto broken = StartMock("broken");
   Behavior fail_late = Behavior::Fail(500);
-  fail_late.headers_delay = std::chrono::milliseconds(400);
+  fail_late.headers_delay = std::chrono::milliseconds(1500);
   broken->SetDefaultBehavior(fail_late);
   auto healthy = StartMock("healthy");
   const std::string config =
@@ -121,6 +123,7 @@ TEST(ProxyReload, AFailoverAfterAReloadPicksFromTheTableTheRequestStartedOn) {
   // A new table (the same routes) lands while the first attempt waits for its answer.
   ASSERT_TRUE(proxy->Reload(config + "# edited\n").ok());
   EXPECT_EQ(Get(*proxy, "/healthz").status, 200);
+  ASSERT_EQ(healthy->request_count(), 0u) << "the failover came before the reload: nothing tested";
 
   const HttpResponse response = answer.get();
   EXPECT_EQ(response.status, 200) << response.body;

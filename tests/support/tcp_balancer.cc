@@ -91,7 +91,8 @@ struct TcpBalancerAccess {
   static net::awaitable<void> Serve(TcpBalancer& self, tcp::socket client) {
     co_await WaitWhile(self.blackhole_);  // a connect into a dead path goes nowhere
     auto relayed = std::make_shared<Relayed>(std::move(client));
-    for (const uint16_t port : Candidates(self)) {
+    const std::vector<uint16_t> candidates = Candidates(self);
+    for (const uint16_t port : candidates) {
       boost::system::error_code ec;
       relayed->upstream = tcp::socket(relayed->client.get_executor());
       co_await relayed->upstream.async_connect(
@@ -117,6 +118,8 @@ struct TcpBalancerAccess {
         if (ec == net::error::operation_aborted || !self.state_->acceptor.is_open()) {
           co_return;
         }
+        net::steady_timer pause(self.state_->io, 10ms);  // e.g. out of descriptors: no spin
+        co_await pause.async_wait(net::redirect_error(net::use_awaitable, ec));
         continue;
       }
       ++self.connections_;
@@ -132,6 +135,7 @@ absl::StatusOr<std::unique_ptr<TcpBalancer>> TcpBalancer::Start(
   balancer->state_ = std::make_shared<State>();
   for (const Target& target : targets) {
     balancer->ready_.push_back(target.ready_path.empty());
+    balancer->failures_.push_back(0);
   }
   balancer->targets_ = std::move(targets);
   boost::system::error_code ec;
@@ -178,6 +182,7 @@ std::string TcpBalancer::url() const { return absl::StrCat("http://127.0.0.1:", 
 void TcpBalancer::SetTarget(size_t index, Target target) {
   absl::MutexLock lock(&mu_);
   ready_[index] = target.ready_path.empty();
+  failures_[index] = 0;
   targets_[index] = std::move(target);
 }
 
@@ -201,12 +206,18 @@ void TcpBalancer::Probe() {
       }
       HttpRequest request = HttpRequest::Get(
           absl::StrCat("http://127.0.0.1:", targets[i].port, targets[i].ready_path));
-      request.timeout = 300ms;
+      request.timeout = 500ms;
       const absl::StatusOr<HttpResponse> response = Fetch(request);
-      const bool ready = response.ok() && response->status == 200;
+      const bool ok = response.ok() && response->status == 200;
       absl::MutexLock lock(&mu_);
-      if (targets_[i].port == targets[i].port) {  // not replaced while probing
-        ready_[i] = ready;
+      if (targets_[i].port != targets[i].port) {
+        continue;  // replaced while probing
+      }
+      failures_[i] = ok ? 0 : failures_[i] + 1;
+      if (ok) {
+        ready_[i] = true;
+      } else if (failures_[i] >= kFailureThreshold) {
+        ready_[i] = false;
       }
     }
     for (auto slept = 0ms; slept < probe_every_ && !stopping_.load(); slept += 10ms) {

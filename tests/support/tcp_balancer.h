@@ -1,7 +1,8 @@
 // A TCP load balancer for fault tests, on 127.0.0.1: what a Kubernetes Service is in front of
-// berry-proxy pods (a new connection goes to one ready target, round robin; a target is ready
-// while its readiness path answers 200, probed every `probe_every`), and what the network is
-// between a proxy and its control plane (one target, no probe).
+// berry-proxy pods (a new connection goes to one ready target, round robin; a target is probed
+// every `probe_every` and is ready from its first 200 until three probes in a row fail, as a
+// readiness probe with failureThreshold 3), and what the network is between a proxy and its
+// control plane (one target, no probe).
 //
 // Blackhole(true) is a path that silently stopped carrying packets: no byte moves in either
 // direction on any connection, open or new, and nothing is closed (no FIN, no RST); the bytes
@@ -51,7 +52,7 @@ class TcpBalancer {
   // Points target `index` elsewhere (a restarted process on a new port); not ready until its
   // probe says so. Connections already relayed stay where they are.
   void SetTarget(size_t index, Target target);
-  // Whether the last probe of target `index` answered 200 (always true without a ready path).
+  // Whether target `index` is in rotation (always true without a ready path).
   bool ready(size_t index) const;
   void Blackhole(bool on);
 
@@ -68,7 +69,9 @@ class TcpBalancer {
   std::shared_ptr<State> state_;  // the event loop's side
   mutable absl::Mutex mu_;
   std::vector<Target> targets_ ABSL_GUARDED_BY(mu_);
+  static constexpr int kFailureThreshold = 3;
   std::vector<bool> ready_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> failures_ ABSL_GUARDED_BY(mu_);  // probes failed in a row
   size_t next_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<bool> blackhole_{false};
   std::atomic<bool> stopping_{false};
