@@ -79,8 +79,9 @@ void CheckBaseUrl(const std::string& provider_path, std::string& base_url, Diagn
     out.Error(path, std::string(*problem));
     return;
   }
-  // `{base_url}/chat/completions` must not become `...//chat/completions`.
-  if (base_url.ends_with('/')) {
+  // `{base_url}/chat/completions` must not become `...//chat/completions`. Every trailing `/`
+  // goes, so the value read back from a written config is the same (RedactedToml round trip).
+  while (base_url.ends_with('/')) {
     base_url.pop_back();
   }
 }

@@ -524,6 +524,13 @@ TEST(ConfigLookupTest, OneTrailingSlashIsStrippedFromBaseUrl) {
   EXPECT_EQ(result.config->providers()[0].base_url, "https://api.example.com/v1");
 }
 
+// Found by apply_config_fuzzer: with one slash dropped per load, "…/v1//" loaded as "…/v1/",
+// and a config written back from it (RedactedToml) loaded as "…/v1".
+TEST(ConfigLookupTest, EveryTrailingSlashIsStrippedFromBaseUrl) {
+  ASSERT_LOADS(result, Replaced(kMinimal, "example.com/v1\"", "example.com/v1///\""));
+  EXPECT_EQ(result.config->providers()[0].base_url, "https://api.example.com/v1");
+}
+
 TEST(ConfigLookupTest, IntegerWeightIsAccepted) {
   ASSERT_LOADS(result, WithLineAfter(kMinimal, "model = \"m1\"", "weight = 2"));
   EXPECT_EQ(result.config->models()[0].backends[0].weight, 2.0);
